@@ -1,0 +1,583 @@
+//! Chunked GELF over UDP: the 12-byte chunk header and a [`Reassembler`]
+//! that joins chunks into whole payloads (compression is undone after
+//! joining: only chunk 0 starts with the magic bytes).
+//!
+//! The reassembler is a plain state machine: the caller passes the time in
+//! (milliseconds from any fixed origin) and calls [`Reassembler::expire`]
+//! now and then. Expiry keeps one queue ordered by deadline instead of a
+//! timer per message; memory is bounded by [`ReassemblyLimits`].
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+use thiserror::Error;
+
+use crate::limits::{MAX_CHUNKS, ReassemblyLimits};
+
+/// The two bytes that start every chunk.
+pub const CHUNK_MAGIC: [u8; 2] = [0x1e, 0x0f];
+/// Magic (2) + message id (8) + sequence number (1) + sequence count (1).
+pub const CHUNK_HEADER_LEN: usize = 12;
+
+/// A parsed chunk header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkHeader {
+    /// The sender's random message id, shared by all chunks of a message.
+    pub message_id: [u8; 8],
+    /// This chunk's 0-based position.
+    pub sequence: u8,
+    /// How many chunks the message has (1–128).
+    pub count: u8,
+}
+
+/// Whether a datagram is a GELF chunk (starts with `1e 0f`).
+///
+/// ```
+/// assert!(cowlogd_parsers::gelf::is_chunk(b"\x1e\x0f12345678\x00\x02payload"));
+/// assert!(!cowlogd_parsers::gelf::is_chunk(b"\x1f\x8b"));
+/// ```
+pub fn is_chunk(datagram: &[u8]) -> bool {
+    datagram.starts_with(&CHUNK_MAGIC)
+}
+
+/// Why a chunk was refused. Each one costs only its own message.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChunkError {
+    /// Occurs when a datagram starting with the chunk magic is shorter than
+    /// the 12-byte header.
+    #[error("chunk shorter than its 12-byte header")]
+    TooShort,
+    /// Occurs when the sequence count is 0 or above 128.
+    #[error("message {id:016x}: invalid chunk count {count}")]
+    BadCount {
+        /// The message id, as a number, for logs.
+        id: u64,
+        /// The count received.
+        count: u8,
+    },
+    /// Occurs when the sequence number is not below the count.
+    #[error("message {id:016x}: chunk {sequence} of {count}")]
+    SequenceOutOfRange {
+        /// The message id.
+        id: u64,
+        /// The sequence number received.
+        sequence: u8,
+        /// The count received.
+        count: u8,
+    },
+    /// Occurs when a chunk's count differs from the message's first chunk.
+    #[error("message {id:016x}: chunk says {got} chunks, first chunk said {expected}")]
+    CountMismatch {
+        /// The message id.
+        id: u64,
+        /// The first chunk's count.
+        expected: u8,
+        /// This chunk's count.
+        got: u8,
+    },
+    /// Occurs when a message's chunks add up to more than
+    /// `max_message_bytes`; the message is dropped.
+    #[error("message {id:016x}: larger than {max} bytes, dropped")]
+    MessageTooLarge {
+        /// The message id.
+        id: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// Occurs when a sender starts a message while holding
+    /// `max_pending_per_sender` incomplete ones; the new message is refused.
+    #[error("message {id:016x}: sender has too many incomplete messages")]
+    SenderLimit {
+        /// The message id.
+        id: u64,
+    },
+}
+
+/// Parses a chunk's header and returns it with the payload that follows.
+///
+/// ```
+/// use cowlogd_parsers::gelf::parse_chunk;
+/// let (header, payload) = parse_chunk(b"\x1e\x0fABCDEFGH\x01\x03data").unwrap();
+/// assert_eq!((header.sequence, header.count, payload), (1, 3, &b"data"[..]));
+/// ```
+///
+/// # Errors
+/// [`ChunkError::TooShort`], [`ChunkError::BadCount`] or
+/// [`ChunkError::SequenceOutOfRange`].
+pub fn parse_chunk(datagram: &[u8]) -> Result<(ChunkHeader, &[u8]), ChunkError> {
+    if datagram.len() < CHUNK_HEADER_LEN || !is_chunk(datagram) {
+        return Err(ChunkError::TooShort);
+    }
+    let mut message_id = [0u8; 8];
+    message_id.copy_from_slice(&datagram[2..10]);
+    let header = ChunkHeader {
+        message_id,
+        sequence: datagram[10],
+        count: datagram[11],
+    };
+    let id = u64::from_be_bytes(message_id);
+    if header.count == 0 || header.count > MAX_CHUNKS {
+        return Err(ChunkError::BadCount {
+            id,
+            count: header.count,
+        });
+    }
+    if header.sequence >= header.count {
+        return Err(ChunkError::SequenceOutOfRange {
+            id,
+            sequence: header.sequence,
+            count: header.count,
+        });
+    }
+    Ok((header, &datagram[CHUNK_HEADER_LEN..]))
+}
+
+/// What adding a chunk did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChunkOutcome {
+    /// The message is complete: its joined payload (still compressed).
+    Complete(Vec<u8>),
+    /// Stored; the message waits for more chunks.
+    Pending,
+    /// This chunk was already received; ignored.
+    Duplicate,
+}
+
+/// Messages the reassembler gave up on, counted since the last
+/// [`Reassembler::take_dropped`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DroppedMessages {
+    /// Incomplete at their deadline.
+    pub expired: u64,
+    /// Evicted (oldest first) to make room under the global caps.
+    pub evicted: u64,
+}
+
+struct Pending {
+    count: u8,
+    /// Bit n set = chunk n received; a duplicate finds its bit set.
+    received: u128,
+    /// (offset, length) of each chunk's payload inside `data`.
+    parts: Vec<(u32, u32)>,
+    data: Vec<u8>,
+    generation: u64,
+}
+
+struct Started<S> {
+    deadline_ms: u64,
+    key: (S, [u8; 8]),
+    generation: u64,
+}
+
+/// Joins GELF chunks per (sender, message id); see the module docs.
+///
+/// ```
+/// use cowlogd_parsers::gelf::{Reassembler, ChunkOutcome};
+/// use cowlogd_parsers::ReassemblyLimits;
+/// let mut r = Reassembler::new(ReassemblyLimits::default());
+/// let sender = "10.0.0.2:40000";
+/// assert_eq!(r.add(sender, b"\x1e\x0fABCDEFGH\x01\x02world", 0), Ok(ChunkOutcome::Pending));
+/// assert_eq!(r.add(sender, b"\x1e\x0fABCDEFGH\x00\x02hello ", 3), Ok(ChunkOutcome::Complete(b"hello world".to_vec())));
+/// ```
+pub struct Reassembler<S> {
+    limits: ReassemblyLimits,
+    pending: HashMap<(S, [u8; 8]), Pending>,
+    /// Messages in the order they started, which is deadline order.
+    started: VecDeque<Started<S>>,
+    per_sender: HashMap<S, usize>,
+    pending_bytes: usize,
+    next_generation: u64,
+    dropped: DroppedMessages,
+}
+
+impl<S> std::fmt::Debug for Reassembler<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reassembler")
+            .field("pending_messages", &self.pending.len())
+            .field("pending_bytes", &self.pending_bytes)
+            .finish()
+    }
+}
+
+impl<S: Hash + Eq + Clone> Reassembler<S> {
+    /// An empty reassembler with the given bounds.
+    pub fn new(limits: ReassemblyLimits) -> Reassembler<S> {
+        Reassembler {
+            limits,
+            pending: HashMap::new(),
+            started: VecDeque::new(),
+            per_sender: HashMap::new(),
+            pending_bytes: 0,
+            next_generation: 0,
+            dropped: DroppedMessages::default(),
+        }
+    }
+
+    /// Incomplete messages held.
+    pub fn pending_messages(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Payload bytes held by incomplete messages.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Returns and resets the count of messages given up on.
+    pub fn take_dropped(&mut self) -> DroppedMessages {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Adds one chunk datagram from `sender`, received at `now_ms`. Expires
+    /// overdue messages first.
+    ///
+    /// # Errors
+    /// A [`ChunkError`] when the chunk is invalid or refused; other messages
+    /// are unaffected.
+    pub fn add(
+        &mut self,
+        sender: S,
+        datagram: &[u8],
+        now_ms: u64,
+    ) -> Result<ChunkOutcome, ChunkError> {
+        self.expire(now_ms);
+        let (header, payload) = parse_chunk(datagram)?;
+        let id = u64::from_be_bytes(header.message_id);
+        if header.count == 1 {
+            // A one-chunk "chunked" message needs no state.
+            return Ok(ChunkOutcome::Complete(payload.to_vec()));
+        }
+        let key = (sender, header.message_id);
+        if !self.pending.contains_key(&key) {
+            self.start(&key, header.count, now_ms, id)?;
+        }
+        let max_message = self.limits.max_message_bytes;
+        let Some(message) = self.pending.get_mut(&key) else {
+            return Ok(ChunkOutcome::Pending);
+        };
+        if message.count != header.count {
+            return Err(ChunkError::CountMismatch {
+                id,
+                expected: message.count,
+                got: header.count,
+            });
+        }
+        let bit = 1u128 << header.sequence;
+        if message.received & bit != 0 {
+            return Ok(ChunkOutcome::Duplicate);
+        }
+        if message.data.len() + payload.len() > max_message {
+            self.remove(&key);
+            return Err(ChunkError::MessageTooLarge {
+                id,
+                max: max_message,
+            });
+        }
+        message.received |= bit;
+        message.parts[usize::from(header.sequence)] =
+            (message.data.len() as u32, payload.len() as u32);
+        message.data.extend_from_slice(payload);
+        self.pending_bytes += payload.len();
+        let complete = message.received.count_ones() == u32::from(message.count);
+        if !complete {
+            return Ok(ChunkOutcome::Pending);
+        }
+        let Some(message) = self.remove(&key) else {
+            return Ok(ChunkOutcome::Pending);
+        };
+        let mut joined = Vec::with_capacity(message.data.len());
+        for &(offset, len) in &message.parts {
+            joined.extend_from_slice(&message.data[offset as usize..(offset + len) as usize]);
+        }
+        Ok(ChunkOutcome::Complete(joined))
+    }
+
+    /// Gives up on every message whose deadline is at or before `now_ms`;
+    /// returns how many.
+    pub fn expire(&mut self, now_ms: u64) -> usize {
+        let mut expired = 0;
+        while let Some(front) = self.started.front() {
+            if front.deadline_ms > now_ms {
+                break;
+            }
+            if let Some(started) = self.started.pop_front() {
+                if self.is_live(&started) {
+                    self.remove(&started.key);
+                    expired += 1;
+                }
+            }
+        }
+        self.dropped.expired += expired as u64;
+        expired
+    }
+
+    fn is_live(&self, started: &Started<S>) -> bool {
+        self.pending
+            .get(&started.key)
+            .is_some_and(|p| p.generation == started.generation)
+    }
+
+    /// Registers a new message, making room under the caps first.
+    fn start(
+        &mut self,
+        key: &(S, [u8; 8]),
+        count: u8,
+        now_ms: u64,
+        id: u64,
+    ) -> Result<(), ChunkError> {
+        if self.per_sender.get(&key.0).copied().unwrap_or(0) >= self.limits.max_pending_per_sender {
+            return Err(ChunkError::SenderLimit { id });
+        }
+        while !self.pending.is_empty()
+            && (self.pending.len() >= self.limits.max_pending_messages
+                || self.pending_bytes >= self.limits.max_pending_bytes)
+        {
+            self.evict_oldest();
+        }
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.pending.insert(
+            key.clone(),
+            Pending {
+                count,
+                received: 0,
+                parts: vec![(0, 0); usize::from(count)],
+                data: Vec::new(),
+                generation,
+            },
+        );
+        *self.per_sender.entry(key.0.clone()).or_insert(0) += 1;
+        self.started.push_back(Started {
+            deadline_ms: now_ms.saturating_add(self.limits.timeout_ms),
+            key: key.clone(),
+            generation,
+        });
+        self.compact_started();
+        Ok(())
+    }
+
+    fn evict_oldest(&mut self) {
+        while let Some(started) = self.started.pop_front() {
+            if self.is_live(&started) {
+                self.remove(&started.key);
+                self.dropped.evicted += 1;
+                return;
+            }
+        }
+    }
+
+    /// Completed messages leave stale entries in `started`; drop them once
+    /// they outnumber the live ones so the queue stays proportional.
+    fn compact_started(&mut self) {
+        if self.started.len() > 2 * self.pending.len() + 1024 {
+            let pending = &self.pending;
+            self.started.retain(|s| {
+                pending
+                    .get(&s.key)
+                    .is_some_and(|p| p.generation == s.generation)
+            });
+        }
+    }
+
+    fn remove(&mut self, key: &(S, [u8; 8])) -> Option<Pending> {
+        let message = self.pending.remove(key)?;
+        self.pending_bytes -= message.data.len();
+        if let Some(count) = self.per_sender.get_mut(&key.0) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_sender.remove(&key.0);
+            }
+        }
+        Some(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(id: u8, seq: u8, count: u8, payload: &[u8]) -> Vec<u8> {
+        let mut d = vec![0x1e, 0x0f, id, 0, 0, 0, 0, 0, 0, 0, seq, count];
+        d.extend_from_slice(payload);
+        d
+    }
+
+    fn reassembler() -> Reassembler<u32> {
+        Reassembler::new(ReassemblyLimits::default())
+    }
+
+    #[test]
+    fn decode_unordered_chunks() {
+        let mut r = reassembler();
+        assert_eq!(
+            r.add(1, &chunk(1, 2, 3, b"c"), 0),
+            Ok(ChunkOutcome::Pending)
+        );
+        assert_eq!(
+            r.add(1, &chunk(1, 0, 3, b"a"), 0),
+            Ok(ChunkOutcome::Pending)
+        );
+        assert_eq!(
+            r.add(1, &chunk(1, 1, 3, b"b"), 0),
+            Ok(ChunkOutcome::Complete(b"abc".to_vec()))
+        );
+        assert_eq!((r.pending_messages(), r.pending_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn decode_duplicated_chunk_is_ignored() {
+        let mut r = reassembler();
+        r.add(1, &chunk(1, 0, 2, b"a"), 0).unwrap();
+        assert_eq!(
+            r.add(1, &chunk(1, 0, 2, b"X"), 0),
+            Ok(ChunkOutcome::Duplicate)
+        );
+        assert_eq!(
+            r.add(1, &chunk(1, 1, 2, b"b"), 0),
+            Ok(ChunkOutcome::Complete(b"ab".to_vec()))
+        );
+    }
+
+    #[test]
+    fn empty_final_chunk_completes_the_message() {
+        let mut r = reassembler();
+        r.add(1, &chunk(1, 0, 2, &[7; 1408]), 0).unwrap();
+        let last = chunk(1, 1, 2, b"");
+        assert_eq!(last.len(), 12);
+        assert_eq!(
+            r.add(1, &last, 0),
+            Ok(ChunkOutcome::Complete(vec![7; 1408]))
+        );
+    }
+
+    #[test]
+    fn same_id_from_two_senders_are_two_messages() {
+        let mut r = reassembler();
+        r.add(1, &chunk(9, 0, 2, b"1a"), 0).unwrap();
+        r.add(2, &chunk(9, 0, 2, b"2a"), 0).unwrap();
+        assert_eq!(
+            r.add(2, &chunk(9, 1, 2, b"2b"), 0),
+            Ok(ChunkOutcome::Complete(b"2a2b".to_vec()))
+        );
+        assert_eq!(
+            r.add(1, &chunk(9, 1, 2, b"1b"), 0),
+            Ok(ChunkOutcome::Complete(b"1a1b".to_vec()))
+        );
+    }
+
+    #[test]
+    fn invalid_headers_are_rejected() {
+        let mut r = reassembler();
+        assert_eq!(r.add(1, b"\x1e\x0fshort", 0), Err(ChunkError::TooShort));
+        assert!(matches!(
+            r.add(1, &chunk(1, 0, 0, b"x"), 0),
+            Err(ChunkError::BadCount { .. })
+        ));
+        assert!(matches!(
+            r.add(1, &chunk(1, 0, 129, b"x"), 0),
+            Err(ChunkError::BadCount { .. })
+        ));
+        assert!(matches!(
+            r.add(1, &chunk(1, 3, 3, b"x"), 0),
+            Err(ChunkError::SequenceOutOfRange { .. })
+        ));
+        r.add(1, &chunk(1, 0, 3, b"x"), 0).unwrap();
+        assert!(matches!(
+            r.add(1, &chunk(1, 1, 4, b"x"), 0),
+            Err(ChunkError::CountMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn decode_timeout_expires_incomplete_messages() {
+        let mut r = reassembler();
+        r.add(1, &chunk(1, 0, 2, b"a"), 1_000).unwrap();
+        assert_eq!(r.expire(5_999), 0);
+        assert_eq!(r.expire(6_000), 1);
+        assert_eq!(r.take_dropped().expired, 1);
+        // The late chunk starts a new message rather than completing the old one.
+        assert_eq!(
+            r.add(1, &chunk(1, 1, 2, b"b"), 6_001),
+            Ok(ChunkOutcome::Pending)
+        );
+    }
+
+    #[test]
+    fn pending_message_cap_evicts_the_oldest() {
+        let mut r: Reassembler<u32> = Reassembler::new(ReassemblyLimits {
+            max_pending_messages: 2,
+            ..ReassemblyLimits::default()
+        });
+        r.add(1, &chunk(1, 0, 2, b"a"), 0).unwrap();
+        r.add(2, &chunk(2, 0, 2, b"a"), 0).unwrap();
+        r.add(3, &chunk(3, 0, 2, b"a"), 0).unwrap();
+        assert_eq!(r.pending_messages(), 2);
+        assert_eq!(r.take_dropped().evicted, 1);
+        assert_eq!(
+            r.add(1, &chunk(1, 1, 2, b"b"), 0),
+            Ok(ChunkOutcome::Pending)
+        );
+        assert_eq!(
+            r.add(3, &chunk(3, 1, 2, b"b"), 0),
+            Ok(ChunkOutcome::Complete(b"ab".to_vec()))
+        );
+    }
+
+    #[test]
+    fn per_sender_cap_refuses_only_that_sender() {
+        let mut r: Reassembler<u32> = Reassembler::new(ReassemblyLimits {
+            max_pending_per_sender: 2,
+            ..ReassemblyLimits::default()
+        });
+        r.add(1, &chunk(1, 0, 2, b"a"), 0).unwrap();
+        r.add(1, &chunk(2, 0, 2, b"a"), 0).unwrap();
+        assert!(matches!(
+            r.add(1, &chunk(3, 0, 2, b"a"), 0),
+            Err(ChunkError::SenderLimit { .. })
+        ));
+        assert_eq!(
+            r.add(2, &chunk(3, 0, 2, b"a"), 0),
+            Ok(ChunkOutcome::Pending)
+        );
+    }
+
+    #[test]
+    fn message_over_max_bytes_is_dropped() {
+        let mut r: Reassembler<u32> = Reassembler::new(ReassemblyLimits {
+            max_message_bytes: 10,
+            ..ReassemblyLimits::default()
+        });
+        r.add(1, &chunk(1, 0, 3, b"123456"), 0).unwrap();
+        assert!(matches!(
+            r.add(1, &chunk(1, 1, 3, b"789012"), 0),
+            Err(ChunkError::MessageTooLarge { .. })
+        ));
+        assert_eq!((r.pending_messages(), r.pending_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn pending_bytes_cap_evicts_before_a_new_message() {
+        let mut r: Reassembler<u32> = Reassembler::new(ReassemblyLimits {
+            max_pending_bytes: 10,
+            ..ReassemblyLimits::default()
+        });
+        r.add(1, &chunk(1, 0, 2, &[0; 10]), 0).unwrap();
+        r.add(2, &chunk(2, 0, 2, b"x"), 0).unwrap();
+        assert_eq!((r.pending_messages(), r.pending_bytes()), (1, 1));
+        assert_eq!(r.take_dropped().evicted, 1);
+    }
+
+    #[test]
+    fn started_queue_stays_bounded_when_messages_complete() {
+        let mut r = reassembler();
+        for i in 0..10_000u32 {
+            let mut d = chunk(0, 0, 2, b"a");
+            d[2..6].copy_from_slice(&i.to_be_bytes());
+            r.add(1, &d, 0).unwrap();
+            d[10] = 1;
+            assert!(matches!(r.add(1, &d, 0), Ok(ChunkOutcome::Complete(_))));
+        }
+        assert!(r.started.len() <= 1025);
+    }
+}

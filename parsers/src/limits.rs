@@ -1,0 +1,52 @@
+//! Default bounds for every buffer the parsers keep. All are on by default;
+//! the daemon's config overrides them.
+
+/// Longest syslog or GELF TCP frame, in bytes (Graylog's GELF TCP limit is
+/// 2 MiB; a Docker frame can pass 100 KB).
+pub const DEFAULT_MAX_FRAME: usize = 2 * 1024 * 1024;
+
+/// Largest decompressed GELF payload, in bytes (Graylog: 8 MiB).
+pub const DEFAULT_MAX_DECOMPRESSED: usize = 8 * 1024 * 1024;
+
+/// Most chunks one GELF message may have (GELF 1.1 spec).
+pub const MAX_CHUNKS: u8 = 128;
+
+/// How long a chunked GELF message may take to complete, from its first
+/// chunk, in milliseconds (Graylog: 5 s).
+pub const DEFAULT_CHUNK_TIMEOUT_MS: u64 = 5_000;
+
+/// Bounds on the GELF chunk reassembler's memory.
+///
+/// ```
+/// use cowlogd_parsers::ReassemblyLimits;
+/// let limits = ReassemblyLimits { max_pending_messages: 10, ..ReassemblyLimits::default() };
+/// assert_eq!(limits.timeout_ms, 5_000);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReassemblyLimits {
+    /// Incomplete messages held at once; starting one more evicts the oldest.
+    pub max_pending_messages: usize,
+    /// Incomplete messages one sender may hold; its next new message is
+    /// refused, so one noisy sender cannot evict everybody else's.
+    pub max_pending_per_sender: usize,
+    /// Payload bytes held across all incomplete messages; starting a message
+    /// while over it evicts the oldest.
+    pub max_pending_bytes: usize,
+    /// Payload bytes one message may reach; a message growing past it is
+    /// dropped.
+    pub max_message_bytes: usize,
+    /// Deadline from a message's first chunk, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for ReassemblyLimits {
+    fn default() -> Self {
+        ReassemblyLimits {
+            max_pending_messages: 8192,
+            max_pending_per_sender: 1024,
+            max_pending_bytes: 64 * 1024 * 1024,
+            max_message_bytes: 2 * 1024 * 1024,
+            timeout_ms: DEFAULT_CHUNK_TIMEOUT_MS,
+        }
+    }
+}

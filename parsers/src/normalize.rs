@@ -1,0 +1,256 @@
+//! Parsed message → [`Record`]: Docker's fields, the syslog line nested in a
+//! container's output, and the severity the daemons marked in their text.
+//!
+//! mailcow's daemons log through syslog-ng, which prints
+//! `Aug  5 12:34:56 host postfix/smtpd[123]: msg` on the container's stdout;
+//! Docker then sends that line with its own level (6 stdout, 3 stderr). So
+//! program, pid and message come from the nested line, and the severity from
+//! the marker the daemon wrote (`warning: ...`, `auth: Error: ...`), else
+//! from the stream.
+
+use crate::gelf::GelfMessage;
+use crate::record::{Origin, Record, Severity, Stream, Timestamp};
+use crate::syslog::{SyslogFormat, SyslogMessage, TimeContext, parse_embedded_line};
+
+/// A GELF message as a record. Docker's `_container_name` names the
+/// container; `level` 3 means stderr, anything else stdout.
+///
+/// Time: the GELF `timestamp` (Docker's, exact to the millisecond), else the
+/// nested line's header, else `received`.
+///
+/// ```
+/// use cowlogd_parsers::{Timestamp, Severity, gelf::parse_gelf, normalize::normalize_gelf, syslog::TimeContext};
+/// let json = br#"{"short_message":"Aug  5 12:34:56 mx postfix/smtpd[123]: warning: hostname x does not resolve","timestamp":1714557600,"level":6,"_container_name":"mailcowdockerized-postfix-mailcow-1"}"#;
+/// let gelf = parse_gelf(json).unwrap();
+/// let ctx = TimeContext::utc(Timestamp::new(1714557600, 0));
+/// let record = normalize_gelf(&gelf, &ctx, Timestamp::new(1714557601, 0));
+/// assert_eq!(record.program, Some(&b"postfix/smtpd"[..]));
+/// assert_eq!(record.pid, Some(&b"123"[..]));
+/// assert_eq!(record.severity, Severity::Warning);
+/// assert_eq!(record.message, b"warning: hostname x does not resolve");
+/// ```
+pub fn normalize_gelf<'a>(
+    gelf: &'a GelfMessage<'a>,
+    ctx: &TimeContext,
+    received: Timestamp,
+) -> Record<'a> {
+    let container = gelf.str_field("container_name").map(str::as_bytes);
+    let stream = container.map(|_| match gelf.level {
+        Some(3) => Stream::Stderr,
+        _ => Stream::Stdout,
+    });
+    let line = gelf.short_message.as_bytes();
+    let inner = parse_embedded_line(line, ctx);
+    let message = inner.as_ref().map_or(line, |m| m.msg);
+    let severity = inner
+        .and_then(|m| m.pri)
+        .map(|p| p.severity)
+        .or_else(|| match stream {
+            Some(stream) => Some(severity_marker(message).unwrap_or(stream_severity(stream))),
+            None => gelf.level.and_then(|l| Severity::from_code(l.into())),
+        })
+        .or_else(|| severity_marker(message))
+        .unwrap_or(Severity::Info);
+    Record {
+        time: gelf
+            .timestamp
+            .or_else(|| inner.and_then(|m| m.timestamp))
+            .unwrap_or(received),
+        host: gelf.host.as_deref().map(str::as_bytes),
+        container,
+        program: inner.and_then(|m| m.app_name),
+        pid: inner.and_then(|m| m.proc_id),
+        severity,
+        facility: inner.and_then(|m| m.pri).map(|p| p.facility),
+        stream,
+        message,
+        inner_syslog: inner.is_some(),
+        origin: Origin::Gelf(gelf),
+    }
+}
+
+/// A syslog message as a record.
+///
+/// When MSG is itself a syslog line, the sender was Docker's syslog driver
+/// relaying a container: the outer tag names the container and the inner
+/// line gives program, pid and message. An RFC 5424 line whose APP-NAME
+/// equals its MSGID is also Docker's (it writes the tag into both). Anything
+/// else is a plain syslog sender: the tag is the program, the PRI the truth.
+///
+/// ```
+/// use cowlogd_parsers::{Timestamp, Severity, normalize::normalize_syslog, syslog::{parse_syslog, TimeContext}};
+/// let ctx = TimeContext::utc(Timestamp::new(1795999799, 0));
+/// let line = parse_syslog(b"<22>Nov 24 13:19:08 vm postfix/smtpd: udp rfc3164 msg", &ctx);
+/// let record = normalize_syslog(&line, &ctx, Timestamp::new(1795999799, 0));
+/// assert_eq!((record.program, record.container), (Some(&b"postfix/smtpd"[..]), None));
+/// assert_eq!(record.severity, Severity::Info);
+/// ```
+pub fn normalize_syslog<'a>(
+    syslog: &'a SyslogMessage<'a>,
+    ctx: &TimeContext,
+    received: Timestamp,
+) -> Record<'a> {
+    let outer = syslog.pri_or_default();
+    let inner = parse_embedded_line(syslog.msg, ctx);
+    let docker_5424 = syslog.format == SyslogFormat::Rfc5424
+        && syslog.app_name.is_some()
+        && syslog.app_name == syslog.msg_id;
+    let from_container = inner.is_some() || docker_5424;
+    let stream = from_container.then_some(match outer.severity {
+        Severity::Error => Stream::Stderr,
+        _ => Stream::Stdout,
+    });
+    let message = inner.as_ref().map_or(syslog.msg, |m| m.msg);
+    let severity = match (inner.and_then(|m| m.pri), stream) {
+        (Some(inner_pri), _) => inner_pri.severity,
+        (None, Some(stream)) => severity_marker(message).unwrap_or(stream_severity(stream)),
+        (None, None) => outer.severity,
+    };
+    Record {
+        time: syslog
+            .timestamp
+            .or_else(|| inner.and_then(|m| m.timestamp))
+            .unwrap_or(received),
+        host: syslog.hostname,
+        container: from_container.then_some(syslog.app_name).flatten(),
+        program: inner.map_or(syslog.app_name, |m| m.app_name),
+        pid: inner.map_or(syslog.proc_id, |m| m.proc_id),
+        severity,
+        facility: Some(inner.and_then(|m| m.pri).unwrap_or(outer).facility),
+        stream,
+        message,
+        inner_syslog: inner.is_some(),
+        origin: Origin::Syslog(syslog),
+    }
+}
+
+fn stream_severity(stream: Stream) -> Severity {
+    match stream {
+        Stream::Stdout => Severity::Info,
+        Stream::Stderr => Severity::Error,
+    }
+}
+
+const POSTFIX_MARKERS: [(&[u8], Severity); 4] = [
+    (b"warning:", Severity::Warning),
+    (b"error:", Severity::Error),
+    (b"fatal:", Severity::Critical),
+    (b"panic:", Severity::Alert),
+];
+
+const DOVECOT_MARKERS: [(&[u8], Severity); 4] = [
+    (b"Warning:", Severity::Warning),
+    (b"Error:", Severity::Error),
+    (b"Fatal:", Severity::Critical),
+    (b"Panic:", Severity::Alert),
+];
+
+/// The severity a daemon wrote into its message: postfix's `warning:`,
+/// `error:`, `fatal:`, `panic:` at the start; dovecot's `Warning:`,
+/// `Error:`, `Fatal:`, `Panic:` at the start or as the word after its log
+/// prefix (the first `: `). Markers must be followed by a space or the end.
+///
+/// ```
+/// use cowlogd_parsers::{Severity, normalize::severity_marker};
+/// assert_eq!(severity_marker(b"fatal: no SASL"), Some(Severity::Critical));
+/// assert_eq!(severity_marker(b"imap(u@x.org)<1><Ab>: Error: quota"), Some(Severity::Error));
+/// assert_eq!(severity_marker(b"connect from x"), None);
+/// ```
+pub fn severity_marker(message: &[u8]) -> Option<Severity> {
+    let at_start = |text: &[u8], markers: &[(&[u8], Severity)]| {
+        markers.iter().find_map(|(marker, severity)| {
+            let rest = text.strip_prefix(*marker)?;
+            (rest.is_empty() || rest[0] == b' ').then_some(*severity)
+        })
+    };
+    if let Some(severity) =
+        at_start(message, &POSTFIX_MARKERS).or_else(|| at_start(message, &DOVECOT_MARKERS))
+    {
+        return Some(severity);
+    }
+    let prefix_end = memchr::memmem::find(message, b": ")?;
+    at_start(&message[prefix_end + 2..], &DOVECOT_MARKERS)
+}
+
+/// Whether container `name` runs compose service `service`: the name is the
+/// service itself, or compose v2's `<project>-<service>-<n>`, or compose
+/// v1's `<project>_<service>_<n>` (also without the `-<n>`/`_<n>`).
+///
+/// ```
+/// use cowlogd_parsers::normalize::container_runs_service;
+/// assert!(container_runs_service(b"mailcowdockerized-postfix-mailcow-1", b"postfix-mailcow"));
+/// assert!(container_runs_service(b"mailcowdockerized_postfix-mailcow_1", b"postfix-mailcow"));
+/// assert!(!container_runs_service(b"mailcowdockerized-postfix-tlspol-mailcow-1", b"postfix-mailcow"));
+/// ```
+pub fn container_runs_service(name: &[u8], service: &[u8]) -> bool {
+    if service.is_empty() {
+        return false;
+    }
+    let name = name.strip_prefix(b"/").unwrap_or(name);
+    if name == service {
+        return true;
+    }
+    let without_replica = strip_replica(name);
+    let Some(prefix) = without_replica.strip_suffix(service) else {
+        return false;
+    };
+    matches!(prefix.last(), Some(b'-' | b'_'))
+}
+
+/// `x-1` → `x`, `x_12` → `x`, else unchanged.
+fn strip_replica(name: &[u8]) -> &[u8] {
+    let digits = name.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits == name.len() {
+        return name;
+    }
+    let before = &name[..name.len() - digits];
+    match before.last() {
+        Some(b'-' | b'_') => &before[..before.len() - 1],
+        _ => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_need_a_space_or_end_after_them() {
+        assert_eq!(severity_marker(b"warning:"), Some(Severity::Warning));
+        assert_eq!(severity_marker(b"warning:x"), None);
+        assert_eq!(severity_marker(b"panic: it"), Some(Severity::Alert));
+        assert_eq!(severity_marker(b"Panic: it"), Some(Severity::Alert));
+        assert_eq!(
+            severity_marker(b"auth-worker(4521): Warning: x"),
+            Some(Severity::Warning)
+        );
+        assert_eq!(severity_marker(b"auth: Fatal: x"), Some(Severity::Critical));
+        // Postfix markers only count at the start.
+        assert_eq!(severity_marker(b"NOQUEUE: reject: warning: x"), None);
+    }
+
+    #[test]
+    fn service_matching_rejects_partial_words() {
+        assert!(container_runs_service(
+            b"postfix-mailcow",
+            b"postfix-mailcow"
+        ));
+        assert!(container_runs_service(
+            b"/mailcowdockerized-sogo-mailcow-1",
+            b"sogo-mailcow"
+        ));
+        assert!(container_runs_service(
+            b"proj-dovecot-mailcow",
+            b"dovecot-mailcow"
+        ));
+        assert!(!container_runs_service(
+            b"mailcowdockerized-xpostfix-mailcow-1",
+            b"postfix-mailcow"
+        ));
+        assert!(!container_runs_service(
+            b"mailcowdockerized-postfix-mailcow-1",
+            b""
+        ));
+        assert!(!container_runs_service(b"1", b"1x"));
+    }
+}
