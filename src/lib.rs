@@ -1,2 +1,204 @@
-//! cowlogd: a log collector appliance for mailcow and Docker hosts.
+//! cowlogd: a log collector appliance for Docker hosts and mailcow.
+//!
+//! Data flows one way, one module per stage:
+//! - [`inputs`]: UDP and TCP listeners; the sender allowlist.
+//! - [`pipeline`]: frame → parse → record → route → encoded batch.
+//! - [`router`]: which records go to which list and the channel.
+//! - [`queue`]: the bounded queue in front of a sink.
+//! - [`sinks`]: the Redis writer.
+//! - [`metrics`]: every metric and drop reason; [`http`]: `/metrics`.
+//! - [`config`]: the TOML file and its validation.
+//!
+//! Parsing itself lives in the `cowlogd-parsers` crate.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod http;
+pub mod inputs;
+pub mod metrics;
+pub mod pipeline;
+pub mod queue;
+pub mod router;
+pub mod sinks;
+
 pub use cowlogd_parsers as parsers;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use ::metrics::gauge;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::inputs::Allowlist;
+use crate::inputs::tcp::{ConnectionSlots, TcpContext, TcpLimits};
+use crate::metrics::{DropReason, Input, dropped};
+use crate::pipeline::Shared;
+use crate::queue::BatchQueue;
+use crate::sinks::redis::RedisWriter;
+
+/// How long inputs get to hand over what they have read at shutdown.
+const INPUT_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the daemon until `shutdown` completes, then stops the inputs,
+/// flushes the queue to Redis (bounded by `redis.shutdown_flush_ms`) and
+/// returns.
+///
+/// # Errors
+/// When a listener cannot be bound or the metrics recorder cannot be
+/// installed; runtime problems are counted and logged instead.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let prometheus = metrics::install()?;
+    let queue = Arc::new(BatchQueue::new(
+        settings.queue_messages,
+        settings.queue_bytes,
+        gauge!("cowlogd_queue_messages"),
+        gauge!("cowlogd_queue_bytes"),
+    ));
+    let shared = Arc::new(Shared::new(&settings, queue.clone()));
+    let ready = Arc::new(AtomicBool::new(false));
+    let stop_inputs = CancellationToken::new();
+    let drain = CancellationToken::new();
+    let allow = Arc::new(Allowlist::new(settings.allow.clone()));
+    let inputs = TaskTracker::new();
+
+    // Bind everything first: a bad address fails the start, not later.
+    let mut udp_inodes = Vec::new();
+    for (addr, input) in [
+        (settings.gelf_udp, Input::GelfUdp),
+        (settings.syslog_udp, Input::SyslogUdp),
+    ] {
+        let Some(addr) = addr else { continue };
+        for (socket, inode) in inputs::udp::bind(
+            addr,
+            settings.udp_sockets,
+            settings.udp_receive_buffer,
+            input,
+        )? {
+            udp_inodes.push(inode);
+            inputs.spawn(inputs::udp::serve(
+                socket,
+                input,
+                shared.clone(),
+                allow.clone(),
+                stop_inputs.clone(),
+            ));
+        }
+    }
+    let slots = ConnectionSlots::new(
+        settings.tcp_max_connections,
+        settings.tcp_max_connections_per_source,
+    );
+    let limits = TcpLimits {
+        max_frame: settings.max_frame,
+        idle_timeout: settings.tcp_idle_timeout,
+        queue_wait: settings.tcp_queue_wait,
+    };
+    for (addr, input) in [
+        (settings.gelf_tcp, Input::GelfTcp),
+        (settings.syslog_tcp, Input::SyslogTcp),
+    ] {
+        let Some(addr) = addr else { continue };
+        let listener = inputs::tcp::bind(addr, input).await?;
+        let context = TcpContext {
+            input,
+            shared: shared.clone(),
+            allow: allow.clone(),
+            slots: slots.clone(),
+            limits,
+            shutdown: stop_inputs.clone(),
+        };
+        inputs.spawn(inputs::tcp::serve(listener, context, inputs.clone()));
+    }
+    let stop_http = CancellationToken::new();
+    if let Some(addr) = settings.metrics_listen {
+        let listener = http::bind(addr).await?;
+        tokio::spawn(http::serve(
+            listener,
+            prometheus.clone(),
+            ready.clone(),
+            stop_http.clone(),
+        ));
+    }
+
+    let writer = RedisWriter::new(&settings, queue.clone(), ready.clone())?;
+    let writer = tokio::spawn(writer.run(drain.clone()));
+    let housekeeping = tokio::spawn(housekeeping(
+        shared.clone(),
+        prometheus,
+        udp_inodes,
+        stop_http.clone(),
+    ));
+    tracing::info!(routes = settings.router.routes().len(), "cowlogd running");
+
+    shutdown.await;
+    tracing::info!("shutting down: closing inputs, flushing the queue to Redis");
+    stop_inputs.cancel();
+    inputs.close();
+    if tokio::time::timeout(INPUT_STOP_GRACE, inputs.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some inputs did not stop in time");
+    }
+    drain.cancel();
+    if let Err(error) = writer.await {
+        tracing::error!(%error, "Redis writer ended abnormally");
+    }
+    stop_http.cancel();
+    housekeeping.abort();
+    Ok(())
+}
+
+/// Once a second: expire chunked GELF messages, count kernel UDP drops,
+/// let the exporter do its upkeep.
+async fn housekeeping(
+    shared: Arc<Shared>,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    udp_inodes: Vec<u64>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut kernel_drops_seen = inputs::udp::kernel_drops(&udp_inodes);
+    let mut ticks = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => break,
+        }
+        ticks += 1;
+        shared.expire_chunks();
+        let kernel_drops = inputs::udp::kernel_drops(&udp_inodes);
+        if kernel_drops > kernel_drops_seen {
+            let new = kernel_drops - kernel_drops_seen;
+            dropped(DropReason::UdpReceiveBuffer, new);
+            warn_limited!(
+                datagrams = new,
+                "the kernel dropped UDP datagrams: receive buffer full"
+            );
+        }
+        kernel_drops_seen = kernel_drops_seen.max(kernel_drops);
+        if ticks.is_multiple_of(20) {
+            prometheus.run_upkeep();
+        }
+    }
+}
+
+/// Loads settings the way the binary does: the file (or defaults), then
+/// `COWLOGD_REDIS_URL`, then validation.
+///
+/// # Errors
+/// As [`config::Config::load`] and [`config::Config::validate`].
+pub fn load_settings(path: Option<&std::path::Path>) -> anyhow::Result<(config::Config, Settings)> {
+    let mut config = match path {
+        Some(path) => config::Config::load(path)?,
+        None => config::Config::default(),
+    };
+    config.apply_env();
+    let settings = config.validate()?;
+    Ok((config, settings))
+}

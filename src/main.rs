@@ -1,1 +1,98 @@
-fn main() {}
+//! The `cowlogd` binary: flags, logging, config, signals. The daemon itself
+//! is [`cowlogd::run`].
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Log collector for Docker and mailcow: GELF and syslog in, mailcow's Redis
+/// lists and ban channel out, Prometheus metrics alongside.
+///
+/// With no config file cowlogd runs the mailcow profile on the default
+/// ports (GELF 12201 UDP+TCP, syslog 5140 UDP+TCP, metrics 9127).
+/// COWLOGD_REDIS_URL overrides redis.url. RUST_LOG sets the log level
+/// (default: info). SIGTERM or SIGINT stops the inputs, flushes queued
+/// messages to Redis (bounded by redis.shutdown_flush_ms) and exits 0.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// TOML config file; every key is optional.
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate the config and print the effective config as TOML (password
+    /// masked); exit 0 if valid, 1 with the bad key named if not.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let (config, settings) = match cowlogd::load_settings(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("cowlogd: invalid configuration: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(Command::Check) = cli.command {
+        return match config.to_toml_masked() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("cowlogd: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cowlogd: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cowlogd::run(settings, stop_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("cowlogd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops cowlogd");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

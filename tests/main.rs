@@ -1,1 +1,19 @@
+//! Integration tests: the real `cowlogd` binary against a private
+//! `redis-server` per test, over real sockets on 127.0.0.1.
 
+mod support;
+
+/// Redis going away, SIGTERM, drops accounted.
+mod faults;
+/// GELF over TCP: NUL frames.
+mod gelf_tcp;
+/// GELF over UDP: go-gelf's bytes, compressed, chunked.
+mod gelf_udp;
+/// `cowlogd check`, `/metrics` (promtool), `/ready`.
+mod operations;
+/// The mailcow contract: entries, order, cap, channel.
+mod redis_contract;
+/// The mailcow profile's filters and routing.
+mod routing;
+/// Syslog over UDP and TCP: Docker's formats, util-linux logger.
+mod syslog_inputs;

@@ -29,7 +29,9 @@ pub enum Compression {
 pub fn detect_compression(payload: &[u8]) -> Compression {
     match payload {
         [0x1f, 0x8b, ..] => Compression::Gzip,
-        [0x78, second, ..] if (0x78u16 * 256 + u16::from(*second)) % 31 == 0 => Compression::Zlib,
+        [0x78, second, ..] if (0x78u16 * 256 + u16::from(*second)).is_multiple_of(31) => {
+            Compression::Zlib
+        }
         _ => Compression::None,
     }
 }

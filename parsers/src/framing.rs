@@ -228,11 +228,12 @@ impl Framer {
         if buf.is_empty() || state != State::Ready {
             return None;
         }
-        if self.octet_counting && matches!(buf[0], b'1'..=b'9') {
-            if let OctetHeader::Count { header, len } = octet_header(buf) {
-                let missing = (header + len).saturating_sub(buf.len());
-                return Some(Err(FrameError::Truncated { missing }));
-            }
+        if self.octet_counting
+            && matches!(buf[0], b'1'..=b'9')
+            && let OctetHeader::Count { header, len } = octet_header(buf)
+        {
+            let missing = (header + len).saturating_sub(buf.len());
+            return Some(Err(FrameError::Truncated { missing }));
         }
         Some(Ok(&buf[..buf.len().min(self.max_frame)]))
     }

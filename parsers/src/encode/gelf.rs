@@ -106,10 +106,10 @@ pub fn encode_gelf(out: &mut Vec<u8>, record: &Record<'_>, ctx: &ForwardContext<
         }
     }
     let add = |out: &mut Vec<u8>, name: &'static str, value: Option<&[u8]>| {
-        if let Some(value) = value {
-            if !names.contains(&name) {
-                write_str_field(out, name.as_bytes(), value);
-            }
+        if let Some(value) = value
+            && !names.contains(&name)
+        {
+            write_str_field(out, name.as_bytes(), value);
         }
     };
     let stream = record.stream.map(|s| match s {

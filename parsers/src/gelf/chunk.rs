@@ -301,11 +301,11 @@ impl<S: Hash + Eq + Clone> Reassembler<S> {
             if front.deadline_ms > now_ms {
                 break;
             }
-            if let Some(started) = self.started.pop_front() {
-                if self.is_live(&started) {
-                    self.remove(&started.key);
-                    expired += 1;
-                }
+            if let Some(started) = self.started.pop_front()
+                && self.is_live(&started)
+            {
+                self.remove(&started.key);
+                expired += 1;
             }
         }
         self.dropped.expired += expired as u64;

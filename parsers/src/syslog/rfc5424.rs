@@ -69,10 +69,10 @@ fn docker_spaced_tag(rest: &[u8]) -> Option<HeaderFields<'_>> {
         }
         let pid = &after[..digits];
         let after_pid = &after[digits + 1..];
-        if let Some(tail) = after_pid.strip_prefix(tag) {
-            if tail.is_empty() || tail[0] == b' ' {
-                return Some((tag, pid, tag, tail.strip_prefix(b" ").unwrap_or(tail)));
-            }
+        if let Some(tail) = after_pid.strip_prefix(tag)
+            && (tail.is_empty() || tail[0] == b' ')
+        {
+            return Some((tag, pid, tag, tail.strip_prefix(b" ").unwrap_or(tail)));
         }
     }
     None

@@ -132,14 +132,13 @@ pub fn unescape_param_value(value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(value.len());
     let mut iter = value.iter().peekable();
     while let Some(&b) = iter.next() {
-        if b == b'\\' {
-            if let Some(&&next) = iter.peek() {
-                if matches!(next, b'"' | b'\\' | b']') {
-                    out.push(next);
-                    iter.next();
-                    continue;
-                }
-            }
+        if b == b'\\'
+            && let Some(&&next) = iter.peek()
+            && matches!(next, b'"' | b'\\' | b']')
+        {
+            out.push(next);
+            iter.next();
+            continue;
         }
         out.push(b);
     }

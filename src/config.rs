@@ -1,0 +1,558 @@
+//! Configuration: the TOML file (every key optional), its defaults (the
+//! mailcow profile), and validation into the runtime [`Settings`].
+//!
+//! [`Config`] is what the file says, with defaults filled in; `cowlogd
+//! check` prints it back. [`Config::validate`] turns it into [`Settings`],
+//! the checked objects the daemon runs with, or an error naming the key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use cowlogd_parsers::ReassemblyLimits;
+use cowlogd_parsers::encode::mailcow::ChannelSanitize;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::router::{RouteConfig, Router};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where and how to write mailcow's lists and channel.
+    pub redis: RedisConfig,
+    /// Listeners and who may send.
+    pub inputs: InputsConfig,
+    /// Bounds on sizes and pending state.
+    pub limits: LimitsConfig,
+    /// The HTTP endpoint for Prometheus and health checks.
+    pub metrics: MetricsConfig,
+    /// Routing rules, first match wins. Absent: the mailcow profile.
+    #[serde(rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            redis: RedisConfig::default(),
+            inputs: InputsConfig::default(),
+            limits: LimitsConfig::default(),
+            metrics: MetricsConfig::default(),
+            routes: crate::router::mailcow_profile(),
+        }
+    }
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    /// `COWLOGD_REDIS_URL` overrides it.
+    pub url: String,
+    /// Entries kept per list (mailcow: 10000).
+    pub list_cap: usize,
+    /// The channel netfilter-mailcow subscribes to.
+    pub channel: String,
+    /// `"syslog-ng"` (replace bytes < 0x20 and `/` with `_`, what netfilter
+    /// expects today) or `"control-only"` (keep `/`, reviving the SOGo rule).
+    pub channel_sanitize: String,
+    /// Messages held while Redis is slow or away; then the oldest are dropped.
+    pub queue_messages: usize,
+    /// Bytes held while Redis is slow or away.
+    pub queue_bytes: usize,
+    /// Most messages written in one pipeline.
+    pub batch_max: usize,
+    /// Extra wait for a batch to fill, in ms. 0: an idle writer writes at
+    /// once and a batch is whatever arrived during the previous write.
+    pub linger_ms: u64,
+    /// Timeout for connecting, in ms.
+    pub connect_timeout_ms: u64,
+    /// Timeout for a pipeline's replies, in ms (a frozen Redis).
+    pub response_timeout_ms: u64,
+    /// Longest back-off between reconnect attempts, in ms.
+    pub reconnect_max_ms: u64,
+    /// How long shutdown waits to flush queued messages, in ms.
+    pub shutdown_flush_ms: u64,
+    /// PEM file of a CA to trust for `rediss://` (else the system's roots).
+    pub tls_ca_file: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            list_cap: 10_000,
+            channel: "F2B_CHANNEL".into(),
+            channel_sanitize: "syslog-ng".into(),
+            queue_messages: 200_000,
+            queue_bytes: 128 * 1024 * 1024,
+            batch_max: 10_000,
+            linger_ms: 0,
+            connect_timeout_ms: 2_000,
+            response_timeout_ms: 5_000,
+            reconnect_max_ms: 5_000,
+            shutdown_flush_ms: 5_000,
+            tls_ca_file: String::new(),
+        }
+    }
+}
+
+/// `[inputs]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputsConfig {
+    /// GELF over UDP (Docker's `gelf-address = udp://...`); "" turns it off.
+    pub gelf_udp: String,
+    /// GELF over TCP, NUL-framed; "" turns it off.
+    pub gelf_tcp: String,
+    /// Syslog over UDP; "" turns it off.
+    pub syslog_udp: String,
+    /// Syslog over TCP, octet counting or newline; "" turns it off.
+    pub syslog_tcp: String,
+    /// Networks that may send; everything else is dropped before parsing.
+    pub allow: Vec<String>,
+    /// Zone of BSD syslog timestamps (`UTC`, `Europe/Berlin`, `+01:00`).
+    pub timezone: String,
+    /// UDP sockets per UDP listener (SO_REUSEPORT), each read by its own task.
+    pub udp_sockets: usize,
+    /// SO_RCVBUF asked for each UDP socket, in bytes.
+    pub udp_receive_buffer: usize,
+    /// TCP connections open at once, all listeners together.
+    pub tcp_max_connections: usize,
+    /// TCP connections open at once from one address.
+    pub tcp_max_connections_per_source: usize,
+    /// Seconds a TCP connection may stay silent before it is closed.
+    pub tcp_idle_timeout_s: u64,
+    /// How long a TCP reader waits for queue space before dropping the oldest
+    /// queued messages and reading on, in ms (Docker blocks a container's
+    /// stdout while its collector does not read).
+    pub tcp_queue_wait_ms: u64,
+}
+
+impl Default for InputsConfig {
+    fn default() -> Self {
+        InputsConfig {
+            gelf_udp: "0.0.0.0:12201".into(),
+            gelf_tcp: "0.0.0.0:12201".into(),
+            syslog_udp: "0.0.0.0:5140".into(),
+            syslog_tcp: "0.0.0.0:5140".into(),
+            allow: [
+                "127.0.0.0/8",
+                "::1/128",
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "fc00::/7",
+            ]
+            .map(String::from)
+            .to_vec(),
+            timezone: "UTC".into(),
+            udp_sockets: 2,
+            udp_receive_buffer: 8 * 1024 * 1024,
+            tcp_max_connections: 1024,
+            tcp_max_connections_per_source: 256,
+            tcp_idle_timeout_s: 600,
+            tcp_queue_wait_ms: 1_000,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Longest TCP frame; longer frames are skipped and counted.
+    pub max_frame_bytes: usize,
+    /// Largest decompressed GELF payload; larger ones are dropped and counted.
+    pub max_decompressed_bytes: usize,
+    /// Deadline for a chunked GELF message, from its first chunk, in ms.
+    pub gelf_chunk_timeout_ms: u64,
+    /// Incomplete chunked messages held at once.
+    pub gelf_pending_messages: usize,
+    /// Incomplete chunked messages one sender may hold.
+    pub gelf_pending_per_sender: usize,
+    /// Bytes held by incomplete chunked messages.
+    pub gelf_pending_bytes: usize,
+    /// Bytes one chunked message may reach before reassembly.
+    pub gelf_max_message_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let chunks = ReassemblyLimits::default();
+        LimitsConfig {
+            max_frame_bytes: cowlogd_parsers::limits::DEFAULT_MAX_FRAME,
+            max_decompressed_bytes: cowlogd_parsers::limits::DEFAULT_MAX_DECOMPRESSED,
+            gelf_chunk_timeout_ms: chunks.timeout_ms,
+            gelf_pending_messages: chunks.max_pending_messages,
+            gelf_pending_per_sender: chunks.max_pending_per_sender,
+            gelf_pending_bytes: chunks.max_pending_bytes,
+            gelf_max_message_bytes: chunks.max_message_bytes,
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `GET /metrics`, `/health`, `/ready`; "" turns it off.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "0.0.0.0:9127".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config file; keys it does not set keep their defaults.
+    ///
+    /// # Errors
+    /// When the file cannot be read or is not valid TOML for this schema;
+    /// the message names the file and the offending key.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Parses config text.
+    ///
+    /// # Errors
+    /// When the text is not valid TOML for this schema.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Applies `COWLOGD_REDIS_URL`, if set.
+    pub fn apply_env(&mut self) {
+        if let Ok(url) = std::env::var("COWLOGD_REDIS_URL")
+            && !url.is_empty()
+        {
+            self.redis.url = url;
+        }
+    }
+
+    /// The config as TOML, with any password in the Redis URL masked.
+    ///
+    /// # Errors
+    /// Never in practice; serialization of these types cannot fail.
+    pub fn to_toml_masked(&self) -> anyhow::Result<String> {
+        let mut shown = self.clone();
+        shown.redis.url = mask_password(&shown.redis.url);
+        Ok(toml::to_string(&shown)?)
+    }
+
+    /// Checks every value and builds the runtime settings.
+    ///
+    /// # Errors
+    /// The first invalid value, naming its key.
+    pub fn validate(&self) -> anyhow::Result<Settings> {
+        let redis = &self.redis;
+        let url = url::Url::parse(&redis.url).context("redis.url: not a URL")?;
+        if !matches!(url.scheme(), "redis" | "rediss") {
+            bail!(
+                "redis.url: scheme must be redis:// or rediss://, not {}://",
+                url.scheme()
+            );
+        }
+        positive("redis.list_cap", redis.list_cap)?;
+        positive("redis.queue_messages", redis.queue_messages)?;
+        positive("redis.queue_bytes", redis.queue_bytes)?;
+        positive("redis.batch_max", redis.batch_max)?;
+        if redis.channel.is_empty() {
+            bail!("redis.channel: must not be empty");
+        }
+        let channel_sanitize = match redis.channel_sanitize.as_str() {
+            "syslog-ng" => ChannelSanitize::SyslogNg,
+            "control-only" => ChannelSanitize::ControlOnly,
+            other => {
+                bail!("redis.channel_sanitize: {other:?} is not \"syslog-ng\" or \"control-only\"")
+            }
+        };
+        if !redis.tls_ca_file.is_empty() && !Path::new(&redis.tls_ca_file).is_file() {
+            bail!(
+                "redis.tls_ca_file: {} is not a readable file",
+                redis.tls_ca_file
+            );
+        }
+        let inputs = &self.inputs;
+        let listen = |key: &str, value: &str| -> anyhow::Result<Option<SocketAddr>> {
+            if value.is_empty() {
+                return Ok(None);
+            }
+            value.parse().map(Some).with_context(|| {
+                format!("inputs.{key}: {value:?} is not an address like 0.0.0.0:12201")
+            })
+        };
+        let allow = inputs
+            .allow
+            .iter()
+            .map(|net| {
+                net.parse::<IpNet>()
+                    .or_else(|_| net.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .with_context(|| {
+                        format!("inputs.allow: {net:?} is not a network like 10.0.0.0/8")
+                    })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let timezone = parse_timezone(&inputs.timezone).context("inputs.timezone")?;
+        positive("inputs.udp_sockets", inputs.udp_sockets)?;
+        positive("inputs.tcp_max_connections", inputs.tcp_max_connections)?;
+        positive(
+            "inputs.tcp_max_connections_per_source",
+            inputs.tcp_max_connections_per_source,
+        )?;
+        positive(
+            "inputs.tcp_idle_timeout_s",
+            inputs.tcp_idle_timeout_s as usize,
+        )?;
+        let limits = &self.limits;
+        positive("limits.max_frame_bytes", limits.max_frame_bytes)?;
+        positive(
+            "limits.max_decompressed_bytes",
+            limits.max_decompressed_bytes,
+        )?;
+        positive("limits.gelf_pending_messages", limits.gelf_pending_messages)?;
+        positive(
+            "limits.gelf_pending_per_sender",
+            limits.gelf_pending_per_sender,
+        )?;
+        positive(
+            "limits.gelf_chunk_timeout_ms",
+            limits.gelf_chunk_timeout_ms as usize,
+        )?;
+        let metrics_listen = if self.metrics.listen.is_empty() {
+            None
+        } else {
+            Some(self.metrics.listen.parse().with_context(|| {
+                format!(
+                    "metrics.listen: {:?} is not an address",
+                    self.metrics.listen
+                )
+            })?)
+        };
+        let router = Router::build(&self.routes, redis.list_cap)?;
+        Ok(Settings {
+            redis_url: redis.url.clone(),
+            tls_ca_file: (!redis.tls_ca_file.is_empty()).then(|| redis.tls_ca_file.clone().into()),
+            channel: redis.channel.clone(),
+            channel_sanitize,
+            queue_messages: redis.queue_messages,
+            queue_bytes: redis.queue_bytes,
+            batch_max: redis.batch_max,
+            linger: Duration::from_millis(redis.linger_ms),
+            connect_timeout: Duration::from_millis(redis.connect_timeout_ms.max(1)),
+            response_timeout: Duration::from_millis(redis.response_timeout_ms.max(1)),
+            reconnect_max: Duration::from_millis(redis.reconnect_max_ms.max(10)),
+            shutdown_flush: Duration::from_millis(redis.shutdown_flush_ms),
+            gelf_udp: listen("gelf_udp", &inputs.gelf_udp)?,
+            gelf_tcp: listen("gelf_tcp", &inputs.gelf_tcp)?,
+            syslog_udp: listen("syslog_udp", &inputs.syslog_udp)?,
+            syslog_tcp: listen("syslog_tcp", &inputs.syslog_tcp)?,
+            allow,
+            timezone,
+            udp_sockets: inputs.udp_sockets,
+            udp_receive_buffer: inputs.udp_receive_buffer,
+            tcp_max_connections: inputs.tcp_max_connections,
+            tcp_max_connections_per_source: inputs.tcp_max_connections_per_source,
+            tcp_idle_timeout: Duration::from_secs(inputs.tcp_idle_timeout_s),
+            tcp_queue_wait: Duration::from_millis(inputs.tcp_queue_wait_ms),
+            max_frame: limits.max_frame_bytes,
+            max_decompressed: limits.max_decompressed_bytes,
+            reassembly: ReassemblyLimits {
+                max_pending_messages: limits.gelf_pending_messages,
+                max_pending_per_sender: limits.gelf_pending_per_sender,
+                max_pending_bytes: limits.gelf_pending_bytes,
+                max_message_bytes: limits.gelf_max_message_bytes,
+                timeout_ms: limits.gelf_chunk_timeout_ms,
+            },
+            metrics_listen,
+            router,
+        })
+    }
+}
+
+fn positive(key: &str, value: usize) -> anyhow::Result<()> {
+    if value == 0 {
+        bail!("{key}: must be greater than 0");
+    }
+    Ok(())
+}
+
+/// `UTC`, an IANA name (`Europe/Berlin`, from the bundled database), or a
+/// fixed offset (`+01:00`).
+fn parse_timezone(name: &str) -> anyhow::Result<jiff::tz::TimeZone> {
+    if name.eq_ignore_ascii_case("utc") || name.is_empty() {
+        return Ok(jiff::tz::TimeZone::UTC);
+    }
+    if let Some(sign) = name.chars().next().filter(|c| *c == '+' || *c == '-') {
+        let digits: String = name[1..].chars().filter(char::is_ascii_digit).collect();
+        if digits.len() == 4 {
+            let hours: i32 = digits[..2].parse()?;
+            let minutes: i32 = digits[2..].parse()?;
+            let seconds = (hours * 3600 + minutes * 60) * if sign == '-' { -1 } else { 1 };
+            let offset = jiff::tz::Offset::from_seconds(seconds)
+                .map_err(|e| anyhow::anyhow!("{name:?}: {e}"))?;
+            return Ok(jiff::tz::TimeZone::fixed(offset));
+        }
+        bail!("{name:?} is not an offset like +01:00");
+    }
+    jiff::tz::TimeZone::get(name)
+        .map_err(|e| anyhow::anyhow!("{name:?} is not a known time zone: {e}"))
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`.
+pub fn mask_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Validated settings the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Redis URL (may hold a password: never log it, use [`mask_password`]).
+    pub redis_url: String,
+    /// Extra CA for `rediss://`.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Channel name.
+    pub channel: String,
+    /// How channel payloads are cleaned.
+    pub channel_sanitize: ChannelSanitize,
+    /// Queue capacity in messages.
+    pub queue_messages: usize,
+    /// Queue capacity in bytes.
+    pub queue_bytes: usize,
+    /// Most messages per pipeline.
+    pub batch_max: usize,
+    /// Extra wait to fill a batch.
+    pub linger: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Reply timeout.
+    pub response_timeout: Duration,
+    /// Back-off ceiling.
+    pub reconnect_max: Duration,
+    /// Flush deadline at shutdown.
+    pub shutdown_flush: Duration,
+    /// GELF UDP address.
+    pub gelf_udp: Option<SocketAddr>,
+    /// GELF TCP address.
+    pub gelf_tcp: Option<SocketAddr>,
+    /// Syslog UDP address.
+    pub syslog_udp: Option<SocketAddr>,
+    /// Syslog TCP address.
+    pub syslog_tcp: Option<SocketAddr>,
+    /// Allowed sender networks.
+    pub allow: Vec<IpNet>,
+    /// Zone for BSD timestamps.
+    pub timezone: jiff::tz::TimeZone,
+    /// UDP sockets per listener.
+    pub udp_sockets: usize,
+    /// SO_RCVBUF request.
+    pub udp_receive_buffer: usize,
+    /// Global TCP connection cap.
+    pub tcp_max_connections: usize,
+    /// Per-address TCP connection cap.
+    pub tcp_max_connections_per_source: usize,
+    /// TCP idle timeout.
+    pub tcp_idle_timeout: Duration,
+    /// TCP wait for queue space.
+    pub tcp_queue_wait: Duration,
+    /// Longest TCP frame.
+    pub max_frame: usize,
+    /// Decompression cap.
+    pub max_decompressed: usize,
+    /// Chunk reassembly bounds.
+    pub reassembly: ReassemblyLimits,
+    /// HTTP endpoint address.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The routing rules.
+    pub router: Router,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config, Config::default());
+        let settings = config.validate().unwrap();
+        assert_eq!(settings.channel, "F2B_CHANNEL");
+        assert_eq!(settings.gelf_udp, Some("0.0.0.0:12201".parse().unwrap()));
+        assert!(!settings.router.routes().is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_the_error() {
+        let err = Config::parse("[redis]\nlist_capp = 5\n").unwrap_err();
+        assert!(format!("{err:#}").contains("list_capp"), "{err:#}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (text, key) in [
+            ("[redis]\nurl = \"http://x\"", "redis.url"),
+            ("[redis]\nlist_cap = 0", "redis.list_cap"),
+            ("[inputs]\ngelf_udp = \"nonsense\"", "inputs.gelf_udp"),
+            ("[inputs]\nallow = [\"10.0.0.0/33\"]", "inputs.allow"),
+            ("[inputs]\ntimezone = \"Mars/Olympus\"", "inputs.timezone"),
+            (
+                "[redis]\nchannel_sanitize = \"all\"",
+                "redis.channel_sanitize",
+            ),
+        ] {
+            let err = Config::parse(text).unwrap().validate().unwrap_err();
+            assert!(format!("{err:#}").contains(key), "{text}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn empty_address_turns_an_input_off() {
+        let settings = Config::parse("[inputs]\ngelf_tcp = \"\"")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(settings.gelf_tcp, None);
+    }
+
+    #[test]
+    fn password_is_masked_in_printed_config() {
+        let config = Config::parse("[redis]\nurl = \"redis://:hunter2@redis:6379/0\"").unwrap();
+        let shown = config.to_toml_masked().unwrap();
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains("***"));
+        // What `check` prints is itself a valid config.
+        Config::parse(&shown).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn timezones() {
+        assert_eq!(parse_timezone("UTC").unwrap(), jiff::tz::TimeZone::UTC);
+        assert!(parse_timezone("Europe/Berlin").is_ok());
+        assert_eq!(
+            parse_timezone("+01:30")
+                .unwrap()
+                .to_fixed_offset()
+                .unwrap()
+                .seconds(),
+            5400
+        );
+        assert!(parse_timezone("+1").is_err());
+    }
+}

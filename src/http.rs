@@ -1,0 +1,104 @@
+//! cowlogd's HTTP endpoint: `GET /metrics` (Prometheus text), `/health`
+//! (the process answers) and `/ready` (Redis answers).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Binds the endpoint.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding metrics.listen on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /health, /ready");
+    Ok(listener)
+}
+
+/// Serves until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: PrometheusHandle,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    crate::warn_limited!(%error, "metrics accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let metrics = metrics.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let response = respond(&request, &metrics, &ready);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn respond(
+    request: &Request<Incoming>,
+    metrics: &PrometheusHandle,
+    ready: &AtomicBool,
+) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics.render(),
+        ),
+        (&Method::GET, "/health") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        (&Method::GET, "/ready") if ready.load(Ordering::Relaxed) => {
+            (StatusCode::OK, "text/plain", "ready\n".to_owned())
+        }
+        (&Method::GET, "/ready") => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "redis unreachable\n".to_owned(),
+        ),
+        (_, "/metrics" | "/health" | "/ready") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}

@@ -1,0 +1,252 @@
+//! A bounded queue of batches between the inputs and a sink.
+//!
+//! Bounded in messages and bytes. When a batch does not fit, the oldest
+//! queued batches are dropped and counted: new logs matter more than old
+//! ones to a ban daemon, and a listener must never stop reading. A TCP
+//! reader may first wait a little for space ([`BatchQueue::push_waiting`]),
+//! which slows the sender through TCP instead of losing messages to a
+//! short stall.
+//!
+//! The sink takes everything queued at once ([`BatchQueue::take`]): a batch
+//! is what arrived while the previous write was in flight.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use metrics::Gauge;
+use tokio::sync::Notify;
+
+use crate::metrics::{DropReason, dropped};
+
+/// Something the queue can weigh.
+pub trait Weighed {
+    /// Messages it holds.
+    fn messages(&self) -> usize;
+    /// Bytes it holds.
+    fn bytes(&self) -> usize;
+}
+
+struct State<T> {
+    batches: VecDeque<T>,
+    messages: usize,
+    bytes: usize,
+    closed: bool,
+}
+
+/// The queue; see the module docs.
+pub struct BatchQueue<T> {
+    state: Mutex<State<T>>,
+    max_messages: usize,
+    max_bytes: usize,
+    not_empty: Notify,
+    not_full: Notify,
+    gauge_messages: Gauge,
+    gauge_bytes: Gauge,
+}
+
+impl<T: Weighed> BatchQueue<T> {
+    /// A queue holding at most `max_messages` and `max_bytes`; its depth is
+    /// exported in the two gauges.
+    pub fn new(
+        max_messages: usize,
+        max_bytes: usize,
+        gauge_messages: Gauge,
+        gauge_bytes: Gauge,
+    ) -> Self {
+        BatchQueue {
+            state: Mutex::new(State {
+                batches: VecDeque::new(),
+                messages: 0,
+                bytes: 0,
+                closed: false,
+            }),
+            max_messages,
+            max_bytes,
+            not_empty: Notify::new(),
+            not_full: Notify::new(),
+            gauge_messages,
+            gauge_bytes,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
+        // A panic while holding this lock leaves plain counters behind; the
+        // state is still consistent enough to keep delivering.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn fits(&self, state: &State<T>, batch: &T) -> bool {
+        state.messages + batch.messages() <= self.max_messages
+            && state.bytes + batch.bytes() <= self.max_bytes
+    }
+
+    /// Queues `batch`, dropping the oldest batches if needed (counted as
+    /// [`DropReason::QueueFull`]). Returns the messages dropped.
+    pub fn push(&self, batch: T) -> usize {
+        if batch.messages() == 0 {
+            return 0;
+        }
+        let mut lost = 0;
+        {
+            let mut state = self.lock();
+            while !self.fits(&state, &batch) {
+                let Some(oldest) = state.batches.pop_front() else {
+                    break;
+                };
+                state.messages -= oldest.messages();
+                state.bytes -= oldest.bytes();
+                lost += oldest.messages();
+            }
+            state.messages += batch.messages();
+            state.bytes += batch.bytes();
+            state.batches.push_back(batch);
+            self.update_gauges(&state);
+        }
+        if lost > 0 {
+            dropped(DropReason::QueueFull, lost as u64);
+            crate::warn_limited!(
+                dropped = lost,
+                "queue full: dropped the oldest queued messages"
+            );
+        }
+        self.not_empty.notify_one();
+        lost
+    }
+
+    /// Like [`BatchQueue::push`], but first waits up to `wait` for room.
+    pub async fn push_waiting(&self, batch: T, wait: Duration) -> usize {
+        if batch.messages() == 0 {
+            return 0;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.not_full.notified();
+            {
+                let state = self.lock();
+                if self.fits(&state, &batch) || state.closed {
+                    break;
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        self.push(batch)
+    }
+
+    /// Waits until something is queued or the queue is closed.
+    pub async fn wait_not_empty(&self) {
+        loop {
+            let notified = self.not_empty.notified();
+            {
+                let state = self.lock();
+                if !state.batches.is_empty() || state.closed {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Takes whole batches from the front, at least one, until `max_messages`
+    /// would be passed.
+    pub fn take(&self, max_messages: usize) -> Vec<T> {
+        let mut taken = Vec::new();
+        let mut count = 0;
+        {
+            let mut state = self.lock();
+            while let Some(front) = state.batches.front() {
+                if !taken.is_empty() && count + front.messages() > max_messages {
+                    break;
+                }
+                let Some(batch) = state.batches.pop_front() else {
+                    break;
+                };
+                count += batch.messages();
+                state.messages -= batch.messages();
+                state.bytes -= batch.bytes();
+                taken.push(batch);
+            }
+            self.update_gauges(&state);
+        }
+        if !taken.is_empty() {
+            self.not_full.notify_waiters();
+        }
+        taken
+    }
+
+    /// Messages queued.
+    pub fn len_messages(&self) -> usize {
+        self.lock().messages
+    }
+
+    /// Marks the queue closed: waiters return, nothing more is awaited.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.not_empty.notify_waiters();
+        self.not_full.notify_waiters();
+    }
+
+    fn update_gauges(&self, state: &State<T>) {
+        self.gauge_messages.set(state.messages as f64);
+        self.gauge_bytes.set(state.bytes as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake(usize);
+
+    impl Weighed for Fake {
+        fn messages(&self) -> usize {
+            self.0
+        }
+        fn bytes(&self) -> usize {
+            self.0 * 10
+        }
+    }
+
+    fn queue(max: usize) -> BatchQueue<Fake> {
+        BatchQueue::new(max, max * 10, Gauge::noop(), Gauge::noop())
+    }
+
+    #[test]
+    fn full_queue_drops_the_oldest() {
+        let q = queue(10);
+        assert_eq!(q.push(Fake(4)), 0);
+        assert_eq!(q.push(Fake(4)), 0);
+        assert_eq!(q.push(Fake(4)), 4);
+        assert_eq!(q.len_messages(), 8);
+    }
+
+    #[test]
+    fn take_respects_the_batch_limit_but_always_takes_one() {
+        let q = queue(100);
+        q.push(Fake(30));
+        q.push(Fake(30));
+        q.push(Fake(30));
+        assert_eq!(q.take(50).iter().map(|b| b.0).sum::<usize>(), 30);
+        assert_eq!(q.take(1).len(), 1);
+        assert_eq!(q.take(1000).len(), 1);
+        assert!(q.take(1000).is_empty());
+    }
+
+    #[tokio::test]
+    async fn push_waiting_waits_for_room_then_drops() {
+        let q = std::sync::Arc::new(queue(10));
+        q.push(Fake(10));
+        let q2 = q.clone();
+        let taker = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            q2.take(100)
+        });
+        assert_eq!(q.push_waiting(Fake(5), Duration::from_secs(5)).await, 0);
+        assert_eq!(taker.await.unwrap().len(), 1);
+        assert_eq!(q.push_waiting(Fake(10), Duration::from_millis(10)).await, 5);
+    }
+}

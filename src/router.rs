@@ -1,0 +1,563 @@
+//! Routing: which records go to which Redis key and the channel, and which
+//! are dropped. Rules are tried in order; the first whose every condition
+//! holds decides. A record no rule matches is not stored.
+//!
+//! The default rules are the mailcow profile ([`mailcow_profile`]): the
+//! postfix, dovecot and SOGo containers' mail logs go to `POSTFIX_MAILLOG`,
+//! `DOVECOT_MAILLOG` and `SOGO_LOG` and the ban channel; mailcow's filter
+//! patterns, system messages and non-syslog chatter are dropped.
+
+use anyhow::{Context, bail};
+use cowlogd_parsers::normalize::container_runs_service;
+use cowlogd_parsers::{Facility, Record, Severity};
+use regex::bytes::RegexSet;
+use serde::{Deserialize, Serialize};
+
+/// One `[[route]]` table as written in the config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    /// Name, used in metrics (`cowlogd_routed_total{route="..."}`) and logs.
+    pub name: String,
+    /// Compose services the container must run (`postfix-mailcow` matches
+    /// `mailcowdockerized-postfix-mailcow-1`); empty: any record, container
+    /// or not.
+    pub container: Vec<String>,
+    /// Program patterns (`*` matches any run of characters): `postfix/*`.
+    pub program: Vec<String>,
+    /// Regular expressions, one of which must match the message.
+    pub message: Vec<String>,
+    /// Facility names (`mail`, `local0`); only records that carry one match.
+    pub facility: Vec<String>,
+    /// Severity keywords (`err`, `warning`, ...).
+    pub severity: Vec<String>,
+    /// `true`: only messages that were a nested syslog line (the daemons'
+    /// output); `false`: only those that were not (entrypoint chatter).
+    pub syslog_line: Option<bool>,
+    /// `"store"` (default) or `"drop"`.
+    pub action: String,
+    /// Redis list to push to; may use `{container}`, `{program}`, `{host}`.
+    pub key: String,
+    /// Also publish the message on the channel.
+    pub publish: bool,
+    /// Severity to write instead of the record's (SOGo's lines: `notice`).
+    pub set_severity: String,
+    /// Entries kept in this route's lists (default: `redis.list_cap`).
+    pub list_cap: Option<usize>,
+}
+
+/// The mailcow profile: what mailcow's syslog-ng configs do today.
+pub fn mailcow_profile() -> Vec<RouteConfig> {
+    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let mail_containers = strings(&[
+        "postfix-mailcow",
+        "postfix-tlspol-mailcow",
+        "dovecot-mailcow",
+        "sogo-mailcow",
+    ]);
+    let store =
+        |name: &str, container: &str, program: &[&str], key: &str, publish: bool| RouteConfig {
+            name: name.into(),
+            container: strings(&[container]),
+            program: strings(program),
+            syslog_line: Some(true),
+            key: key.into(),
+            publish,
+            ..RouteConfig::default()
+        };
+    let drop = |name: &str, container: Vec<String>| RouteConfig {
+        name: name.into(),
+        container,
+        action: "drop".into(),
+        ..RouteConfig::default()
+    };
+    vec![
+        RouteConfig {
+            message: strings(&[
+                "overriding earlier entry",
+                r"TLS SNI from checks\.mailcow\.email",
+                "no SASL support",
+            ]),
+            ..drop(
+                "postfix-filtered",
+                strings(&["postfix-mailcow", "postfix-tlspol-mailcow"]),
+            )
+        },
+        RouteConfig {
+            facility: (0..8).map(|n| format!("local{n}")).collect(),
+            ..drop(
+                "postfix-local-facilities",
+                strings(&["postfix-mailcow", "postfix-tlspol-mailcow"]),
+            )
+        },
+        RouteConfig {
+            message: strings(&[
+                "- trying the next passdb",
+                "- trying the next userdb",
+                "User has no mail_replica in userdb",
+                "Error: sync: Unknown user in remote",
+            ]),
+            ..drop("dovecot-filtered", strings(&["dovecot-mailcow"]))
+        },
+        RouteConfig {
+            program: strings(&[
+                "CRON",
+                "cron",
+                "crond",
+                "anacron",
+                "run-parts",
+                "syslog-ng",
+                "supervisord",
+            ]),
+            ..drop("system", mail_containers.clone())
+        },
+        RouteConfig {
+            syslog_line: Some(false),
+            ..drop("chatter", mail_containers)
+        },
+        // postfix-tlspol's syslog-ng pushes to the list but not the channel.
+        store(
+            "postfix-tlspol",
+            "postfix-tlspol-mailcow",
+            &[],
+            "POSTFIX_MAILLOG",
+            false,
+        ),
+        store(
+            "postfix",
+            "postfix-mailcow",
+            &["postfix", "postfix/*", "postfix-*"],
+            "POSTFIX_MAILLOG",
+            true,
+        ),
+        store(
+            "dovecot",
+            "dovecot-mailcow",
+            &["dovecot", "dovecot/*", "doveadm"],
+            "DOVECOT_MAILLOG",
+            true,
+        ),
+        RouteConfig {
+            set_severity: "notice".into(),
+            ..store("sogo", "sogo-mailcow", &[], "SOGO_LOG", true)
+        },
+    ]
+}
+
+/// What a matched route does.
+#[derive(Debug, Clone)]
+pub enum RouteAction {
+    /// Count and forget (Redis-wise).
+    Drop,
+    /// Push to a list (and maybe publish).
+    Store(StoreAction),
+}
+
+/// Where a stored record goes.
+#[derive(Debug, Clone)]
+pub struct StoreAction {
+    /// The list key, possibly templated.
+    pub key: KeyTemplate,
+    /// Whether to publish on the channel too.
+    pub publish: bool,
+    /// Severity written instead of the record's.
+    pub set_severity: Option<Severity>,
+    /// Entries kept in the list.
+    pub list_cap: usize,
+}
+
+/// A list key with `{field}` placeholders, split once at startup.
+#[derive(Debug, Clone)]
+pub struct KeyTemplate {
+    parts: Vec<KeyPart>,
+}
+
+#[derive(Debug, Clone)]
+enum KeyPart {
+    Literal(Vec<u8>),
+    Container,
+    Program,
+    Host,
+}
+
+impl KeyTemplate {
+    fn parse(template: &str) -> anyhow::Result<KeyTemplate> {
+        let mut parts = Vec::new();
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(KeyPart::Literal(rest.as_bytes()[..open].to_vec()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .with_context(|| format!("unclosed {{ in key {template:?}"))?
+                + open;
+            parts.push(match &rest[open + 1..close] {
+                "container" => KeyPart::Container,
+                "program" => KeyPart::Program,
+                "host" => KeyPart::Host,
+                other => bail!(
+                    "unknown field {{{other}}} in key {template:?} (use container, program or host)"
+                ),
+            });
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(KeyPart::Literal(rest.as_bytes().to_vec()));
+        }
+        Ok(KeyTemplate { parts })
+    }
+
+    /// Appends the key for `record`; a missing field renders as `unknown`.
+    pub fn render(&self, record: &Record<'_>, out: &mut Vec<u8>) {
+        for part in &self.parts {
+            let field = match part {
+                KeyPart::Literal(bytes) => {
+                    out.extend_from_slice(bytes);
+                    continue;
+                }
+                KeyPart::Container => record.container,
+                KeyPart::Program => record.program,
+                KeyPart::Host => record.host,
+            };
+            out.extend_from_slice(field.filter(|f| !f.is_empty()).unwrap_or(b"unknown"));
+        }
+    }
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Its name.
+    pub name: String,
+    containers: Vec<Vec<u8>>,
+    programs: Vec<Vec<u8>>,
+    messages: Option<RegexSet>,
+    facilities: Vec<Facility>,
+    severities: Vec<Severity>,
+    syslog_line: Option<bool>,
+    /// What it does.
+    pub action: RouteAction,
+}
+
+impl Route {
+    fn matches(&self, record: &Record<'_>) -> bool {
+        (self.containers.is_empty()
+            || record
+                .container
+                .is_some_and(|c| self.containers.iter().any(|s| container_runs_service(c, s))))
+            && (self.programs.is_empty()
+                || record.program.is_some_and(|p| {
+                    self.programs
+                        .iter()
+                        .any(|pattern| wildcard_match(pattern, p))
+                }))
+            && self
+                .syslog_line
+                .is_none_or(|want| record.inner_syslog == want)
+            && (self.facilities.is_empty()
+                || record
+                    .facility
+                    .is_some_and(|f| self.facilities.contains(&f)))
+            && (self.severities.is_empty() || self.severities.contains(&record.severity))
+            && self
+                .messages
+                .as_ref()
+                .is_none_or(|set| set.is_match(record.message))
+    }
+}
+
+/// The compiled rule list.
+#[derive(Debug, Clone)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    /// Compiles the rules.
+    ///
+    /// # Errors
+    /// A bad pattern, name, key or action, naming the route.
+    pub fn build(configs: &[RouteConfig], default_cap: usize) -> anyhow::Result<Router> {
+        let mut routes = Vec::with_capacity(configs.len());
+        for (index, config) in configs.iter().enumerate() {
+            let label = if config.name.is_empty() {
+                format!("route #{}", index + 1)
+            } else {
+                format!("route {:?}", config.name)
+            };
+            routes.push(Route::build(config, default_cap).with_context(|| label)?);
+        }
+        let mut names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+            bail!("route name {:?} is used twice", pair[0]);
+        }
+        Ok(Router { routes })
+    }
+
+    /// The rules, in order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The first route matching `record`, with its index.
+    pub fn route(&self, record: &Record<'_>) -> Option<(usize, &Route)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matches(record))
+    }
+}
+
+impl Route {
+    fn build(config: &RouteConfig, default_cap: usize) -> anyhow::Result<Route> {
+        if config.name.is_empty() {
+            bail!("name: must be set");
+        }
+        if !config
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            bail!(
+                "name: {:?} may only hold letters, digits, '-', '_' and '.'",
+                config.name
+            );
+        }
+        let messages = if config.message.is_empty() {
+            None
+        } else {
+            Some(RegexSet::new(&config.message).context("message: invalid regular expression")?)
+        };
+        let facilities = config
+            .facility
+            .iter()
+            .map(|f| Facility::from_name(f).with_context(|| format!("facility: unknown {f:?}")))
+            .collect::<anyhow::Result<_>>()?;
+        let severities = config
+            .severity
+            .iter()
+            .map(|s| Severity::from_keyword(s).with_context(|| format!("severity: unknown {s:?}")))
+            .collect::<anyhow::Result<_>>()?;
+        let action = match config.action.as_str() {
+            "drop" => {
+                if !config.key.is_empty() || config.publish {
+                    bail!("a \"drop\" route takes no key and no publish");
+                }
+                RouteAction::Drop
+            }
+            "" | "store" => {
+                if config.key.is_empty() {
+                    bail!("key: a \"store\" route needs a key");
+                }
+                let set_severity = match config.set_severity.as_str() {
+                    "" => None,
+                    s => Some(
+                        Severity::from_keyword(s)
+                            .with_context(|| format!("set_severity: unknown {s:?}"))?,
+                    ),
+                };
+                let list_cap = config.list_cap.unwrap_or(default_cap);
+                if list_cap == 0 {
+                    bail!("list_cap: must be greater than 0");
+                }
+                RouteAction::Store(StoreAction {
+                    key: KeyTemplate::parse(&config.key).context("key")?,
+                    publish: config.publish,
+                    set_severity,
+                    list_cap,
+                })
+            }
+            other => bail!("action: {other:?} is not \"store\" or \"drop\""),
+        };
+        Ok(Route {
+            name: config.name.clone(),
+            containers: config
+                .container
+                .iter()
+                .map(|c| c.as_bytes().to_vec())
+                .collect(),
+            programs: config
+                .program
+                .iter()
+                .map(|p| p.as_bytes().to_vec())
+                .collect(),
+            messages,
+            facilities,
+            severities,
+            syslog_line: config.syslog_line,
+            action,
+        })
+    }
+}
+
+/// `*` matches any run of bytes (including `/`); everything else literally.
+fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
+    let mut parts = pattern.split(|&b| b == b'*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let mut parts: Vec<&[u8]> = parts.collect();
+    let Some(last) = parts.pop() else {
+        return rest.is_empty();
+    };
+    for middle in parts {
+        match memchr::memmem::find(rest, middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cowlogd_parsers::Timestamp;
+    use cowlogd_parsers::gelf::parse_gelf;
+    use cowlogd_parsers::normalize::normalize_gelf;
+    use cowlogd_parsers::syslog::TimeContext;
+
+    fn route_of(container: &str, line: &str) -> Option<String> {
+        let json =
+            serde_json::json!({"short_message": line, "level": 6, "_container_name": container});
+        let bytes = serde_json::to_vec(&json).unwrap();
+        let gelf = parse_gelf(&bytes).unwrap();
+        let record = normalize_gelf(
+            &gelf,
+            &TimeContext::utc(Timestamp::new(1_795_999_799, 0)),
+            Timestamp::default(),
+        );
+        let router = Router::build(&mailcow_profile(), 10_000).unwrap();
+        router.route(&record).map(|(_, r)| r.name.clone())
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match(b"postfix/*", b"postfix/smtpd"));
+        assert!(wildcard_match(b"postfix/*", b"postfix/submission/smtpd"));
+        assert!(!wildcard_match(b"postfix/*", b"postfix"));
+        assert!(wildcard_match(b"*", b""));
+        assert!(wildcard_match(b"a*b*c", b"axxbyyc"));
+        assert!(!wildcard_match(b"a*b*c", b"axxc"));
+        assert!(!wildcard_match(b"ab*b", b"ab"));
+        assert!(wildcard_match(b"dovecot", b"dovecot"));
+    }
+
+    #[test]
+    fn mailcow_profile_routes_mail_logs() {
+        let pf = "mailcowdockerized-postfix-mailcow-1";
+        assert_eq!(
+            route_of(pf, "Aug  5 12:34:56 m postfix/smtpd[1]: connect from x").as_deref(),
+            Some("postfix")
+        );
+        assert_eq!(
+            route_of(
+                "mailcowdockerized_dovecot-mailcow_1",
+                "Aug  5 12:34:56 m dovecot: auth: Error: x"
+            )
+            .as_deref(),
+            Some("dovecot")
+        );
+        assert_eq!(
+            route_of(
+                "mailcowdockerized-sogo-mailcow-1",
+                "Nov 24 13:49:59 sogod [109]: x"
+            )
+            .as_deref(),
+            Some("sogo")
+        );
+        assert_eq!(
+            route_of(
+                "mailcowdockerized-postfix-tlspol-mailcow-1",
+                "Aug  5 12:34:56 m postfix-tlspol[9]: x"
+            )
+            .as_deref(),
+            Some("postfix-tlspol")
+        );
+    }
+
+    #[test]
+    fn mailcow_profile_drops_filters_system_and_chatter() {
+        let pf = "mailcowdockerized-postfix-mailcow-1";
+        let dc = "mailcowdockerized-dovecot-mailcow-1";
+        for line in [
+            "Aug  5 12:34:56 m postfix/smtpd[1]: warning: /etc/postfix/main.cf, line 5: overriding earlier entry: x",
+            "Aug  5 12:34:56 m postfix/smtpd[1]: TLS SNI from checks.mailcow.email is x",
+            "Aug  5 12:34:56 m postfix/smtpd[1]: warning: no SASL support",
+        ] {
+            assert_eq!(
+                route_of(pf, line).as_deref(),
+                Some("postfix-filtered"),
+                "{line}"
+            );
+        }
+        for line in [
+            "Aug  5 12:34:56 m dovecot: auth: passwd-file(u): unknown user - trying the next passdb",
+            "Aug  5 12:34:56 m dovecot: auth: x - trying the next userdb",
+            "Aug  5 12:34:56 m dovecot: doveadm: User has no mail_replica in userdb",
+            "Aug  5 12:34:56 m dovecot: dsync: Error: sync: Unknown user in remote",
+        ] {
+            assert_eq!(
+                route_of(dc, line).as_deref(),
+                Some("dovecot-filtered"),
+                "{line}"
+            );
+        }
+        for line in [
+            "Aug  5 12:34:56 m CRON[12]: (root) CMD (/usr/local/bin/x)",
+            "Aug  5 12:34:56 m syslog-ng[1]: syslog-ng starting up; version='3.38.1'",
+        ] {
+            assert_eq!(route_of(pf, line).as_deref(), Some("system"), "{line}");
+        }
+        assert_eq!(
+            route_of(
+                pf,
+                "2026-11-24 12:00:00,123 INFO success: syslog-ng entered RUNNING state"
+            )
+            .as_deref(),
+            Some("chatter")
+        );
+        assert_eq!(
+            route_of("nginx-1", "Aug  5 12:34:56 m postfix/smtpd[1]: x"),
+            None
+        );
+        assert_eq!(route_of(pf, "Aug  5 12:34:56 m opendkim[1]: x"), None);
+    }
+
+    #[test]
+    fn key_templates() {
+        let t = KeyTemplate::parse("LOGS:{container}:{program}").unwrap();
+        let json = br#"{"short_message":"x","_container_name":"web-1"}"#;
+        let gelf = parse_gelf(json).unwrap();
+        let record = normalize_gelf(
+            &gelf,
+            &TimeContext::utc(Timestamp::new(1, 0)),
+            Timestamp::default(),
+        );
+        let mut out = Vec::new();
+        t.render(&record, &mut out);
+        assert_eq!(out, b"LOGS:web-1:unknown");
+        assert!(KeyTemplate::parse("X:{nope}").is_err());
+        assert!(KeyTemplate::parse("X:{container").is_err());
+    }
+
+    #[test]
+    fn bad_routes_are_rejected_with_their_name() {
+        let bad = RouteConfig {
+            name: "r1".into(),
+            message: vec!["(".into()],
+            key: "K".into(),
+            ..RouteConfig::default()
+        };
+        let err = Router::build(&[bad], 10).unwrap_err();
+        assert!(format!("{err:#}").contains("r1"), "{err:#}");
+        let no_key = RouteConfig {
+            name: "r2".into(),
+            ..RouteConfig::default()
+        };
+        assert!(Router::build(&[no_key], 10).is_err());
+    }
+}

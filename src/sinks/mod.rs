@@ -1,0 +1,3 @@
+//! Sinks: where records leave cowlogd.
+
+pub mod redis;

@@ -1,0 +1,110 @@
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::support::*;
+
+fn cowlogd(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_cowlogd"))
+        .args(args)
+        .env_remove("COWLOGD_REDIS_URL")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_prints_the_effective_config_with_the_password_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[redis]\nurl = \"redis://:s3cret@redis:6379\"\n").unwrap();
+    let (ok, stdout, _) = cowlogd(&["check", "--config", good.to_str().unwrap()], &[]);
+    assert!(ok);
+    assert!(stdout.contains("list_cap = 10000"), "{stdout}");
+    assert!(stdout.contains("[[route]]") && stdout.contains("POSTFIX_MAILLOG"));
+    assert!(!stdout.contains("s3cret") && stdout.contains("***"));
+
+    let (ok, stdout, _) = cowlogd(&["check"], &[("COWLOGD_REDIS_URL", "redis://envhost:6380")]);
+    assert!(ok);
+    assert!(stdout.contains("redis://envhost:6380"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[inputs]\nsyslog_tcp = \"not an address\"\n").unwrap();
+    let (ok, _, stderr) = cowlogd(&["check", "--config", bad.to_str().unwrap()], &[]);
+    assert!(!ok);
+    assert!(stderr.contains("inputs.syslog_tcp"), "{stderr}");
+}
+
+#[test]
+fn help_documents_the_commands() {
+    let (ok, stdout, _) = cowlogd(&["--help"], &[]);
+    assert!(ok);
+    for word in ["check", "--config", "COWLOGD_REDIS_URL", "SIGTERM"] {
+        assert!(stdout.contains(word), "--help lacks {word}:\n{stdout}");
+    }
+}
+
+#[test]
+fn metrics_pass_promtool_check() {
+    let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .expect("promtool is not installed: apt-get install prometheus (it ships promtool)");
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "");
+    daemon.udp(daemon.ports.gelf, &docker_gelf(POSTFIX, &postfix_line(1)));
+    daemon.udp(daemon.ports.gelf, b"not gelf");
+    daemon.udp(daemon.ports.syslog, b"<30>Nov 24 13:49:59 x[1]: y");
+    redis.wait_list("POSTFIX_MAILLOG", 1);
+    let text = daemon.metrics();
+    for family in [
+        "cowlogd_received_messages_total",
+        "cowlogd_dropped_messages_total",
+        "cowlogd_redis_write_duration_seconds_bucket",
+        "cowlogd_queue_messages",
+        "cowlogd_gelf_pending_messages",
+    ] {
+        assert!(text.contains(family), "missing {family}");
+    }
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn http_endpoint_answers_404_and_405() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "");
+    assert_eq!(daemon.http_get("/nope").0, 404);
+    assert_eq!(daemon.http_get("/health").1, "ok\n");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", daemon.ports.metrics)).unwrap();
+    stream
+        .write_all(
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
+}

@@ -1,0 +1,440 @@
+//! Test harness: a private `redis-server` per test, the real `cowlogd`
+//! binary as a subprocess on free ports, and helpers to send and wait.
+
+#![allow(dead_code)]
+
+#[path = "../../parsers/tests/support/go_gelf.rs"]
+pub mod go_gelf;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for something that should happen.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it returns `Some` or `PATIENCE` runs out.
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port free for both TCP and UDP on 127.0.0.1.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn redis_server_binary() -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let candidate = Path::new(dir).join("redis-server");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "redis-server is not installed: run `apt-get install redis-server` (the integration tests start their own instance)"
+    );
+}
+
+/// A private redis-server on a free port, stopped on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    pub fn start_with(extra_args: &[&str]) -> RedisServer {
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(redis_server_binary())
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("redis-server to answer PING", || {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            stream
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .ok()?;
+            stream.write_all(b"PING\r\n").ok()?;
+            let mut reply = [0u8; 7];
+            stream.read_exact(&mut reply).ok()?;
+            (&reply == b"+PONG\r\n").then_some(())
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Kills the server (its data is gone: it keeps nothing on disk).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a new server on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn list(&self, key: &str) -> Vec<String> {
+        redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query(&mut self.client())
+            .unwrap()
+    }
+
+    pub fn llen(&self, key: &str) -> usize {
+        redis::cmd("LLEN")
+            .arg(key)
+            .query(&mut self.client())
+            .unwrap()
+    }
+
+    /// Waits until `key` holds at least `n` entries; returns them.
+    pub fn wait_list(&self, key: &str, n: usize) -> Vec<String> {
+        wait_for(&format!("{n} entries in {key}"), || {
+            let len = self.llen(key);
+            (len >= n).then(|| self.list(key))
+        })
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The addresses a daemon listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub gelf: u16,
+    pub syslog: u16,
+    pub metrics: u16,
+}
+
+/// A `cowlogd` process, killed on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    pub ports: Ports,
+    pub dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts cowlogd writing to `redis_url`, with `extra` TOML merged over
+    /// the test's listener addresses.
+    pub fn start(redis_url: &str, extra: &str) -> Daemon {
+        let ports = Ports {
+            gelf: free_port(),
+            syslog: free_port(),
+            metrics: free_port(),
+        };
+        let mut config: toml::Table = toml::from_str(extra).expect("test config is TOML");
+        let section = |config: &mut toml::Table, name: &str| -> toml::Table {
+            config
+                .remove(name)
+                .and_then(|v| v.as_table().cloned())
+                .unwrap_or_default()
+        };
+        let mut redis = section(&mut config, "redis");
+        redis.entry("url").or_insert(redis_url.into());
+        let mut inputs = section(&mut config, "inputs");
+        for (key, port) in [
+            ("gelf_udp", ports.gelf),
+            ("gelf_tcp", ports.gelf),
+            ("syslog_udp", ports.syslog),
+            ("syslog_tcp", ports.syslog),
+        ] {
+            inputs
+                .entry(key)
+                .or_insert(format!("127.0.0.1:{port}").into());
+        }
+        let mut metrics = section(&mut config, "metrics");
+        metrics
+            .entry("listen")
+            .or_insert(format!("127.0.0.1:{}", ports.metrics).into());
+        config.insert("redis".into(), redis.into());
+        config.insert("inputs".into(), inputs.into());
+        config.insert("metrics".into(), metrics.into());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cowlogd.toml");
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        let log = std::fs::File::create(dir.path().join("cowlogd.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_cowlogd"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .env_remove("COWLOGD_REDIS_URL")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting cowlogd");
+        let daemon = Daemon {
+            child: Some(child),
+            ports,
+            dir,
+        };
+        wait_for("cowlogd /health", || {
+            (daemon.http_get("/health").0 == 200).then_some(())
+        });
+        daemon
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("cowlogd.log")).unwrap_or_default()
+    }
+
+    /// `(status, body)` of a GET on the metrics listener.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.ports.metrics)) else {
+            return (0, String::new());
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        if stream.write_all(request.as_bytes()).is_err() {
+            return (0, String::new());
+        }
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let status = response
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    pub fn metrics(&self) -> String {
+        let (status, body) = self.http_get("/metrics");
+        assert_eq!(status, 200);
+        body
+    }
+
+    /// The value of one series, e.g. `cowlogd_dropped_messages_total{stage="route",reason="filtered"}`
+    /// (labels in any order); 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics(), series)
+    }
+
+    /// Sum of every series of `name`.
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        let text = self.metrics();
+        text.lines()
+            .filter(|l| {
+                l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{' | b' '))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut child = self.child.take().unwrap();
+        wait_for("cowlogd to exit after SIGTERM", || {
+            child.try_wait().unwrap()
+        })
+    }
+
+    pub fn udp(&self, port: u16, datagram: &[u8]) {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.send_to(datagram, ("127.0.0.1", port)).unwrap();
+    }
+
+    pub fn tcp(&self, port: u16) -> TcpStream {
+        TcpStream::connect(("127.0.0.1", port)).unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- cowlogd log ---\n{}", self.log());
+        }
+    }
+}
+
+/// Value of `series` in Prometheus text; labels compared as a set.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    let (name, labels) = match series.split_once('{') {
+        Some((name, rest)) => (name, parse_labels(rest.trim_end_matches('}'))),
+        None => (series, Vec::new()),
+    };
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (line_name, line_labels) = match key.split_once('{') {
+            Some((n, rest)) => (n, parse_labels(rest.trim_end_matches('}'))),
+            None => (key, Vec::new()),
+        };
+        if line_name == name
+            && labels.iter().all(|l| line_labels.contains(l))
+            && labels.len() == line_labels.len()
+        {
+            return value.parse().unwrap_or(0.0);
+        }
+    }
+    0.0
+}
+
+fn parse_labels(text: &str) -> Vec<(String, String)> {
+    text.split(',')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            Some((k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        })
+        .collect()
+}
+
+/// A SUBSCRIBE client collecting channel payloads on its own thread.
+pub struct Subscriber {
+    received: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Subscriber {
+    pub fn start(redis: &RedisServer, channel: &str) -> Subscriber {
+        let mut connection = redis.client();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = received.clone();
+        let channel = channel.to_owned();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut pubsub = connection.as_pubsub();
+            pubsub.subscribe(&channel).unwrap();
+            pubsub
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            ready_tx.send(()).unwrap();
+            loop {
+                match pubsub.get_message() {
+                    Ok(message) => sink
+                        .lock()
+                        .unwrap()
+                        .push(message.get_payload_bytes().to_vec()),
+                    Err(e) if e.is_timeout() => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        ready_rx.recv_timeout(PATIENCE).unwrap();
+        Subscriber { received }
+    }
+
+    pub fn wait(&self, n: usize) -> Vec<Vec<u8>> {
+        wait_for(&format!("{n} channel messages"), || {
+            let got = self.received.lock().unwrap();
+            (got.len() >= n).then(|| got.clone())
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+}
+
+/// A mailcow postfix line as syslog-ng prints it on the container's stdout.
+pub fn postfix_line(n: usize) -> String {
+    format!(
+        "Nov 24 13:49:59 mail postfix/smtpd[{}]: connect from unknown[203.0.113.{}] msg {n}",
+        1000 + n % 1000,
+        n % 250
+    )
+}
+
+pub const POSTFIX: &str = "mailcowdockerized-postfix-mailcow-1";
+pub const DOVECOT: &str = "mailcowdockerized-dovecot-mailcow-1";
+pub const SOGO: &str = "mailcowdockerized-sogo-mailcow-1";
+
+/// Docker's GELF JSON for a line of `container`.
+pub fn docker_gelf(container: &str, line: &str) -> Vec<u8> {
+    go_gelf::docker_json(container, line, "1712345678.123", 6)
+}
