@@ -29,6 +29,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The HTTP endpoint for Prometheus and health checks.
     pub metrics: MetricsConfig,
+    /// Forwarding everything on to Graylog (or any GELF receiver).
+    pub graylog: GraylogConfig,
     /// Routing rules, first match wins. Absent: the mailcow profile.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -41,6 +43,7 @@ impl Default for Config {
             inputs: InputsConfig::default(),
             limits: LimitsConfig::default(),
             metrics: MetricsConfig::default(),
+            graylog: GraylogConfig::default(),
             routes: crate::router::mailcow_profile(),
         }
     }
@@ -113,6 +116,10 @@ pub struct InputsConfig {
     pub syslog_udp: String,
     /// Syslog over TCP, octet counting or newline; "" turns it off.
     pub syslog_tcp: String,
+    /// GELF over HTTP (`POST /gelf`); "" (the default) turns it off.
+    pub gelf_http: String,
+    /// Accept several newline-separated GELF messages per HTTP body.
+    pub gelf_http_bulk: bool,
     /// Networks that may send; everything else is dropped before parsing.
     pub allow: Vec<String>,
     /// Zone of BSD syslog timestamps (`UTC`, `Europe/Berlin`, `+01:00`).
@@ -140,6 +147,8 @@ impl Default for InputsConfig {
             gelf_tcp: "0.0.0.0:12201".into(),
             syslog_udp: "0.0.0.0:5140".into(),
             syslog_tcp: "0.0.0.0:5140".into(),
+            gelf_http: String::new(),
+            gelf_http_bulk: false,
             allow: [
                 "127.0.0.0/8",
                 "::1/128",
@@ -179,6 +188,8 @@ pub struct LimitsConfig {
     pub gelf_pending_bytes: usize,
     /// Bytes one chunked message may reach before reassembly.
     pub gelf_max_message_bytes: usize,
+    /// Largest GELF HTTP body, compressed; larger ones get 413.
+    pub http_max_body_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -192,6 +203,7 @@ impl Default for LimitsConfig {
             gelf_pending_per_sender: chunks.max_pending_per_sender,
             gelf_pending_bytes: chunks.max_pending_bytes,
             gelf_max_message_bytes: chunks.max_message_bytes,
+            http_max_body_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -208,6 +220,46 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             listen: "0.0.0.0:9127".into(),
+        }
+    }
+}
+
+/// `[graylog]`: forward every record, unfiltered, as GELF 1.1.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraylogConfig {
+    /// `udp://host:port` or `tcp://host:port`; "" (the default) turns
+    /// forwarding off. The name is resolved again at every TCP reconnect
+    /// and every 30 s for UDP.
+    pub address: String,
+    /// UDP only: `"gzip"`, `"zlib"` or `"none"`.
+    pub compression: String,
+    /// UDP only: datagram size, chunk header included (go-gelf: 1420; at most 8192).
+    pub chunk_size: usize,
+    /// Messages waiting to be forwarded; then the oldest are dropped.
+    pub queue_messages: usize,
+    /// Bytes waiting to be forwarded.
+    pub queue_bytes: usize,
+    /// Forward only records matched by these routes (`"none"`: records no
+    /// route matched); empty: everything.
+    pub routes: Vec<String>,
+    /// Longest back-off between TCP reconnects, in ms.
+    pub reconnect_max_ms: u64,
+    /// TCP: a write that takes longer than this counts as a failure, in ms.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for GraylogConfig {
+    fn default() -> Self {
+        GraylogConfig {
+            address: String::new(),
+            compression: "gzip".into(),
+            chunk_size: 1420,
+            queue_messages: 100_000,
+            queue_bytes: 64 * 1024 * 1024,
+            routes: Vec::new(),
+            reconnect_max_ms: 5_000,
+            write_timeout_ms: 10_000,
         }
     }
 }
@@ -341,6 +393,7 @@ impl Config {
             })?)
         };
         let router = Router::build(&self.routes, redis.list_cap)?;
+        let graylog = self.graylog.validate(&router)?;
         Ok(Settings {
             redis_url: redis.url.clone(),
             tls_ca_file: (!redis.tls_ca_file.is_empty()).then(|| redis.tls_ca_file.clone().into()),
@@ -358,6 +411,10 @@ impl Config {
             gelf_tcp: listen("gelf_tcp", &inputs.gelf_tcp)?,
             syslog_udp: listen("syslog_udp", &inputs.syslog_udp)?,
             syslog_tcp: listen("syslog_tcp", &inputs.syslog_tcp)?,
+            gelf_http: listen("gelf_http", &inputs.gelf_http)?,
+            gelf_http_bulk: inputs.gelf_http_bulk,
+            http_max_body: limits.http_max_body_bytes,
+            graylog,
             allow,
             timezone,
             udp_sockets: inputs.udp_sockets,
@@ -378,6 +435,134 @@ impl Config {
             metrics_listen,
             router,
         })
+    }
+}
+
+/// How to reach Graylog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GraylogTransport {
+    /// Chunked, compressed datagrams.
+    Udp,
+    /// NUL-framed JSON.
+    Tcp,
+}
+
+/// Validated `[graylog]`.
+#[derive(Debug, Clone)]
+pub struct GraylogSettings {
+    /// UDP or TCP.
+    pub transport: GraylogTransport,
+    /// `host:port`, resolved when connecting.
+    pub target: String,
+    /// UDP compression.
+    pub codec: cowlogd_parsers::encode::compress::Codec,
+    /// UDP datagram size.
+    pub chunk_size: usize,
+    /// Queue capacity in messages.
+    pub queue_messages: usize,
+    /// Queue capacity in bytes.
+    pub queue_bytes: usize,
+    /// Which records to forward.
+    pub filter: ForwardFilter,
+    /// Back-off ceiling.
+    pub reconnect_max: Duration,
+    /// TCP write timeout.
+    pub write_timeout: Duration,
+}
+
+/// Which records are forwarded, by the route that matched them.
+#[derive(Debug, Clone)]
+pub struct ForwardFilter {
+    /// Per route index: forward?
+    pub routes: Vec<bool>,
+    /// Forward records no route matched?
+    pub unrouted: bool,
+}
+
+impl ForwardFilter {
+    /// Whether a record matched by route `index` (None: no route) is forwarded.
+    pub fn forwards(&self, index: Option<usize>) -> bool {
+        match index {
+            Some(i) => self.routes.get(i).copied().unwrap_or(false),
+            None => self.unrouted,
+        }
+    }
+}
+
+impl GraylogConfig {
+    fn validate(&self, router: &Router) -> anyhow::Result<Option<GraylogSettings>> {
+        use cowlogd_parsers::encode::compress::Codec;
+        if self.address.is_empty() {
+            return Ok(None);
+        }
+        let (transport, target) = if let Some(rest) = self.address.strip_prefix("udp://") {
+            (GraylogTransport::Udp, rest)
+        } else if let Some(rest) = self.address.strip_prefix("tcp://") {
+            (GraylogTransport::Tcp, rest)
+        } else {
+            bail!(
+                "graylog.address: {:?} must start with udp:// or tcp://",
+                self.address
+            );
+        };
+        let valid_target = target.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !valid_target {
+            bail!(
+                "graylog.address: {:?} needs a host and a port, like udp://graylog:12201",
+                self.address
+            );
+        }
+        let codec = match self.compression.as_str() {
+            "gzip" => Codec::Gzip,
+            "zlib" => Codec::Zlib,
+            "none" => Codec::None,
+            other => bail!("graylog.compression: {other:?} is not gzip, zlib or none"),
+        };
+        if !(64..=8192).contains(&self.chunk_size) {
+            bail!(
+                "graylog.chunk_size: {} is not between 64 and 8192",
+                self.chunk_size
+            );
+        }
+        positive("graylog.queue_messages", self.queue_messages)?;
+        positive("graylog.queue_bytes", self.queue_bytes)?;
+        let filter = if self.routes.is_empty() {
+            ForwardFilter {
+                routes: vec![true; router.routes().len()],
+                unrouted: true,
+            }
+        } else {
+            let mut filter = ForwardFilter {
+                routes: vec![false; router.routes().len()],
+                unrouted: false,
+            };
+            for name in &self.routes {
+                if name == "none" {
+                    filter.unrouted = true;
+                    continue;
+                }
+                let index = router
+                    .routes()
+                    .iter()
+                    .position(|r| &r.name == name)
+                    .with_context(|| format!("graylog.routes: no route named {name:?}"))?;
+                filter.routes[index] = true;
+            }
+            filter
+        };
+        Ok(Some(GraylogSettings {
+            transport,
+            target: target.to_owned(),
+            codec,
+            chunk_size: self.chunk_size,
+            queue_messages: self.queue_messages,
+            queue_bytes: self.queue_bytes,
+            filter,
+            reconnect_max: Duration::from_millis(self.reconnect_max_ms.max(10)),
+            write_timeout: Duration::from_millis(self.write_timeout_ms.max(1)),
+        }))
     }
 }
 
@@ -456,6 +641,14 @@ pub struct Settings {
     pub syslog_udp: Option<SocketAddr>,
     /// Syslog TCP address.
     pub syslog_tcp: Option<SocketAddr>,
+    /// GELF HTTP address.
+    pub gelf_http: Option<SocketAddr>,
+    /// Newline-separated messages per HTTP body.
+    pub gelf_http_bulk: bool,
+    /// Largest HTTP body.
+    pub http_max_body: usize,
+    /// Forwarding, when configured.
+    pub graylog: Option<GraylogSettings>,
     /// Allowed sender networks.
     pub allow: Vec<IpNet>,
     /// Zone for BSD timestamps.
@@ -515,6 +708,16 @@ mod tests {
             (
                 "[redis]\nchannel_sanitize = \"all\"",
                 "redis.channel_sanitize",
+            ),
+            ("[graylog]\naddress = \"http://g:1\"", "graylog.address"),
+            ("[graylog]\naddress = \"udp://g\"", "graylog.address"),
+            (
+                "[graylog]\naddress = \"udp://g:1\"\nchunk_size = 9000",
+                "graylog.chunk_size",
+            ),
+            (
+                "[graylog]\naddress = \"tcp://g:1\"\nroutes = [\"nope\"]",
+                "graylog.routes",
             ),
         ] {
             let err = Config::parse(text).unwrap().validate().unwrap_err();

@@ -37,8 +37,9 @@ use crate::config::Settings;
 use crate::inputs::Allowlist;
 use crate::inputs::tcp::{ConnectionSlots, TcpContext, TcpLimits};
 use crate::metrics::{DropReason, Input, dropped};
-use crate::pipeline::Shared;
+use crate::pipeline::{Forwarding, Shared};
 use crate::queue::BatchQueue;
+use crate::sinks::graylog::GraylogWriter;
 use crate::sinks::redis::RedisWriter;
 
 /// How long inputs get to hand over what they have read at shutdown.
@@ -56,10 +57,29 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let queue = Arc::new(BatchQueue::new(
         settings.queue_messages,
         settings.queue_bytes,
-        gauge!("cowlogd_queue_messages"),
-        gauge!("cowlogd_queue_bytes"),
+        (
+            gauge!("cowlogd_queue_messages"),
+            gauge!("cowlogd_queue_bytes"),
+        ),
+        DropReason::QueueFull,
     ));
-    let shared = Arc::new(Shared::new(&settings, queue.clone()));
+    let forward_queue = settings.graylog.as_ref().map(|graylog| {
+        Arc::new(BatchQueue::new(
+            graylog.queue_messages,
+            graylog.queue_bytes,
+            (
+                gauge!("cowlogd_graylog_queue_messages"),
+                gauge!("cowlogd_graylog_queue_bytes"),
+            ),
+            DropReason::ForwardQueueFull,
+        ))
+    });
+    let forwarding = settings
+        .graylog
+        .as_ref()
+        .zip(forward_queue.clone())
+        .map(|(graylog, queue)| Forwarding::new(queue, graylog.filter.clone()));
+    let shared = Arc::new(Shared::new(&settings, queue.clone(), forwarding));
     let ready = Arc::new(AtomicBool::new(false));
     let stop_inputs = CancellationToken::new();
     let drain = CancellationToken::new();
@@ -114,6 +134,20 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         };
         inputs.spawn(inputs::tcp::serve(listener, context, inputs.clone()));
     }
+    if let Some(addr) = settings.gelf_http {
+        let listener = inputs::tcp::bind(addr, Input::GelfHttp).await?;
+        let context = inputs::http::HttpContext {
+            shared: shared.clone(),
+            allow: allow.clone(),
+            slots: slots.clone(),
+            max_body: settings.http_max_body,
+            bulk: settings.gelf_http_bulk,
+            queue_wait: settings.tcp_queue_wait,
+            idle_timeout: settings.tcp_idle_timeout,
+            shutdown: stop_inputs.clone(),
+        };
+        inputs.spawn(inputs::http::serve(listener, context, inputs.clone()));
+    }
     let stop_http = CancellationToken::new();
     if let Some(addr) = settings.metrics_listen {
         let listener = http::bind(addr).await?;
@@ -127,6 +161,15 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
 
     let writer = RedisWriter::new(&settings, queue.clone(), ready.clone())?;
     let writer = tokio::spawn(writer.run(drain.clone()));
+    let forwarder = settings
+        .graylog
+        .clone()
+        .zip(forward_queue)
+        .map(|(graylog, queue)| {
+            tokio::spawn(
+                GraylogWriter::new(graylog, queue, settings.shutdown_flush).run(drain.clone()),
+            )
+        });
     let housekeeping = tokio::spawn(housekeeping(
         shared.clone(),
         prometheus,
@@ -148,6 +191,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     drain.cancel();
     if let Err(error) = writer.await {
         tracing::error!(%error, "Redis writer ended abnormally");
+    }
+    if let Some(forwarder) = forwarder
+        && let Err(error) = forwarder.await
+    {
+        tracing::error!(%error, "Graylog forwarder ended abnormally");
     }
     stop_http.cancel();
     housekeeping.abort();

@@ -21,6 +21,8 @@ pub enum Input {
     SyslogUdp,
     /// Syslog over TCP.
     SyslogTcp,
+    /// GELF over HTTP (`POST /gelf`).
+    GelfHttp,
 }
 
 impl Input {
@@ -31,12 +33,13 @@ impl Input {
             Input::GelfTcp => "gelf_tcp",
             Input::SyslogUdp => "syslog_udp",
             Input::SyslogTcp => "syslog_tcp",
+            Input::GelfHttp => "gelf_http",
         }
     }
 
     /// Whether the input carries GELF.
     pub fn is_gelf(self) -> bool {
-        matches!(self, Input::GelfUdp | Input::GelfTcp)
+        matches!(self, Input::GelfUdp | Input::GelfTcp | Input::GelfHttp)
     }
 }
 
@@ -77,6 +80,15 @@ pub enum DropReason {
     Shutdown,
     /// Redis answered the command with an error (wrong type, read-only).
     RedisRejected,
+    /// Forwarding queue full: the oldest waiting messages made room.
+    ForwardQueueFull,
+    /// A forwarded message could not be made to fit in 128 chunks.
+    ForwardTooLarge,
+    /// Sending to Graylog failed (UDP send error, or shutdown with Graylog
+    /// unreachable).
+    ForwardSendFailed,
+    /// HTTP body over `limits.http_max_body_bytes`.
+    HttpBodyTooLarge,
 }
 
 impl DropReason {
@@ -100,6 +112,10 @@ impl DropReason {
             DropReason::QueueFull => ("queue", "queue_full"),
             DropReason::Shutdown => ("queue", "shutdown"),
             DropReason::RedisRejected => ("redis", "rejected"),
+            DropReason::ForwardQueueFull => ("graylog", "queue_full"),
+            DropReason::ForwardTooLarge => ("graylog", "too_large"),
+            DropReason::ForwardSendFailed => ("graylog", "send_failed"),
+            DropReason::HttpBodyTooLarge => ("input", "http_body_too_large"),
         }
     }
 }
@@ -217,6 +233,26 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_gauge!(
         "cowlogd_redis_up",
         "1 when the last Redis operation succeeded."
+    );
+    describe_counter!(
+        "cowlogd_graylog_forwarded_total",
+        "Messages sent on to Graylog."
+    );
+    describe_counter!(
+        "cowlogd_graylog_truncated_total",
+        "Forwarded messages cut to fit in 128 UDP chunks."
+    );
+    describe_counter!(
+        "cowlogd_graylog_reconnects_total",
+        "Graylog TCP connections opened after the first."
+    );
+    describe_gauge!(
+        "cowlogd_graylog_queue_messages",
+        "Messages waiting to be forwarded."
+    );
+    describe_gauge!(
+        "cowlogd_graylog_queue_bytes",
+        "Bytes waiting to be forwarded."
     );
     Ok(handle)
 }

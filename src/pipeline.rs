@@ -1,16 +1,20 @@
-//! The middle of the flow: frame → parse → record → route → encoded batch.
+//! The middle of the flow: frame → parse → record → route → encoded batches.
 //!
 //! Each listener task owns a [`Processor`]: its own decompressor, scratch
-//! buffers and batch, so processing a message takes no lock and no
+//! buffers and batches, so processing a message takes no lock and no
 //! allocation beyond what the parsers need. After each read cycle the task
-//! hands its batch to the Redis queue in one push.
+//! hands its batches to the queues, one push each: the Redis batch (what the
+//! routes store) and, when forwarding is on, the GELF batch (every record,
+//! before the Redis filters).
 
-use std::net::SocketAddr;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use cowlogd_parsers::decompress::{DecompressError, Decompressor};
+use cowlogd_parsers::decompress::{Compression, DecompressError, Decompressor};
+use cowlogd_parsers::encode::gelf::{ForwardContext, encode_gelf};
 use cowlogd_parsers::encode::mailcow::{
     ChannelSanitize, encode_channel_payload, encode_list_entry,
 };
@@ -20,7 +24,7 @@ use cowlogd_parsers::syslog::{SyslogFormat, TimeContext, parse_syslog, trim_trai
 use cowlogd_parsers::{Record, Timestamp};
 use metrics::{Counter, gauge};
 
-use crate::config::Settings;
+use crate::config::{ForwardFilter, Settings};
 use crate::metrics::{DropReason, Input, InputMetrics, dropped, parse_error, routed};
 use crate::queue::{BatchQueue, Weighed};
 use crate::router::{RouteAction, Router};
@@ -61,6 +65,51 @@ impl Weighed for RedisBatch {
     fn bytes(&self) -> usize {
         self.data.len()
     }
+    fn drop_oldest(&mut self, n: usize) {
+        self.ops.drain(..n.min(self.ops.len()));
+    }
+}
+
+/// GELF 1.1 JSON messages to forward, back to back in one buffer.
+#[derive(Debug, Default)]
+pub struct GelfBatch {
+    /// The encoded messages.
+    pub data: Vec<u8>,
+    /// Each message's range.
+    pub messages: Vec<Range<usize>>,
+}
+
+impl GelfBatch {
+    /// The messages, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.messages.iter().map(|r| &self.data[r.clone()])
+    }
+}
+
+impl Weighed for GelfBatch {
+    fn messages(&self) -> usize {
+        self.messages.len()
+    }
+    fn bytes(&self) -> usize {
+        self.data.len()
+    }
+    fn drop_oldest(&mut self, n: usize) {
+        self.messages.drain(..n.min(self.messages.len()));
+    }
+}
+
+/// Forwarding state shared by every listener task.
+pub struct Forwarding {
+    /// The forwarding queue.
+    pub queue: Arc<BatchQueue<GelfBatch>>,
+    filter: ForwardFilter,
+}
+
+impl Forwarding {
+    /// Forwarding through `queue` of the records `filter` selects.
+    pub fn new(queue: Arc<BatchQueue<GelfBatch>>, filter: ForwardFilter) -> Forwarding {
+        Forwarding { queue, filter }
+    }
 }
 
 /// What every listener task shares.
@@ -73,6 +122,8 @@ pub struct Shared {
     max_decompressed: usize,
     /// The Redis queue.
     pub queue: Arc<BatchQueue<RedisBatch>>,
+    /// Forwarding to Graylog, when configured.
+    pub forwarding: Option<Forwarding>,
     /// Chunked GELF reassembly, one for all GELF UDP sockets (chunks of one
     /// message may land on different sockets).
     pub reassembler: Mutex<Reassembler<SocketAddr>>,
@@ -81,7 +132,11 @@ pub struct Shared {
 
 impl Shared {
     /// State built from the settings.
-    pub fn new(settings: &Settings, queue: Arc<BatchQueue<RedisBatch>>) -> Shared {
+    pub fn new(
+        settings: &Settings,
+        queue: Arc<BatchQueue<RedisBatch>>,
+        forwarding: Option<Forwarding>,
+    ) -> Shared {
         let router = settings.router.clone();
         let route_counters = router.routes().iter().map(|r| routed(&r.name)).collect();
         Shared {
@@ -92,6 +147,7 @@ impl Shared {
             channel_sanitize: settings.channel_sanitize,
             max_decompressed: settings.max_decompressed,
             queue,
+            forwarding,
             reassembler: Mutex::new(Reassembler::new(settings.reassembly)),
             clock_origin: Instant::now(),
         }
@@ -134,21 +190,40 @@ fn count_chunk_drops(reassembler: &mut Reassembler<SocketAddr>) {
     }
 }
 
-/// Decompression and JSON scratch space.
-struct GelfDecoder {
-    decompressor: Decompressor,
-    scratch: String,
-}
-
-/// Routing and encoding into the current batch.
+/// Routing and encoding into the current batches.
 struct RecordSink {
     shared: Arc<Shared>,
-    batch: RedisBatch,
+    redis: RedisBatch,
+    forward: GelfBatch,
+    /// The sender's address as text: GELF `host` for syslog lines without
+    /// a HOSTNAME.
+    peer_host: String,
+    peer: Option<IpAddr>,
 }
 
 impl RecordSink {
+    fn set_peer(&mut self, peer: IpAddr) {
+        if self.shared.forwarding.is_some() && self.peer != Some(peer) {
+            self.peer = Some(peer);
+            self.peer_host.clear();
+            let _ = write!(self.peer_host, "{}", peer.to_canonical());
+        }
+    }
+
     fn record(&mut self, record: &Record<'_>) {
-        let Some((index, route)) = self.shared.router.route(record) else {
+        let matched = self.shared.router.route(record);
+        if let Some(forwarding) = &self.shared.forwarding
+            && forwarding.filter.forwards(matched.map(|(index, _)| index))
+        {
+            let start = self.forward.data.len();
+            let context = ForwardContext {
+                fallback_host: &self.peer_host,
+                route: matched.map(|(_, route)| route.name.as_str()),
+            };
+            encode_gelf(&mut self.forward.data, record, &context);
+            self.forward.messages.push(start..self.forward.data.len());
+        }
+        let Some((index, route)) = matched else {
             self.shared.unrouted.increment(1);
             return;
         };
@@ -160,7 +235,7 @@ impl RecordSink {
             }
             RouteAction::Store(store) => store,
         };
-        let data = &mut self.batch.data;
+        let data = &mut self.redis.data;
         let key_start = data.len();
         store.key.render(record, data);
         let entry_start = data.len();
@@ -179,7 +254,7 @@ impl RecordSink {
             encode_channel_payload(data, record.message, self.shared.channel_sanitize);
             entry_end..data.len()
         });
-        self.batch.ops.push(RedisOp {
+        self.redis.ops.push(RedisOp {
             key: key_start..entry_start,
             entry: entry_start..entry_end,
             publish,
@@ -188,14 +263,49 @@ impl RecordSink {
     }
 }
 
+/// Parses one GELF JSON document into the sink; `false` if it was rejected.
+fn gelf_json(
+    scratch: &mut String,
+    sink: &mut RecordSink,
+    clock: &Clock,
+    input: Input,
+    json: &[u8],
+) -> bool {
+    match parse_gelf_lossy(json, scratch) {
+        Ok(message) => {
+            let record = normalize_gelf(&message, &clock.time, clock.now);
+            sink.record(&record);
+            true
+        }
+        Err(error) => {
+            parse_error(input, error.reason());
+            dropped(DropReason::InvalidGelf, 1);
+            crate::warn_limited!(input = input.label(), %error, "GELF message rejected");
+            false
+        }
+    }
+}
+
+/// The receive time of the current read cycle.
+struct Clock {
+    now: Timestamp,
+    time: TimeContext,
+}
+
 /// A listener task's processing state; see the module docs.
 pub struct Processor {
     input: Input,
     metrics: InputMetrics,
-    decoder: GelfDecoder,
+    decompressor: Decompressor,
+    scratch: String,
     sink: RecordSink,
-    now: Timestamp,
-    time: TimeContext,
+    clock: Clock,
+}
+
+/// The batches of one read cycle, ready for the queues.
+pub struct Batches {
+    redis: Option<RedisBatch>,
+    forward: Option<GelfBatch>,
 }
 
 impl Processor {
@@ -206,26 +316,31 @@ impl Processor {
         Processor {
             input,
             metrics: InputMetrics::new(input),
-            decoder: GelfDecoder {
-                decompressor: Decompressor::new(shared.max_decompressed),
-                scratch: String::new(),
-            },
+            decompressor: Decompressor::new(shared.max_decompressed),
+            scratch: String::new(),
             sink: RecordSink {
                 shared,
-                batch: RedisBatch::default(),
+                redis: RedisBatch::default(),
+                forward: GelfBatch::default(),
+                peer_host: String::new(),
+                peer: None,
             },
-            now,
-            time,
+            clock: Clock { now, time },
         }
     }
 
     /// Starts a read cycle: takes the receive time for what follows.
     pub fn begin(&mut self) {
         let now = wall_clock();
-        if now.secs != self.now.secs {
-            self.time = TimeContext::new(now, self.sink.shared.timezone.clone());
+        if now.secs != self.clock.now.secs {
+            self.clock.time = TimeContext::new(now, self.sink.shared.timezone.clone());
         }
-        self.now = now;
+        self.clock.now = now;
+    }
+
+    /// Sets the sender of what follows.
+    pub fn set_peer(&mut self, peer: IpAddr) {
+        self.sink.set_peer(peer);
     }
 
     /// Counts bytes read from the network.
@@ -239,11 +354,11 @@ impl Processor {
             return;
         }
         self.metrics.received.increment(1);
-        let message = parse_syslog(line, &self.time);
+        let message = parse_syslog(line, &self.clock.time);
         if message.format == SyslogFormat::Plain {
             parse_error(self.input, "no_syslog_header");
         }
-        let record = normalize_syslog(&message, &self.time, self.now);
+        let record = normalize_syslog(&message, &self.clock.time, self.clock.now);
         self.sink.record(&record);
     }
 
@@ -264,7 +379,9 @@ impl Processor {
             outcome
         };
         match outcome {
-            Ok(ChunkOutcome::Complete(payload)) => self.gelf_payload(&payload),
+            Ok(ChunkOutcome::Complete(payload)) => {
+                self.gelf_payload(&payload);
+            }
             Ok(ChunkOutcome::Pending | ChunkOutcome::Duplicate) => {}
             Err(error) => {
                 let reason = match error {
@@ -278,63 +395,107 @@ impl Processor {
         }
     }
 
-    /// One whole GELF payload (compressed or not).
-    pub fn gelf_payload(&mut self, payload: &[u8]) {
-        self.metrics.received.increment(1);
-        let plain = match self.decoder.decompressor.decompress(payload) {
+    /// One whole GELF payload (compressed or not); `false` if rejected.
+    pub fn gelf_payload(&mut self, payload: &[u8]) -> bool {
+        self.gelf_body(payload, Compression::None, false)
+    }
+
+    /// A GELF body whose compression a sender may have declared (HTTP
+    /// `Content-Encoding`); with `bulk`, one message per line. `false` if
+    /// the body or any message in it was rejected.
+    pub fn gelf_body(&mut self, body: &[u8], declared: Compression, bulk: bool) -> bool {
+        let plain = match self.decompressor.decompress_as(body, declared) {
             Ok(plain) => plain,
             Err(error) => {
+                self.metrics.received.increment(1);
                 let reason = match error {
                     DecompressError::TooLarge { .. } => DropReason::DecompressCap,
                     _ => DropReason::DecompressError,
                 };
                 dropped(reason, 1);
                 crate::warn_limited!(input = self.input.label(), %error, "GELF payload not decompressed");
-                return;
+                return false;
             }
         };
-        match parse_gelf_lossy(plain, &mut self.decoder.scratch) {
-            Ok(message) => {
-                let record = normalize_gelf(&message, &self.time, self.now);
-                self.sink.record(&record);
+        if !bulk {
+            self.metrics.received.increment(1);
+            return gelf_json(
+                &mut self.scratch,
+                &mut self.sink,
+                &self.clock,
+                self.input,
+                plain,
+            );
+        }
+        let mut all_accepted = true;
+        for line in plain.split(|&b| b == b'\n') {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
             }
-            Err(error) => {
-                parse_error(self.input, error.reason());
-                dropped(DropReason::InvalidGelf, 1);
-                crate::warn_limited!(input = self.input.label(), %error, "GELF message rejected");
-            }
+            self.metrics.received.increment(1);
+            all_accepted &= gelf_json(
+                &mut self.scratch,
+                &mut self.sink,
+                &self.clock,
+                self.input,
+                line,
+            );
+        }
+        all_accepted
+    }
+
+    /// Takes the batches of this read cycle.
+    pub fn take_batches(&mut self) -> Batches {
+        Batches {
+            redis: take_if_any(&mut self.sink.redis),
+            forward: take_if_any(&mut self.sink.forward),
         }
     }
 
-    fn take_batch(&mut self) -> Option<RedisBatch> {
-        if self.sink.batch.ops.is_empty() {
-            self.sink.batch.data.clear();
-            return None;
-        }
-        let capacity = self.sink.batch.data.len();
-        Some(std::mem::replace(
-            &mut self.sink.batch,
-            RedisBatch {
-                data: Vec::with_capacity(capacity),
-                ops: Vec::new(),
-            },
-        ))
-    }
-
-    /// Ends a read cycle: queues the batch, dropping the oldest queued
-    /// messages if the queue is full (UDP: never wait).
+    /// Ends a read cycle: queues the batches, dropping the oldest queued
+    /// messages if a queue is full (UDP: never wait).
     pub fn flush(&mut self) {
-        if let Some(batch) = self.take_batch() {
-            self.sink.shared.queue.push(batch);
+        let batches = self.take_batches();
+        let shared = &self.sink.shared;
+        if let Some(batch) = batches.redis {
+            shared.queue.push(batch);
         }
+        push_forward(shared, batches.forward);
     }
 
-    /// Ends a read cycle, waiting up to `wait` for queue space (TCP).
+    /// Ends a read cycle, waiting up to `wait` for Redis queue space (TCP,
+    /// HTTP). Forwarding never waits: it must not slow the Redis path.
     pub async fn flush_waiting(&mut self, wait: std::time::Duration) {
-        if let Some(batch) = self.take_batch() {
-            self.sink.shared.queue.push_waiting(batch, wait).await;
+        let batches = self.take_batches();
+        let shared = self.sink.shared.clone();
+        batches.queue(&shared, wait).await;
+    }
+
+    /// What every task shares.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.sink.shared
+    }
+}
+
+impl Batches {
+    /// Queues the batches; the Redis batch may wait up to `wait` for room.
+    pub async fn queue(self, shared: &Shared, wait: std::time::Duration) {
+        push_forward(shared, self.forward);
+        if let Some(batch) = self.redis {
+            shared.queue.push_waiting(batch, wait).await;
         }
     }
+}
+
+fn push_forward(shared: &Shared, batch: Option<GelfBatch>) {
+    if let (Some(forwarding), Some(batch)) = (&shared.forwarding, batch) {
+        forwarding.queue.push(batch);
+    }
+}
+
+/// Takes a batch that holds messages (an empty one holds no bytes either).
+fn take_if_any<T: Weighed + Default>(batch: &mut T) -> Option<T> {
+    (batch.messages() > 0).then(|| std::mem::take(batch))
 }
 
 fn wall_clock() -> Timestamp {

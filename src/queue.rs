@@ -25,6 +25,9 @@ pub trait Weighed {
     fn messages(&self) -> usize;
     /// Bytes it holds.
     fn bytes(&self) -> usize;
+    /// Forgets its `n` oldest messages (a batch larger than the whole queue
+    /// keeps its newest ones).
+    fn drop_oldest(&mut self, n: usize);
 }
 
 struct State<T> {
@@ -43,17 +46,19 @@ pub struct BatchQueue<T> {
     not_full: Notify,
     gauge_messages: Gauge,
     gauge_bytes: Gauge,
+    full: DropReason,
 }
 
 impl<T: Weighed> BatchQueue<T> {
     /// A queue holding at most `max_messages` and `max_bytes`; its depth is
-    /// exported in the two gauges.
+    /// exported in the two gauges; messages it drops count as `full`.
     pub fn new(
         max_messages: usize,
         max_bytes: usize,
-        gauge_messages: Gauge,
-        gauge_bytes: Gauge,
+        gauges: (Gauge, Gauge),
+        full: DropReason,
     ) -> Self {
+        let (gauge_messages, gauge_bytes) = gauges;
         BatchQueue {
             state: Mutex::new(State {
                 batches: VecDeque::new(),
@@ -67,6 +72,7 @@ impl<T: Weighed> BatchQueue<T> {
             not_full: Notify::new(),
             gauge_messages,
             gauge_bytes,
+            full,
         }
     }
 
@@ -84,12 +90,16 @@ impl<T: Weighed> BatchQueue<T> {
     }
 
     /// Queues `batch`, dropping the oldest batches if needed (counted as
-    /// [`DropReason::QueueFull`]). Returns the messages dropped.
-    pub fn push(&self, batch: T) -> usize {
+    /// the queue's drop reason). Returns the messages dropped.
+    pub fn push(&self, mut batch: T) -> usize {
         if batch.messages() == 0 {
             return 0;
         }
         let mut lost = 0;
+        if batch.messages() > self.max_messages {
+            lost = batch.messages() - self.max_messages;
+            batch.drop_oldest(lost);
+        }
         {
             let mut state = self.lock();
             while !self.fits(&state, &batch) {
@@ -106,7 +116,7 @@ impl<T: Weighed> BatchQueue<T> {
             self.update_gauges(&state);
         }
         if lost > 0 {
-            dropped(DropReason::QueueFull, lost as u64);
+            dropped(self.full, lost as u64);
             crate::warn_limited!(
                 dropped = lost,
                 "queue full: dropped the oldest queued messages"
@@ -209,10 +219,18 @@ mod tests {
         fn bytes(&self) -> usize {
             self.0 * 10
         }
+        fn drop_oldest(&mut self, n: usize) {
+            self.0 -= n;
+        }
     }
 
     fn queue(max: usize) -> BatchQueue<Fake> {
-        BatchQueue::new(max, max * 10, Gauge::noop(), Gauge::noop())
+        BatchQueue::new(
+            max,
+            max * 10,
+            (Gauge::noop(), Gauge::noop()),
+            DropReason::QueueFull,
+        )
     }
 
     #[test]
@@ -222,6 +240,9 @@ mod tests {
         assert_eq!(q.push(Fake(4)), 0);
         assert_eq!(q.push(Fake(4)), 4);
         assert_eq!(q.len_messages(), 8);
+        // A batch larger than the queue keeps its newest messages.
+        assert_eq!(q.push(Fake(25)), 8 + 15);
+        assert_eq!(q.len_messages(), 10);
     }
 
     #[test]

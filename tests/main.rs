@@ -9,6 +9,10 @@ mod faults;
 mod gelf_tcp;
 /// GELF over UDP: go-gelf's bytes, compressed, chunked.
 mod gelf_udp;
+/// Forwarding to Graylog over UDP and TCP.
+mod graylog;
+/// GELF over HTTP.
+mod http_gelf;
 /// `cowlogd check`, `/metrics` (promtool), `/ready`.
 mod operations;
 /// The mailcow contract: entries, order, cap, channel.

@@ -14,6 +14,9 @@ pub enum Compression {
     Gzip,
     /// `78 xx` with a valid zlib header check: zlib (graypy, pygelf).
     Zlib,
+    /// Raw deflate without header: never detected, only used when a
+    /// sender declares it (HTTP `Content-Encoding: deflate` from some clients).
+    Deflate,
     /// Anything else: plain JSON.
     None,
 }
@@ -108,7 +111,33 @@ impl Decompressor {
     /// [`DecompressError`] when the data is corrupt, truncated, fails its
     /// checksum or would exceed the cap.
     pub fn decompress<'a>(&'a mut self, payload: &'a [u8]) -> Result<&'a [u8], DecompressError> {
-        let kind = detect_compression(payload);
+        self.decompress_as(payload, detect_compression(payload))
+    }
+
+    /// Like [`Decompressor::decompress`] with the compression given, for
+    /// senders that declare it (a body that still starts with gzip or zlib
+    /// magic is read by its magic, as Graylog does).
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use cowlogd_parsers::decompress::{Compression, Decompressor};
+    /// let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    /// raw.write_all(b"{}").unwrap();
+    /// let raw = raw.finish().unwrap();
+    /// assert_eq!(Decompressor::new(64).decompress_as(&raw, Compression::Deflate).unwrap(), b"{}");
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Decompressor::decompress`].
+    pub fn decompress_as<'a>(
+        &'a mut self,
+        payload: &'a [u8],
+        declared: Compression,
+    ) -> Result<&'a [u8], DecompressError> {
+        let kind = match detect_compression(payload) {
+            Compression::None => declared,
+            sniffed => sniffed,
+        };
         if kind == Compression::None {
             return Ok(payload);
         }
@@ -123,15 +152,13 @@ impl Decompressor {
         );
         match kind {
             Compression::Gzip => self.gunzip(payload)?,
+            Compression::Deflate => {
+                self.raw.reset(false);
+                inflate(&mut self.raw, payload, &mut self.out, self.cap, kind)?;
+            }
             _ => {
                 self.zlib.reset(true);
-                inflate(
-                    &mut self.zlib,
-                    payload,
-                    &mut self.out,
-                    self.cap,
-                    Compression::Zlib,
-                )?;
+                inflate(&mut self.zlib, payload, &mut self.out, self.cap, kind)?;
             }
         }
         Ok(&self.out)

@@ -2,6 +2,7 @@
 //!
 //! The sender allowlist is checked before a byte is parsed.
 
+pub mod http;
 pub mod tcp;
 pub mod udp;
 

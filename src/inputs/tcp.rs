@@ -73,7 +73,8 @@ impl ConnectionSlots {
         })
     }
 
-    fn try_take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+    /// Takes a slot for a connection from `ip`, if both caps allow.
+    pub fn try_take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
         let global = self.global.clone().try_acquire_owned().ok()?;
         let mut counts = self
             .per_source
@@ -162,6 +163,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, _slot: Slot, contex
         Framer::syslog(context.limits.max_frame)
     };
     let mut processor = Processor::new(input, context.shared.clone());
+    processor.set_peer(peer.ip());
     let mut buf: Vec<u8> = Vec::with_capacity(READ_SIZE);
     loop {
         if buf.capacity() - buf.len() < READ_SIZE / 2 {

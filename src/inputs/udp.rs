@@ -121,6 +121,7 @@ fn handle(
         return;
     }
     processor.count_bytes(datagram.len());
+    processor.set_peer(peer.ip());
     if input.is_gelf() {
         processor.gelf_datagram(datagram, peer);
     } else {

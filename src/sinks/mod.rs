@@ -1,3 +1,4 @@
 //! Sinks: where records leave cowlogd.
 
+pub mod graylog;
 pub mod redis;

@@ -5,6 +5,7 @@
 
 #[path = "../../parsers/tests/support/go_gelf.rs"]
 pub mod go_gelf;
+pub mod graylog;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};

@@ -3,7 +3,9 @@
 //!
 //! - [`mailcow`]: the Redis list entry and the ban channel payload.
 //! - [`gelf`]: GELF 1.1 JSON for forwarding, and UDP chunking.
+//! - [`compress`]: gzip/zlib for GELF UDP, with reusable state.
 
+pub mod compress;
 pub mod gelf;
 pub mod mailcow;
 

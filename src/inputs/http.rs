@@ -1,0 +1,184 @@
+//! GELF over HTTP: `POST /gelf` with a JSON body, optionally
+//! `Content-Encoding: gzip` or `deflate`; the body's magic bytes are
+//! sniffed too, as Graylog does (graypy sends a zlib body under
+//! `Content-Encoding: gzip,deflate`). 202 Accepted; 400 for a body that is
+//! not GELF; 404 for other paths; 405 for other methods; 413 over
+//! `limits.http_max_body_bytes`. Connections are kept alive. With
+//! `inputs.gelf_http_bulk`, a body holds one message per line.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cowlogd_parsers::decompress::Compression;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::Allowlist;
+use super::tcp::ConnectionSlots;
+use crate::metrics::{DropReason, Input, dropped, tcp_connections};
+use crate::pipeline::{Processor, Shared};
+
+/// What the HTTP input needs.
+#[derive(Clone)]
+pub struct HttpContext {
+    /// Processing state shared by all tasks.
+    pub shared: Arc<Shared>,
+    /// Who may send.
+    pub allow: Arc<Allowlist>,
+    /// Connection slots, shared with the TCP inputs.
+    pub slots: Arc<ConnectionSlots>,
+    /// Largest body.
+    pub max_body: usize,
+    /// One message per line.
+    pub bulk: bool,
+    /// Wait for Redis queue space.
+    pub queue_wait: Duration,
+    /// Silence after which a connection is closed.
+    pub idle_timeout: Duration,
+    /// Stops accepting and reading.
+    pub shutdown: CancellationToken,
+}
+
+/// Accepts connections until shutdown.
+pub async fn serve(listener: TcpListener, context: HttpContext, tasks: TaskTracker) {
+    let input = Input::GelfHttp;
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    crate::warn_limited!(%error, "GELF HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = context.shutdown.cancelled() => break,
+        };
+        if !context.allow.allows(peer.ip()) {
+            dropped(DropReason::NotAllowed, 1);
+            crate::warn_limited!(input = input.label(), %peer, "sender not in inputs.allow; connection closed");
+            continue;
+        }
+        let Some(slot) = context.slots.try_take(peer.ip()) else {
+            dropped(DropReason::ConnectionLimit, 1);
+            crate::warn_limited!(input = input.label(), %peer, "connection limit reached; connection closed");
+            continue;
+        };
+        let context = context.clone();
+        tasks.spawn(async move {
+            let open = tcp_connections(input);
+            open.increment(1.0);
+            connection(stream, peer, context).await;
+            open.decrement(1.0);
+            drop(slot);
+        });
+    }
+}
+
+async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, context: HttpContext) {
+    let mut processor = Processor::new(Input::GelfHttp, context.shared.clone());
+    processor.set_peer(peer.ip());
+    // One request at a time per HTTP/1 connection: the lock is never contended.
+    let processor = Arc::new(Mutex::new(processor));
+    let shutdown = context.shutdown.clone();
+    let idle_timeout = context.idle_timeout;
+    let service = service_fn(move |request: Request<Incoming>| {
+        let processor = processor.clone();
+        let context = context.clone();
+        async move { Ok::<_, Infallible>(handle(request, &processor, &context).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(idle_timeout)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(2), connection).await;
+        }
+    }
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    processor: &Mutex<Processor>,
+    context: &HttpContext,
+) -> Response<Full<Bytes>> {
+    if request.uri().path() != "/gelf" {
+        return reply(StatusCode::NOT_FOUND);
+    }
+    if request.method() != Method::POST {
+        let mut response = reply(StatusCode::METHOD_NOT_ALLOWED);
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return response;
+    }
+    let declared = declared_compression(request.headers().get(header::CONTENT_ENCODING));
+    let body = match Limited::new(request.into_body(), context.max_body)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            if error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                dropped(DropReason::HttpBodyTooLarge, 1);
+                crate::warn_limited!(max = context.max_body, "GELF HTTP body too large; 413");
+                return reply(StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            return reply(StatusCode::BAD_REQUEST);
+        }
+    };
+    let (accepted, batches) = {
+        let mut processor = processor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        processor.begin();
+        processor.count_bytes(body.len());
+        let accepted = processor.gelf_body(&body, declared, context.bulk);
+        (accepted, processor.take_batches())
+    };
+    batches.queue(&context.shared, context.queue_wait).await;
+    reply(if accepted {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::BAD_REQUEST
+    })
+}
+
+/// `deflate` alone may mean raw deflate; everything else is sniffed.
+fn declared_compression(value: Option<&header::HeaderValue>) -> Compression {
+    let Some(value) = value.and_then(|v| v.to_str().ok()) else {
+        return Compression::None;
+    };
+    let codings: Vec<String> = value
+        .split(',')
+        .map(|c| c.trim().to_ascii_lowercase())
+        .collect();
+    if codings.iter().any(|c| c == "deflate") && !codings.iter().any(|c| c == "gzip") {
+        Compression::Deflate
+    } else {
+        Compression::None
+    }
+}
+
+fn reply(status: StatusCode) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
