@@ -134,6 +134,9 @@ pub struct InputsConfig {
     pub tcp_max_connections_per_source: usize,
     /// Seconds a TCP connection may stay silent before it is closed.
     pub tcp_idle_timeout_s: u64,
+    /// Seconds a TCP frame (or HTTP body) may take from its first byte to its
+    /// last; a slower sender is disconnected (slowloris).
+    pub tcp_frame_timeout_s: u64,
     /// How long a TCP reader waits for queue space before dropping the oldest
     /// queued messages and reading on, in ms (Docker blocks a container's
     /// stdout while its collector does not read).
@@ -165,6 +168,7 @@ impl Default for InputsConfig {
             tcp_max_connections: 1024,
             tcp_max_connections_per_source: 256,
             tcp_idle_timeout_s: 600,
+            tcp_frame_timeout_s: 60,
             tcp_queue_wait_ms: 1_000,
         }
     }
@@ -190,6 +194,9 @@ pub struct LimitsConfig {
     pub gelf_max_message_bytes: usize,
     /// Largest GELF HTTP body, compressed; larger ones get 413.
     pub http_max_body_bytes: usize,
+    /// Longest message text stored or published; longer text is cut and
+    /// ends in `...[truncated by cowlogd]` (counted).
+    pub max_message_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -204,6 +211,7 @@ impl Default for LimitsConfig {
             gelf_pending_bytes: chunks.max_pending_bytes,
             gelf_max_message_bytes: chunks.max_message_bytes,
             http_max_body_bytes: 8 * 1024 * 1024,
+            max_message_bytes: 64 * 1024,
         }
     }
 }
@@ -367,6 +375,11 @@ impl Config {
             "inputs.tcp_idle_timeout_s",
             inputs.tcp_idle_timeout_s as usize,
         )?;
+        positive(
+            "inputs.tcp_frame_timeout_s",
+            inputs.tcp_frame_timeout_s as usize,
+        )?;
+
         let limits = &self.limits;
         positive("limits.max_frame_bytes", limits.max_frame_bytes)?;
         positive(
@@ -382,6 +395,9 @@ impl Config {
             "limits.gelf_chunk_timeout_ms",
             limits.gelf_chunk_timeout_ms as usize,
         )?;
+        if limits.max_message_bytes < 64 {
+            bail!("limits.max_message_bytes: must be at least 64");
+        }
         let metrics_listen = if self.metrics.listen.is_empty() {
             None
         } else {
@@ -422,6 +438,8 @@ impl Config {
             tcp_max_connections: inputs.tcp_max_connections,
             tcp_max_connections_per_source: inputs.tcp_max_connections_per_source,
             tcp_idle_timeout: Duration::from_secs(inputs.tcp_idle_timeout_s),
+            tcp_frame_timeout: Duration::from_secs(inputs.tcp_frame_timeout_s),
+            max_message: limits.max_message_bytes,
             tcp_queue_wait: Duration::from_millis(inputs.tcp_queue_wait_ms),
             max_frame: limits.max_frame_bytes,
             max_decompressed: limits.max_decompressed_bytes,
@@ -663,6 +681,10 @@ pub struct Settings {
     pub tcp_max_connections_per_source: usize,
     /// TCP idle timeout.
     pub tcp_idle_timeout: Duration,
+    /// Deadline for one TCP frame or HTTP body.
+    pub tcp_frame_timeout: Duration,
+    /// Longest stored message text.
+    pub max_message: usize,
     /// TCP wait for queue space.
     pub tcp_queue_wait: Duration,
     /// Longest TCP frame.

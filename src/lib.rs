@@ -117,6 +117,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         max_frame: settings.max_frame,
         idle_timeout: settings.tcp_idle_timeout,
         queue_wait: settings.tcp_queue_wait,
+        frame_timeout: settings.tcp_frame_timeout,
     };
     for (addr, input) in [
         (settings.gelf_tcp, Input::GelfTcp),
@@ -144,6 +145,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             bulk: settings.gelf_http_bulk,
             queue_wait: settings.tcp_queue_wait,
             idle_timeout: settings.tcp_idle_timeout,
+            body_timeout: settings.tcp_frame_timeout,
             shutdown: stop_inputs.clone(),
         };
         inputs.spawn(inputs::http::serve(listener, context, inputs.clone()));

@@ -42,6 +42,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    // One TLS crypto provider for the process (rediss://); the only one built in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let (config, settings) = match cowlogd::load_settings(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(error) => {

@@ -89,6 +89,8 @@ pub enum DropReason {
     ForwardSendFailed,
     /// HTTP body over `limits.http_max_body_bytes`.
     HttpBodyTooLarge,
+    /// A frame not completed within `inputs.tcp_frame_timeout_s`.
+    SlowSender,
 }
 
 impl DropReason {
@@ -116,6 +118,7 @@ impl DropReason {
             DropReason::ForwardTooLarge => ("graylog", "too_large"),
             DropReason::ForwardSendFailed => ("graylog", "send_failed"),
             DropReason::HttpBodyTooLarge => ("input", "http_body_too_large"),
+            DropReason::SlowSender => ("input", "slow_sender"),
         }
     }
 }
@@ -237,6 +240,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_counter!(
         "cowlogd_graylog_forwarded_total",
         "Messages sent on to Graylog."
+    );
+    describe_counter!(
+        "cowlogd_truncated_messages_total",
+        "Messages cut to limits.max_message_bytes."
     );
     describe_counter!(
         "cowlogd_graylog_truncated_total",

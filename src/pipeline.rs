@@ -115,6 +115,8 @@ impl Forwarding {
 /// What every listener task shares.
 pub struct Shared {
     router: Router,
+    max_message: usize,
+    truncated: Counter,
     route_counters: Vec<Counter>,
     unrouted: Counter,
     timezone: jiff::tz::TimeZone,
@@ -141,6 +143,8 @@ impl Shared {
         let route_counters = router.routes().iter().map(|r| routed(&r.name)).collect();
         Shared {
             router,
+            max_message: settings.max_message,
+            truncated: metrics::counter!("cowlogd_truncated_messages_total"),
             route_counters,
             unrouted: routed("none"),
             timezone: settings.timezone.clone(),
@@ -211,6 +215,23 @@ impl RecordSink {
     }
 
     fn record(&mut self, record: &Record<'_>) {
+        if record.message.len() > self.shared.max_message {
+            let cut = truncate_message(record.message, self.shared.max_message);
+            self.shared.truncated.increment(1);
+            crate::warn_limited!(
+                bytes = record.message.len(),
+                "message over limits.max_message_bytes; cut"
+            );
+            self.route_and_encode(&Record {
+                message: &cut,
+                ..*record
+            });
+        } else {
+            self.route_and_encode(record);
+        }
+    }
+
+    fn route_and_encode(&mut self, record: &Record<'_>) {
         let matched = self.shared.router.route(record);
         if let Some(forwarding) = &self.shared.forwarding
             && forwarding.filter.forwards(matched.map(|(index, _)| index))
@@ -261,6 +282,26 @@ impl RecordSink {
             list_cap: store.list_cap,
         });
     }
+}
+
+/// What ends a message cut to `limits.max_message_bytes`.
+pub const TRUNCATION_MARKER: &[u8] = b"...[truncated by cowlogd]";
+
+/// The first `max` bytes of `message` (backing off to a UTF-8 character
+/// boundary) and the marker. Rare path: it allocates.
+fn truncate_message(message: &[u8], max: usize) -> Vec<u8> {
+    let mut cut = max
+        .saturating_sub(TRUNCATION_MARKER.len())
+        .min(message.len());
+    let mut backed = 0;
+    while cut > 0 && backed < 3 && message.get(cut).is_some_and(|b| b & 0xc0 == 0x80) {
+        cut -= 1;
+        backed += 1;
+    }
+    let mut out = Vec::with_capacity(cut + TRUNCATION_MARKER.len());
+    out.extend_from_slice(&message[..cut]);
+    out.extend_from_slice(TRUNCATION_MARKER);
+    out
 }
 
 /// Parses one GELF JSON document into the sink; `false` if it was rejected.

@@ -19,11 +19,16 @@ fn go_gelf_single_datagrams_in_every_compression_reach_the_list_and_channel() {
         GoCompression::Zlib(9),
         GoCompression::None,
     ];
+    // One sender (one socket, as go-gelf has per container): SO_REUSEPORT
+    // keeps its datagrams on one socket, so their order is kept.
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for (n, compression) in compressions.into_iter().enumerate() {
         let json = docker_gelf(POSTFIX, &postfix_line(n));
         let datagrams = go_gelf::datagrams(&json, compression, *b"AAAAAAAA");
         assert_eq!(datagrams.len(), 1);
-        daemon.udp(daemon.ports.gelf, &datagrams[0]);
+        sender
+            .send_to(&datagrams[0], ("127.0.0.1", daemon.ports.gelf))
+            .unwrap();
     }
     let list = redis.wait_list("POSTFIX_MAILLOG", 4);
     let expected: Vec<String> = (0..4).rev().map(expected_entry).collect();

@@ -13,10 +13,14 @@ mod gelf_udp;
 mod graylog;
 /// GELF over HTTP.
 mod http_gelf;
+/// Every limit, flooded past.
+mod limits;
 /// `cowlogd check`, `/metrics` (promtool), `/ready`.
 mod operations;
 /// The mailcow contract: entries, order, cap, channel.
 mod redis_contract;
+/// Redis stopped, frozen, refusing; TLS; secrets.
+mod resilience;
 /// The mailcow profile's filters and routing.
 mod routing;
 /// Syslog over UDP and TCP: Docker's formats, util-linux logger.

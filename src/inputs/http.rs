@@ -44,6 +44,8 @@ pub struct HttpContext {
     pub queue_wait: Duration,
     /// Silence after which a connection is closed.
     pub idle_timeout: Duration,
+    /// Deadline for reading one body.
+    pub body_timeout: Duration,
     /// Stops accepting and reading.
     pub shutdown: CancellationToken,
 }
@@ -127,10 +129,13 @@ async fn handle(
         return response;
     }
     let declared = declared_compression(request.headers().get(header::CONTENT_ENCODING));
-    let body = match Limited::new(request.into_body(), context.max_body)
-        .collect()
-        .await
-    {
+    let collect = Limited::new(request.into_body(), context.max_body).collect();
+    let Ok(collected) = tokio::time::timeout(context.body_timeout, collect).await else {
+        dropped(DropReason::SlowSender, 1);
+        crate::warn_limited!("GELF HTTP body not received within inputs.tcp_frame_timeout_s; 408");
+        return reply(StatusCode::REQUEST_TIMEOUT);
+    };
+    let body = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
             if error

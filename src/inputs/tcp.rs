@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cowlogd_parsers::framing::{Decoded, FrameError, Framer};
@@ -31,6 +31,8 @@ pub struct TcpLimits {
     pub idle_timeout: Duration,
     /// Wait for queue space before dropping the oldest.
     pub queue_wait: Duration,
+    /// Deadline for one frame, from its first byte.
+    pub frame_timeout: Duration,
 }
 
 /// Connection slots: a global semaphore and a count per address.
@@ -165,15 +167,34 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, _slot: Slot, contex
     let mut processor = Processor::new(input, context.shared.clone());
     processor.set_peer(peer.ip());
     let mut buf: Vec<u8> = Vec::with_capacity(READ_SIZE);
+    // When the frame now in `buf` began; a frame must end within the frame
+    // timeout, or the sender is too slow (or trickling on purpose).
+    let mut partial_since: Option<Instant> = None;
     loop {
         if buf.capacity() - buf.len() < READ_SIZE / 2 {
             buf.reserve(READ_SIZE);
         }
+        let wait = match partial_since {
+            Some(since) => context
+                .limits
+                .idle_timeout
+                .min(context.limits.frame_timeout.saturating_sub(since.elapsed())),
+            None => context.limits.idle_timeout,
+        };
         let read = tokio::select! {
-            read = tokio::time::timeout(context.limits.idle_timeout, stream.read_buf(&mut buf)) => read,
+            read = tokio::time::timeout(wait, stream.read_buf(&mut buf)) => read,
             () = context.shutdown.cancelled() => break,
         };
         let len = match read {
+            Err(_)
+                if partial_since
+                    .is_some_and(|since| since.elapsed() >= context.limits.frame_timeout) =>
+            {
+                dropped(DropReason::SlowSender, 1);
+                crate::warn_limited!(input = input.label(), %peer, "frame not completed within inputs.tcp_frame_timeout_s; closing");
+                buf.clear();
+                break;
+            }
             Err(_) => {
                 tracing::debug!(%peer, "idle timeout; closing");
                 break;
@@ -187,8 +208,13 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, _slot: Slot, contex
         };
         processor.begin();
         processor.count_bytes(len);
-        let used = decode_frames(&mut framer, &buf, &mut processor, input);
+        let (used, progressed) = decode_frames(&mut framer, &buf, &mut processor, input);
         buf.drain(..used);
+        if buf.is_empty() {
+            partial_since = None;
+        } else if progressed || partial_since.is_none() {
+            partial_since = Some(Instant::now());
+        }
         processor.flush_waiting(context.limits.queue_wait).await;
     }
     // What is left is a last frame without its delimiter, or a cut one.
@@ -204,12 +230,14 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, _slot: Slot, contex
     open.decrement(1.0);
 }
 
+/// Decodes every complete frame in `buf`; returns the bytes used and
+/// whether any frame ended (or was skipped) — progress for the frame timer.
 fn decode_frames(
     framer: &mut Framer,
     buf: &[u8],
     processor: &mut Processor,
     input: Input,
-) -> usize {
+) -> (usize, bool) {
     let mut used = 0;
     loop {
         match framer.decode(&buf[used..]) {
@@ -224,7 +252,7 @@ fn decode_frames(
                     crate::warn_limited!(input = input.label(), %error, "frame too long; skipped");
                 }
             }
-            Decoded::NeedMore => return used,
+            Decoded::NeedMore => return (used, used > 0),
         }
     }
 }

@@ -57,6 +57,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     extra_args: Vec<String>,
+    /// CA file when the server speaks TLS only.
+    tls_ca: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -70,16 +72,129 @@ impl RedisServer {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            tls_ca: None,
         };
         server.spawn();
         server
     }
 
+    /// A server that speaks TLS only, with a fresh CA and server
+    /// certificate for 127.0.0.1 (made with the openssl command).
+    pub fn start_tls() -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path();
+        let openssl = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(certs)
+                .output()
+                .expect("openssl is not installed: apt-get install openssl");
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=cowlogd test CA",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            certs.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        let port = free_port();
+        let path = |name: &str| certs.join(name).to_str().unwrap().to_owned();
+        let mut server = RedisServer {
+            child: None,
+            port,
+            extra_args: vec![
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                path("server.crt"),
+                "--tls-key-file".into(),
+                path("server.key"),
+                "--tls-ca-cert-file".into(),
+                path("ca.crt"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            tls_ca: Some(certs.join("ca.crt")),
+            dir,
+        };
+        server.spawn();
+        server
+    }
+
+    /// The CA that signed a TLS server's certificate.
+    pub fn tls_ca(&self) -> &Path {
+        self.tls_ca.as_deref().expect("a TLS server")
+    }
+
     fn spawn(&mut self) {
+        let plain_port = if self.tls_ca.is_some() {
+            "0".to_owned()
+        } else {
+            self.port.to_string()
+        };
         let child = Command::new(redis_server_binary())
             .args([
                 "--port",
-                &self.port.to_string(),
+                &plain_port,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -96,27 +211,46 @@ impl RedisServer {
             .expect("starting redis-server");
         self.child = Some(child);
         let port = self.port;
+        if self.tls_ca.is_some() {
+            wait_for("redis-server to listen for TLS", || {
+                TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
+            });
+            return;
+        }
         wait_for("redis-server to answer PING", || {
             let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
             stream
                 .set_read_timeout(Some(Duration::from_millis(500)))
                 .ok()?;
             stream.write_all(b"PING\r\n").ok()?;
-            let mut reply = [0u8; 7];
+            let mut reply = [0u8; 1];
             stream.read_exact(&mut reply).ok()?;
-            (&reply == b"+PONG\r\n").then_some(())
+            // +PONG, or -NOAUTH from a server with a password: it answers.
+            matches!(&reply, b"+" | b"-").then_some(())
         });
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls_ca.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn client(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
+        let client = match &self.tls_ca {
+            Some(ca) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(ca).unwrap()),
+                },
+            ),
+            None => redis::Client::open(self.url()),
+        };
+        client.unwrap().get_connection().unwrap()
     }
 
     pub fn pid(&self) -> u32 {
@@ -131,10 +265,21 @@ impl RedisServer {
         }
     }
 
-    /// Starts a new server on the same port.
+    /// Starts a new server on the same port (with the same data directory:
+    /// after [`RedisServer::shutdown_saving`] it loads what was saved).
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    /// `SHUTDOWN SAVE`: the server writes its data to disk and exits.
+    pub fn shutdown_saving(&mut self) {
+        let _ = redis::cmd("SHUTDOWN")
+            .arg("SAVE")
+            .query::<()>(&mut self.client());
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
     }
 
     pub fn signal(&self, signal: &str) {
@@ -307,6 +452,23 @@ impl Daemon {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let status = Command::new("kill")
@@ -327,6 +489,18 @@ impl Daemon {
 
     pub fn tcp(&self, port: u16) -> TcpStream {
         TcpStream::connect(("127.0.0.1", port)).unwrap()
+    }
+
+    /// A TCP connection from another loopback address (`127.0.0.2`): a
+    /// second sender as far as per-source limits are concerned.
+    pub fn tcp_from(&self, source: &str, port: u16) -> TcpStream {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let source: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+        socket.bind(&source.into()).unwrap();
+        let target: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        socket.connect(&target.into()).unwrap();
+        socket.into()
     }
 }
 

@@ -1,0 +1,235 @@
+use std::io::{Read, Write};
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use crate::support::go_gelf::{self, GoCompression};
+use crate::support::*;
+
+fn long_line(n: usize) -> String {
+    let mut seed = n as u64 + 1;
+    let noise: String = (0..5000)
+        .map(|_| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            char::from(b'a' + (seed >> 59) as u8 % 26)
+        })
+        .collect();
+    format!("{} {noise}", postfix_line(n))
+}
+
+#[test]
+fn flood_of_random_chunk_ids_does_not_stop_a_docker_senders_chunked_messages() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "");
+    let target = ("127.0.0.1", daemon.ports.gelf);
+    let rss_before = daemon.rss_kib();
+    let flood = std::thread::spawn(move || {
+        let sockets: Vec<UdpSocket> = (0..4)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut chunk = vec![0x1e, 0x0f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+        chunk.extend(std::iter::repeat_n(b'F', 1000));
+        // 40,000 chunks over about a second: far more incomplete messages
+        // than the caps allow, at a rate the sockets can take (a faster
+        // burst would only test the kernel's receive buffer).
+        for i in 0u64..40_000 {
+            chunk[2..10].copy_from_slice(&(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_be_bytes());
+            let _ = sockets[i as usize % 4].send_to(&chunk, target);
+            if i % 200 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    let docker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for n in 0..20 {
+        let id = (n as u64 + 1).to_be_bytes();
+        for datagram in go_gelf::datagrams(
+            &docker_gelf(POSTFIX, &long_line(n)),
+            GoCompression::Gzip(1),
+            id,
+        ) {
+            docker.send_to(&datagram, target).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    flood.join().unwrap();
+    let list = redis.wait_list("POSTFIX_MAILLOG", 20);
+    for n in 0..20 {
+        assert!(
+            list.iter().any(|e| e.contains(&format!(" msg {n} "))),
+            "message {n} lost in the flood"
+        );
+    }
+    // Each flooding socket is held to its per-sender cap; the rest is refused.
+    assert!(daemon.metric("cowlogd_gelf_pending_messages") <= 4.0 * 1024.0 + 20.0);
+    assert!(
+        daemon
+            .metric("cowlogd_dropped_messages_total{stage=\"gelf\",reason=\"chunk_sender_limit\"}")
+            > 30_000.0
+    );
+    let grown = daemon.rss_kib().saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+}
+
+#[test]
+fn pending_chunk_bytes_cap_evicts_the_oldest_and_memory_stays_bounded() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "[limits]\ngelf_pending_bytes = 1000000\n");
+    let sockets: Vec<UdpSocket> = (0..20)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let mut chunk = vec![0x1e, 0x0f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3];
+    chunk.extend(std::iter::repeat_n(b'P', 1400));
+    for i in 0u64..5_000 {
+        chunk[2..10].copy_from_slice(&i.to_be_bytes());
+        sockets[i as usize % 20]
+            .send_to(&chunk, ("127.0.0.1", daemon.ports.gelf))
+            .unwrap();
+        if i % 500 == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let evicted = wait_for("evictions counted", || {
+        let evicted = daemon
+            .metric("cowlogd_dropped_messages_total{stage=\"gelf\",reason=\"chunk_evicted\"}");
+        (evicted > 1000.0).then_some(evicted)
+    });
+    assert!(
+        daemon.metric("cowlogd_gelf_pending_bytes") <= 1_000_000.0 + 2.0 * 1_048_576.0,
+        "evicted {evicted}"
+    );
+}
+
+#[test]
+fn connection_caps_refuse_the_flooder_and_serve_other_senders() {
+    let redis = RedisServer::start();
+    let config = "[inputs]\ntcp_max_connections = 50\ntcp_max_connections_per_source = 5\n";
+    let daemon = Daemon::start(&redis.url(), config);
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(daemon.tcp(daemon.ports.syslog));
+    }
+    wait_for("15 refusals counted", || {
+        (daemon
+            .metric("cowlogd_dropped_messages_total{stage=\"input\",reason=\"connection_limit\"}")
+            == 15.0)
+            .then_some(())
+    });
+    // The refused ones are closed by the daemon: reading gives EOF.
+    let closed = held
+        .iter_mut()
+        .map(|s| {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            matches!(s.read(&mut [0u8; 1]), Ok(0))
+        })
+        .filter(|closed| *closed)
+        .count();
+    assert_eq!(closed, 15);
+    let mut other = daemon.tcp_from("127.0.0.2", daemon.ports.syslog);
+    other
+        .write_all(format!("<30>Nov 24 13:49:59 {POSTFIX}[1]: {}\n", postfix_line(7)).as_bytes())
+        .unwrap();
+    assert!(redis.wait_list("POSTFIX_MAILLOG", 1)[0].contains(" msg 7"));
+    assert_eq!(
+        daemon.metric("cowlogd_tcp_connections{input=\"syslog_tcp\"}"),
+        6.0
+    );
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_idle_timeout() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "[inputs]\ntcp_idle_timeout_s = 1\n");
+    let mut idle = daemon.tcp(daemon.ports.gelf);
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(idle.read(&mut [0u8; 1]).unwrap(), 0);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    wait_for("no open connections", || {
+        (daemon.metric("cowlogd_tcp_connections{input=\"gelf_tcp\"}") == 0.0).then_some(())
+    });
+}
+
+#[test]
+fn slow_sender_is_disconnected_and_counted_while_others_are_served() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "[inputs]\ntcp_frame_timeout_s = 1\n");
+    let mut slow = daemon.tcp(daemon.ports.syslog);
+    slow.set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let started = Instant::now();
+    let mut closed_after = None;
+    for byte in b"<30>Nov 24 13:49:59 x[1]: a frame that never ends"
+        .iter()
+        .cycle()
+        .take(40)
+    {
+        if slow.write_all(&[*byte]).is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let mut fast = daemon.tcp(daemon.ports.syslog);
+    fast.write_all(format!("<30>Nov 24 13:49:59 {POSTFIX}[1]: {}\n", postfix_line(3)).as_bytes())
+        .unwrap();
+    redis.wait_list("POSTFIX_MAILLOG", 1);
+    assert!(
+        closed_after.is_some(),
+        "the trickling connection was never closed"
+    );
+    assert_eq!(
+        daemon.metric("cowlogd_dropped_messages_total{stage=\"input\",reason=\"slow_sender\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn long_messages_are_cut_with_a_marker_and_counted() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "[limits]\nmax_message_bytes = 1000\n");
+    let line = format!("{} {}", postfix_line(1), "é".repeat(3000));
+    daemon.udp(
+        daemon.ports.gelf,
+        &go_gelf::compress(&docker_gelf(POSTFIX, &line), GoCompression::Gzip(1)),
+    );
+    let list = redis.wait_list("POSTFIX_MAILLOG", 1);
+    let entry: serde_json::Value = serde_json::from_str(&list[0]).unwrap();
+    let message = entry["message"].as_str().unwrap();
+    assert!(message.ends_with("...[truncated by cowlogd]"), "{message}");
+    assert!(
+        message.len() <= 1000 && message.len() > 990,
+        "{}",
+        message.len()
+    );
+    assert!(!message.contains("\\x"), "cut inside a character");
+    assert_eq!(daemon.metric("cowlogd_truncated_messages_total"), 1.0);
+}
+
+#[test]
+fn gzip_bomb_is_refused_at_the_cap_without_memory_growth() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "");
+    let bomb = go_gelf::compress(&vec![b' '; 60 * 1024 * 1024], GoCompression::Gzip(9));
+    assert!(
+        bomb.len() < 65_000,
+        "bomb of {} bytes does not fit a datagram",
+        bomb.len()
+    );
+    let rss_before = daemon.rss_kib();
+    for _ in 0..5 {
+        daemon.udp(daemon.ports.gelf, &bomb);
+    }
+    daemon.udp(daemon.ports.gelf, &docker_gelf(POSTFIX, &postfix_line(1)));
+    redis.wait_list("POSTFIX_MAILLOG", 1);
+    wait_for("five refusals", || {
+        (daemon.metric("cowlogd_dropped_messages_total{stage=\"gelf\",reason=\"decompress_cap\"}")
+            == 5.0)
+            .then_some(())
+    });
+    let grown = daemon.rss_kib().saturating_sub(rss_before);
+    assert!(grown < 40 * 1024, "RSS grew by {grown} KiB");
+}
