@@ -23,5 +23,7 @@ mod redis_contract;
 mod resilience;
 /// The mailcow profile's filters and routing.
 mod routing;
+/// The 10-minute soak test (ignored by default).
+mod soak;
 /// Syslog over UDP and TCP: Docker's formats, util-linux logger.
 mod syslog_inputs;

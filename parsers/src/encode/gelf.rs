@@ -73,7 +73,7 @@ pub fn encode_gelf(out: &mut Vec<u8>, record: &Record<'_>, ctx: &ForwardContext<
                     FieldValue::Str(s) => {
                         write_json_string(out, s.as_bytes(), InvalidUtf8::Replace)
                     }
-                    FieldValue::Json(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                    FieldValue::Json(raw) => write_json_value(out, raw.get()),
                 }
             }
         }
@@ -123,6 +123,23 @@ pub fn encode_gelf(out: &mut Vec<u8>, record: &Record<'_>, ctx: &ForwardContext<
     add(out, ADDED[4], record.container);
     add(out, ADDED[5], ctx.route.map(str::as_bytes));
     out.push(b'}');
+}
+
+/// A non-string field value. GELF values are strings or numbers, and
+/// Graylog stores objects and arrays as their JSON text: so objects and
+/// arrays go out as that text in a string, and so does a number no receiver
+/// can hold (`1e999` overflows a double; JSON parsers reject the whole
+/// message for it). Finite numbers and booleans go out as they came.
+fn write_json_value(out: &mut Vec<u8>, raw: &str) {
+    let keep = match raw.as_bytes().first() {
+        Some(b'-' | b'0'..=b'9') => raw.parse::<f64>().is_ok_and(f64::is_finite),
+        _ => raw == "true" || raw == "false",
+    };
+    if keep {
+        out.extend_from_slice(raw.as_bytes());
+    } else {
+        write_json_string(out, raw.as_bytes(), InvalidUtf8::Replace);
+    }
 }
 
 fn write_time_and_level(out: &mut Vec<u8>, record: &Record<'_>) {
@@ -244,4 +261,38 @@ pub fn for_each_chunk(
         send(scratch);
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Timestamp;
+    use crate::gelf::parse_gelf;
+    use crate::normalize::normalize_gelf;
+    use crate::syslog::TimeContext;
+
+    fn forward(json: &[u8]) -> serde_json::Value {
+        let gelf = parse_gelf(json).unwrap();
+        let record = normalize_gelf(
+            &gelf,
+            &TimeContext::utc(Timestamp::new(1, 0)),
+            Timestamp::new(1, 0),
+        );
+        let mut out = Vec::new();
+        encode_gelf(&mut out, &record, &ForwardContext::default());
+        serde_json::from_slice(&out).expect("forwarded GELF must parse")
+    }
+
+    /// Found by the `gelf_json` fuzz target: a number out of a double's
+    /// range made the forwarded message unparseable.
+    #[test]
+    fn out_of_range_numbers_and_objects_are_forwarded_as_text() {
+        let v = forward(br#"{"short_message":"x","_big":6555555555555E5555555555555,"_neg":-1e999,"_o":{"a":[1,2]},"_l":[true],"_n":42.5,"_b":false}"#);
+        assert_eq!(v["_big"], "6555555555555E5555555555555");
+        assert_eq!(v["_neg"], "-1e999");
+        assert_eq!(v["_o"], r#"{"a":[1,2]}"#);
+        assert_eq!(v["_l"], "[true]");
+        assert_eq!(v["_n"], 42.5);
+        assert_eq!(v["_b"], false);
+    }
 }
