@@ -3,17 +3,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn syslog_frame(n: usize) -> Vec<u8> {
-    let line = format!("<30>Nov 24 13:49:59 {POSTFIX}[4840]: {}\n", postfix_line(n));
-    format!("{} {line}", line.len()).into_bytes()
-}
-
-fn indices(list: &[String]) -> std::collections::BTreeSet<usize> {
-    list.iter()
-        .filter_map(|e| e.rsplit(" msg ").next()?.split('"').next()?.parse().ok())
-        .collect()
-}
-
 #[test]
 fn redis_restarted_mid_stream_reconnects_and_keeps_delivering() {
     let mut redis = RedisServer::start();
@@ -25,13 +14,13 @@ fn redis_restarted_mid_stream_reconnects_and_keeps_delivering() {
         if n == restart_at {
             redis.restart();
         }
-        stream.write_all(&syslog_frame(n)).unwrap();
+        stream.write_all(&postfix_frame(n)).unwrap();
         std::thread::sleep(Duration::from_micros(500));
     }
     drop(stream);
     // The old server's data is gone; everything from the restart on must arrive.
     let present = wait_for("messages after the restart", || {
-        let present = indices(&redis.list("POSTFIX_MAILLOG"));
+        let present = message_indices(&redis.list("POSTFIX_MAILLOG"));
         (restart_at..total)
             .all(|n| present.contains(&n))
             .then_some(present)
@@ -49,7 +38,7 @@ fn sigterm_flushes_queued_messages_then_exits_zero() {
     redis.signal("STOP");
     let mut stream = daemon.tcp(daemon.ports.syslog);
     for n in 0..2000 {
-        stream.write_all(&syslog_frame(n)).unwrap();
+        stream.write_all(&postfix_frame(n)).unwrap();
     }
     drop(stream);
     wait_for("all 2000 received", || {

@@ -39,15 +39,7 @@ fn go_gelf_single_datagrams_in_every_compression_reach_the_list_and_channel() {
 
 /// A line long enough that gzip output needs several chunks.
 fn long_line(n: usize, len: usize) -> String {
-    let mut seed = n as u64 + 7;
-    let noise: String = (0..len)
-        .map(|_| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            char::from(b'a' + (seed >> 59) as u8 % 26)
-        })
-        .collect();
+    let noise = go_gelf::noise(n as u64 + 7, len);
     format!("{} {noise}", postfix_line(n))
 }
 

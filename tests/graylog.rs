@@ -137,19 +137,8 @@ fn large_messages_are_chunked_and_oversized_ones_truncated_and_counted() {
         graylog.port
     );
     let daemon = Daemon::start(&redis.url(), &config);
-    let mut seed = 99u64;
-    let mut noise = |len: usize| -> String {
-        (0..len)
-            .map(|_| {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                char::from(b'a' + (seed >> 59) as u8 % 26)
-            })
-            .collect()
-    };
-    let big = noise(60_000);
-    let huge = noise(400_000);
+    let big = crate::support::go_gelf::noise(99, 60_000);
+    let huge = crate::support::go_gelf::noise(100, 400_000);
     let mut stream = daemon.tcp(daemon.ports.gelf);
     for line in [&big, &huge] {
         stream

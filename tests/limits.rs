@@ -6,15 +6,7 @@ use crate::support::go_gelf::{self, GoCompression};
 use crate::support::*;
 
 fn long_line(n: usize) -> String {
-    let mut seed = n as u64 + 1;
-    let noise: String = (0..5000)
-        .map(|_| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            char::from(b'a' + (seed >> 59) as u8 % 26)
-        })
-        .collect();
+    let noise = go_gelf::noise(n as u64 + 1, 5000);
     format!("{} {noise}", postfix_line(n))
 }
 

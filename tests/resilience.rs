@@ -1,19 +1,7 @@
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-
-fn frame(n: usize) -> Vec<u8> {
-    let line = format!("<30>Nov 24 13:49:59 {POSTFIX}[4840]: {}\n", postfix_line(n));
-    format!("{} {line}", line.len()).into_bytes()
-}
-
-fn indices(list: &[String]) -> BTreeSet<usize> {
-    list.iter()
-        .filter_map(|e| e.rsplit(" msg ").next()?.split('"').next()?.parse().ok())
-        .collect()
-}
 
 #[test]
 fn redis_stopped_for_30s_loses_nothing_within_the_buffer_and_recovers_by_itself() {
@@ -30,14 +18,14 @@ fn redis_stopped_for_30s_loses_nothing_within_the_buffer_and_recovers_by_itself(
             _ if n == start_at => redis.restart(),
             _ => {}
         }
-        stream.write_all(&frame(n)).unwrap();
+        stream.write_all(&postfix_frame(n)).unwrap();
         // A steady 100 messages a second.
         let due = started + Duration::from_millis(10 * (n as u64 + 1));
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
     }
     drop(stream);
     let present = wait_for("every message in Redis", || {
-        let present = indices(&redis.list("POSTFIX_MAILLOG"));
+        let present = message_indices(&redis.list("POSTFIX_MAILLOG"));
         (present.len() == total).then_some(present)
     });
     assert_eq!(present.iter().next_back(), Some(&(total - 1)));
@@ -54,12 +42,12 @@ fn beyond_the_buffer_exactly_the_counted_oldest_messages_are_dropped() {
     let daemon = Daemon::start(&redis.url(), config);
     let mut stream = daemon.tcp(daemon.ports.syslog);
     for n in 0..300 {
-        stream.write_all(&frame(n)).unwrap();
+        stream.write_all(&postfix_frame(n)).unwrap();
     }
     redis.wait_list("POSTFIX_MAILLOG", 300);
     redis.shutdown_saving();
     for n in 300..2_300 {
-        stream.write_all(&frame(n)).unwrap();
+        stream.write_all(&postfix_frame(n)).unwrap();
         if n % 100 == 0 {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -74,7 +62,7 @@ fn beyond_the_buffer_exactly_the_counted_oldest_messages_are_dropped() {
         .metric("cowlogd_dropped_messages_total{stage=\"queue\",reason=\"queue_full\"}")
         as usize;
     let present = wait_for("the kept messages in Redis", || {
-        let present = indices(&redis.list("POSTFIX_MAILLOG"));
+        let present = message_indices(&redis.list("POSTFIX_MAILLOG"));
         (present.len() + dropped == 2_300).then_some(present)
     });
     let missing: Vec<usize> = (0..2_300).filter(|n| !present.contains(n)).collect();
@@ -103,13 +91,13 @@ fn frozen_redis_times_out_stays_bounded_and_recovers_after_sigcont() {
     );
     let mut stream = daemon.tcp(daemon.ports.syslog);
     for n in 0..100 {
-        stream.write_all(&frame(n)).unwrap();
+        stream.write_all(&postfix_frame(n)).unwrap();
     }
     redis.wait_list("POSTFIX_MAILLOG", 100);
     redis.signal("STOP");
     let rss_before = daemon.rss_kib();
     for n in 100..600 {
-        stream.write_all(&frame(n)).unwrap();
+        stream.write_all(&postfix_frame(n)).unwrap();
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(daemon.metric("cowlogd_redis_errors_total{kind=\"timeout\"}") >= 1.0);
@@ -118,7 +106,7 @@ fn frozen_redis_times_out_stays_bounded_and_recovers_after_sigcont() {
     assert!(daemon.rss_kib().saturating_sub(rss_before) < 32 * 1024);
     redis.signal("CONT");
     wait_for("every message after SIGCONT", || {
-        let present = indices(&redis.list("POSTFIX_MAILLOG"));
+        let present = message_indices(&redis.list("POSTFIX_MAILLOG"));
         (0..600).all(|n| present.contains(&n)).then_some(())
     });
     wait_for("ready again", || {
@@ -232,7 +220,7 @@ fn sigterm_under_load_flushes_and_exits_in_bounded_time() {
             let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if stream.write_all(&frame(n)).is_err() {
+                if stream.write_all(&postfix_frame(n)).is_err() {
                     break;
                 }
                 n += 1;

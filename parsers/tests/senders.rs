@@ -409,15 +409,7 @@ fn go_gelf_chunked_exact_multiple_ends_in_empty_12_byte_chunk() {
 
 #[test]
 fn go_gelf_chunked_gzip_out_of_order_and_duplicated() {
-    let mut seed = 0x2545_f491_u64;
-    let line: String = (0..6000)
-        .map(|_| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            char::from(b'a' + (seed >> 59) as u8 % 26)
-        })
-        .collect();
+    let line = go_gelf::noise(0x2545_f491, 6000);
     let json = go_gelf::docker_json(
         "mailcowdockerized-postfix-mailcow-1",
         &line,

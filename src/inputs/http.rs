@@ -65,14 +65,7 @@ pub async fn serve(listener: TcpListener, context: HttpContext, tasks: TaskTrack
             },
             () = context.shutdown.cancelled() => break,
         };
-        if !context.allow.allows(peer.ip()) {
-            dropped(DropReason::NotAllowed, 1);
-            crate::warn_limited!(input = input.label(), %peer, "sender not in inputs.allow; connection closed");
-            continue;
-        }
-        let Some(slot) = context.slots.try_take(peer.ip()) else {
-            dropped(DropReason::ConnectionLimit, 1);
-            crate::warn_limited!(input = input.label(), %peer, "connection limit reached; connection closed");
+        let Some(slot) = context.slots.admit(&context.allow, peer, input) else {
             continue;
         };
         let context = context.clone();

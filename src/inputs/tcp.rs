@@ -75,8 +75,29 @@ impl ConnectionSlots {
         })
     }
 
-    /// Takes a slot for a connection from `ip`, if both caps allow.
-    pub fn try_take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+    /// Admits a new connection from `peer`: the sender must be allowed and
+    /// both caps must have room; a refusal is counted and logged, and the
+    /// caller closes the connection.
+    pub fn admit(
+        self: &Arc<Self>,
+        allow: &Allowlist,
+        peer: SocketAddr,
+        input: Input,
+    ) -> Option<Slot> {
+        if !allow.allows(peer.ip()) {
+            dropped(DropReason::NotAllowed, 1);
+            crate::warn_limited!(input = input.label(), %peer, "sender not in inputs.allow; connection closed");
+            return None;
+        }
+        let slot = self.try_take(peer.ip());
+        if slot.is_none() {
+            dropped(DropReason::ConnectionLimit, 1);
+            crate::warn_limited!(input = input.label(), %peer, "connection limit reached; connection closed");
+        }
+        slot
+    }
+
+    fn try_take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
         let global = self.global.clone().try_acquire_owned().ok()?;
         let mut counts = self
             .per_source
@@ -141,14 +162,7 @@ pub async fn serve(listener: TcpListener, context: TcpContext, tasks: TaskTracke
                 continue;
             }
         };
-        if !context.allow.allows(peer.ip()) {
-            dropped(DropReason::NotAllowed, 1);
-            crate::warn_limited!(input = input.label(), %peer, "sender not in inputs.allow; connection closed");
-            continue;
-        }
-        let Some(slot) = context.slots.try_take(peer.ip()) else {
-            dropped(DropReason::ConnectionLimit, 1);
-            crate::warn_limited!(input = input.label(), %peer, "TCP connection limit reached; connection closed");
+        let Some(slot) = context.slots.admit(&context.allow, peer, input) else {
             continue;
         };
         tasks.spawn(connection(stream, peer, slot, context.clone()));

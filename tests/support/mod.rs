@@ -609,6 +609,20 @@ pub const POSTFIX: &str = "mailcowdockerized-postfix-mailcow-1";
 pub const DOVECOT: &str = "mailcowdockerized-dovecot-mailcow-1";
 pub const SOGO: &str = "mailcowdockerized-sogo-mailcow-1";
 
+/// Docker's syslog driver relaying [`postfix_line`] `n`, octet-counted as
+/// its TCP+TLS mode frames it.
+pub fn postfix_frame(n: usize) -> Vec<u8> {
+    let line = format!("<30>Nov 24 13:49:59 {POSTFIX}[4840]: {}\n", postfix_line(n));
+    format!("{} {line}", line.len()).into_bytes()
+}
+
+/// The `n` of every [`postfix_line`] in a list's entries.
+pub fn message_indices(list: &[String]) -> std::collections::BTreeSet<usize> {
+    list.iter()
+        .filter_map(|e| e.rsplit(" msg ").next()?.split('"').next()?.parse().ok())
+        .collect()
+}
+
 /// Docker's GELF JSON for a line of `container`.
 pub fn docker_gelf(container: &str, line: &str) -> Vec<u8> {
     go_gelf::docker_json(container, line, "1712345678.123", 6)

@@ -65,6 +65,20 @@ pub fn datagrams(json: &[u8], compression: GoCompression, message_id: [u8; 8]) -
     datagrams_for_payload(&compress(json, compression), message_id)
 }
 
+/// `len` pseudo-random lowercase letters from `seed`: text that gzip cannot
+/// shrink much, to make messages that need several chunks.
+pub fn noise(seed: u64, len: usize) -> String {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            char::from(b'a' + (state >> 59) as u8 % 26)
+        })
+        .collect()
+}
+
 /// Docker's GELF JSON for one line of container output, keys as Docker
 /// orders them (Go's encoder: fixed fields first, extras sorted).
 pub fn docker_json(container_name: &str, line: &str, timestamp: &str, level: u8) -> Vec<u8> {
