@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use http_body_util::Full;
@@ -16,6 +15,8 @@ use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::sinks::redis::RedisHealth;
 
 /// Binds the endpoint.
 ///
@@ -33,7 +34,7 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 pub async fn serve(
     listener: TcpListener,
     metrics: PrometheusHandle,
-    ready: Arc<AtomicBool>,
+    health: Arc<RedisHealth>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -49,10 +50,10 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let metrics = metrics.clone();
-        let ready = ready.clone();
+        let health = health.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
-                let response = respond(&request, &metrics, &ready);
+                let response = respond(&request, &metrics, &health);
                 async move { Ok::<_, Infallible>(response) }
             });
             let _ = http1::Builder::new()
@@ -65,7 +66,7 @@ pub async fn serve(
 fn respond(
     request: &Request<Incoming>,
     metrics: &PrometheusHandle,
-    ready: &AtomicBool,
+    health: &RedisHealth,
 ) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => (
@@ -74,14 +75,14 @@ fn respond(
             metrics.render(),
         ),
         (&Method::GET, "/health") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        (&Method::GET, "/ready") if ready.load(Ordering::Relaxed) => {
-            (StatusCode::OK, "text/plain", "ready\n".to_owned())
+        (&Method::GET, "/ready") => {
+            let status = if health.is_up() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, "text/plain", health.report())
         }
-        (&Method::GET, "/ready") => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "redis unreachable\n".to_owned(),
-        ),
         (_, "/metrics" | "/health" | "/ready") => (
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",

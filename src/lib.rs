@@ -26,7 +26,6 @@ pub use cowlogd_parsers as parsers;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use ::metrics::gauge;
@@ -40,7 +39,7 @@ use crate::metrics::{DropReason, Input, dropped};
 use crate::pipeline::{Forwarding, Shared};
 use crate::queue::BatchQueue;
 use crate::sinks::graylog::GraylogWriter;
-use crate::sinks::redis::RedisWriter;
+use crate::sinks::redis::{RedisHealth, RedisWriter};
 
 /// How long inputs get to hand over what they have read at shutdown.
 const INPUT_STOP_GRACE: Duration = Duration::from_secs(2);
@@ -80,7 +79,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         .zip(forward_queue.clone())
         .map(|(graylog, queue)| Forwarding::new(queue, graylog.filter.clone()));
     let shared = Arc::new(Shared::new(&settings, queue.clone(), forwarding));
-    let ready = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(RedisHealth::default());
     let stop_inputs = CancellationToken::new();
     let drain = CancellationToken::new();
     let allow = Arc::new(Allowlist::new(settings.allow.clone()));
@@ -156,12 +155,12 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         tokio::spawn(http::serve(
             listener,
             prometheus.clone(),
-            ready.clone(),
+            health.clone(),
             stop_http.clone(),
         ));
     }
 
-    let writer = RedisWriter::new(&settings, queue.clone(), ready.clone())?;
+    let writer = RedisWriter::new(&settings, queue.clone(), health.clone())?;
     let writer = tokio::spawn(writer.run(drain.clone()));
     let forwarder = settings
         .graylog

@@ -35,6 +35,9 @@ struct State<T> {
     messages: usize,
     bytes: usize,
     closed: bool,
+    /// When a waiting push first found no room, while nothing has been
+    /// taken since: the start of the current stall.
+    full_since: Option<tokio::time::Instant>,
 }
 
 /// The queue; see the module docs.
@@ -65,6 +68,7 @@ impl<T: Weighed> BatchQueue<T> {
                 messages: 0,
                 bytes: 0,
                 closed: false,
+                full_since: None,
             }),
             max_messages,
             max_bytes,
@@ -126,20 +130,28 @@ impl<T: Weighed> BatchQueue<T> {
         lost
     }
 
-    /// Like [`BatchQueue::push`], but first waits up to `wait` for room.
+    /// Like [`BatchQueue::push`], but first waits for room — only while the
+    /// queue has been full for less than `wait`. A short stall (Redis slow for
+    /// a moment) slows the sender through TCP and loses nothing; in a long
+    /// outage readers stop waiting and read on at full speed, dropping the
+    /// oldest (Docker blocks a container's stdout while its collector does
+    /// not read).
     pub async fn push_waiting(&self, batch: T, wait: Duration) -> usize {
         if batch.messages() == 0 {
             return 0;
         }
-        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.not_full.notified();
-            {
-                let state = self.lock();
+            let deadline = {
+                let mut state = self.lock();
                 if self.fits(&state, &batch) || state.closed {
                     break;
                 }
-            }
+                *state
+                    .full_since
+                    .get_or_insert_with(tokio::time::Instant::now)
+                    + wait
+            };
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 break;
             }
@@ -176,6 +188,7 @@ impl<T: Weighed> BatchQueue<T> {
                     break;
                 };
                 count += batch.messages();
+                state.full_since = None;
                 state.messages -= batch.messages();
                 state.bytes -= batch.bytes();
                 taken.push(batch);
@@ -269,5 +282,24 @@ mod tests {
         assert_eq!(q.push_waiting(Fake(5), Duration::from_secs(5)).await, 0);
         assert_eq!(taker.await.unwrap().len(), 1);
         assert_eq!(q.push_waiting(Fake(10), Duration::from_millis(10)).await, 5);
+    }
+
+    #[tokio::test]
+    async fn in_a_long_stall_pushes_stop_waiting() {
+        let q = queue(10);
+        q.push(Fake(10));
+        let started = tokio::time::Instant::now();
+        q.push_waiting(Fake(1), Duration::from_millis(100)).await;
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        // Nothing was taken since: the stall is older than the wait.
+        let again = tokio::time::Instant::now();
+        q.push_waiting(Fake(1), Duration::from_millis(100)).await;
+        assert!(again.elapsed() < Duration::from_millis(50));
+        // After a take, a new stall waits again.
+        q.take(100);
+        q.push(Fake(10));
+        let third = tokio::time::Instant::now();
+        q.push_waiting(Fake(1), Duration::from_millis(100)).await;
+        assert!(third.elapsed() >= Duration::from_millis(100));
     }
 }

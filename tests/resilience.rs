@@ -173,7 +173,14 @@ fn wrong_password_is_reported_retried_and_never_leaked() {
     let mut daemon = Daemon::start(&url, "");
     std::thread::sleep(Duration::from_millis(2_500));
     assert!(daemon.alive(), "cowlogd exited on a wrong password");
-    assert_eq!(daemon.http_get("/ready").0, 503);
+    let (status, body) = daemon.http_get("/ready");
+    assert_eq!(status, 503);
+    assert!(
+        body.starts_with("redis unreachable: ")
+            && body.to_lowercase().contains("authentication failed"),
+        "{body}"
+    );
+    assert!(!body.contains("wrong-password-123"));
     assert!(
         daemon.metric("cowlogd_redis_errors_total{kind=\"auth\"}") >= 2.0,
         "no retries"

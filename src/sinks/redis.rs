@@ -15,8 +15,8 @@
 //! hold back the others.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -44,6 +44,49 @@ struct WriterMetrics {
     up: Gauge,
 }
 
+/// Whether Redis answers and, if not, the last error: what `/ready` says.
+#[derive(Debug, Default)]
+pub struct RedisHealth {
+    up: AtomicBool,
+    last_error: Mutex<String>,
+}
+
+impl RedisHealth {
+    /// Whether the last Redis operation succeeded.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// `ready`, or why not (Redis' own error text, which never holds the
+    /// password).
+    pub fn report(&self) -> String {
+        if self.is_up() {
+            return "ready\n".into();
+        }
+        let error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if error.is_empty() {
+            "redis not connected yet\n".into()
+        } else {
+            format!("redis unreachable: {error}\n")
+        }
+    }
+
+    fn set_up(&self) {
+        self.up.store(true, Ordering::Relaxed);
+    }
+
+    fn set_down(&self, error: &RedisError) {
+        self.up.store(false, Ordering::Relaxed);
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = error.to_string();
+    }
+}
+
 /// The writer task's state.
 pub struct RedisWriter {
     client: Client,
@@ -57,19 +100,19 @@ pub struct RedisWriter {
     linger: Duration,
     reconnect_max: Duration,
     shutdown_flush: Duration,
-    ready: Arc<AtomicBool>,
+    health: Arc<RedisHealth>,
     metrics: WriterMetrics,
 }
 
 impl RedisWriter {
-    /// A writer for `settings`; `ready` reflects whether Redis answers.
+    /// A writer for `settings`; `health` tells whether Redis answers.
     ///
     /// # Errors
     /// When the URL or the CA file cannot be used.
     pub fn new(
         settings: &Settings,
         queue: Arc<BatchQueue<RedisBatch>>,
-        ready: Arc<AtomicBool>,
+        health: Arc<RedisHealth>,
     ) -> anyhow::Result<Self> {
         let shown_url = mask_password(&settings.redis_url);
         let client = match &settings.tls_ca_file {
@@ -104,7 +147,7 @@ impl RedisWriter {
             linger: settings.linger,
             reconnect_max: settings.reconnect_max,
             shutdown_flush: settings.shutdown_flush,
-            ready,
+            health,
             metrics: WriterMetrics {
                 written: counter!("cowlogd_redis_entries_written_total"),
                 published: counter!("cowlogd_redis_published_total"),
@@ -190,19 +233,24 @@ impl RedisWriter {
             Err(error) => Err(error),
         };
         match result {
-            Ok(()) => self.set_up(true),
+            Ok(()) => self.set_up(),
             Err(error) => {
                 self.connection = None;
-                self.set_up(false);
+                self.set_down(&error);
                 count_error(&error);
                 crate::warn_limited!(url = %self.shown_url, %error, "Redis does not answer");
             }
         }
     }
 
-    fn set_up(&self, up: bool) {
-        self.ready.store(up, Ordering::Relaxed);
-        self.metrics.up.set(if up { 1.0 } else { 0.0 });
+    fn set_up(&self) {
+        self.health.set_up();
+        self.metrics.up.set(1.0);
+    }
+
+    fn set_down(&self, error: &RedisError) {
+        self.health.set_down(error);
+        self.metrics.up.set(0.0);
     }
 
     /// Writes `batches`, retrying connection failures; `false` if the
@@ -232,12 +280,12 @@ impl RedisWriter {
                         .record(started.elapsed().as_secs_f64());
                     self.metrics.batch_messages.record(plan.messages as f64);
                     self.account(&plan, &replies);
-                    self.set_up(true);
+                    self.set_up();
                     return true;
                 }
                 Err(error) => {
                     self.connection = None;
-                    self.set_up(false);
+                    self.set_down(&error);
                     count_error(&error);
                     crate::warn_limited!(url = %self.shown_url, %error, "Redis write failed; will reconnect and retry the batch");
                 }
