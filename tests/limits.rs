@@ -225,3 +225,61 @@ fn gzip_bomb_is_refused_at_the_cap_without_memory_growth() {
     let grown = daemon.rss_kib().saturating_sub(rss_before);
     assert!(grown < 40 * 1024, "RSS grew by {grown} KiB");
 }
+
+#[test]
+fn global_connection_cap_refuses_new_connections_while_open_ones_keep_delivering() {
+    let redis = RedisServer::start();
+    let config = "[inputs]\ntcp_max_connections = 8\ntcp_max_connections_per_source = 5\n";
+    let daemon = Daemon::start(&redis.url(), config);
+    let mut open: Vec<std::net::TcpStream> =
+        (0..5).map(|_| daemon.tcp(daemon.ports.syslog)).collect();
+    open.extend((0..3).map(|_| daemon.tcp_from("127.0.0.2", daemon.ports.syslog)));
+    wait_for("8 open connections", || {
+        (daemon.metric("cowlogd_tcp_connections{input=\"syslog_tcp\"}") == 8.0).then_some(())
+    });
+    let mut refused = daemon.tcp_from("127.0.0.3", daemon.ports.syslog);
+    refused
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert!(
+        matches!(refused.read(&mut [0u8; 1]), Ok(0)),
+        "the ninth connection was not closed"
+    );
+    assert_eq!(
+        daemon
+            .metric("cowlogd_dropped_messages_total{stage=\"input\",reason=\"connection_limit\"}"),
+        1.0
+    );
+    let line = format!("<30>Nov 24 13:49:59 {POSTFIX}[1]: {}\n", postfix_line(8));
+    open[7].write_all(line.as_bytes()).unwrap();
+    assert!(redis.wait_list("POSTFIX_MAILLOG", 1)[0].contains(" msg 8"));
+}
+
+#[test]
+fn queue_byte_cap_holds_while_redis_is_away() {
+    let mut redis = RedisServer::start();
+    let config = "[redis]\nqueue_bytes = 50000\n[inputs]\ntcp_queue_wait_ms = 0\n";
+    let daemon = Daemon::start(&redis.url(), config);
+    redis.shutdown_saving();
+    let mut stream = daemon.tcp(daemon.ports.syslog);
+    for n in 0..2_000 {
+        stream.write_all(&postfix_frame(n)).unwrap();
+        if n % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    wait_for("all received", || {
+        (daemon.metric("cowlogd_received_messages_total{input=\"syslog_tcp\"}") == 2_000.0)
+            .then_some(())
+    });
+    assert!(daemon.metric("cowlogd_queue_bytes") <= 50_000.0);
+    let dropped = daemon
+        .metric("cowlogd_dropped_messages_total{stage=\"queue\",reason=\"queue_full\"}")
+        as usize;
+    assert!(dropped > 1_000, "dropped {dropped}");
+    redis.restart();
+    wait_for("kept + dropped = sent", || {
+        let kept = message_indices(&redis.list("POSTFIX_MAILLOG")).len();
+        (kept + dropped == 2_000).then_some(())
+    });
+}
