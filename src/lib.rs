@@ -33,9 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
-use crate::inputs::Allowlist;
-use crate::inputs::tcp::{ConnectionSlots, TcpContext, TcpLimits};
-use crate::metrics::{DropReason, Input, dropped};
+use crate::metrics::{DropReason, dropped};
 use crate::pipeline::{Forwarding, Shared};
 use crate::queue::BatchQueue;
 use crate::sinks::graylog::GraylogWriter;
@@ -82,73 +80,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let health = Arc::new(RedisHealth::default());
     let stop_inputs = CancellationToken::new();
     let drain = CancellationToken::new();
-    let allow = Arc::new(Allowlist::new(settings.allow.clone()));
     let inputs = TaskTracker::new();
-
     // Bind everything first: a bad address fails the start, not later.
-    let mut udp_inodes = Vec::new();
-    for (addr, input) in [
-        (settings.gelf_udp, Input::GelfUdp),
-        (settings.syslog_udp, Input::SyslogUdp),
-    ] {
-        let Some(addr) = addr else { continue };
-        for (socket, inode) in inputs::udp::bind(
-            addr,
-            settings.udp_sockets,
-            settings.udp_receive_buffer,
-            input,
-        )? {
-            udp_inodes.push(inode);
-            inputs.spawn(inputs::udp::serve(
-                socket,
-                input,
-                shared.clone(),
-                allow.clone(),
-                stop_inputs.clone(),
-            ));
-        }
-    }
-    let slots = ConnectionSlots::new(
-        settings.tcp_max_connections,
-        settings.tcp_max_connections_per_source,
-    );
-    let limits = TcpLimits {
-        max_frame: settings.max_frame,
-        idle_timeout: settings.tcp_idle_timeout,
-        queue_wait: settings.tcp_queue_wait,
-        frame_timeout: settings.tcp_frame_timeout,
-    };
-    for (addr, input) in [
-        (settings.gelf_tcp, Input::GelfTcp),
-        (settings.syslog_tcp, Input::SyslogTcp),
-    ] {
-        let Some(addr) = addr else { continue };
-        let listener = inputs::tcp::bind(addr, input).await?;
-        let context = TcpContext {
-            input,
-            shared: shared.clone(),
-            allow: allow.clone(),
-            slots: slots.clone(),
-            limits,
-            shutdown: stop_inputs.clone(),
-        };
-        inputs.spawn(inputs::tcp::serve(listener, context, inputs.clone()));
-    }
-    if let Some(addr) = settings.gelf_http {
-        let listener = inputs::tcp::bind(addr, Input::GelfHttp).await?;
-        let context = inputs::http::HttpContext {
-            shared: shared.clone(),
-            allow: allow.clone(),
-            slots: slots.clone(),
-            max_body: settings.http_max_body,
-            bulk: settings.gelf_http_bulk,
-            queue_wait: settings.tcp_queue_wait,
-            idle_timeout: settings.tcp_idle_timeout,
-            body_timeout: settings.tcp_frame_timeout,
-            shutdown: stop_inputs.clone(),
-        };
-        inputs.spawn(inputs::http::serve(listener, context, inputs.clone()));
-    }
+    let udp_inodes = inputs::start(&settings, &shared, &stop_inputs, &inputs).await?;
     let stop_http = CancellationToken::new();
     if let Some(addr) = settings.metrics_listen {
         let listener = http::bind(addr).await?;

@@ -7,8 +7,16 @@ pub mod tcp;
 pub mod udp;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::metrics::Input;
+use crate::pipeline::Shared;
+use tcp::{ConnectionSlots, TcpContext, TcpLimits};
 
 /// Networks allowed to send.
 #[derive(Debug, Clone)]
@@ -25,6 +33,86 @@ impl Allowlist {
         let ip = ip.to_canonical();
         self.0.iter().any(|net| net.contains(&ip))
     }
+}
+
+/// Binds every configured listener and starts its tasks on `tasks`; they
+/// stop reading when `stop` fires. Returns the UDP sockets' inode numbers
+/// (for their kernel drop counters).
+///
+/// # Errors
+/// When an address cannot be bound.
+pub async fn start(
+    settings: &Settings,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) -> anyhow::Result<Vec<u64>> {
+    let allow = Arc::new(Allowlist::new(settings.allow.clone()));
+
+    let mut udp_inodes = Vec::new();
+    for (addr, input) in [
+        (settings.gelf_udp, Input::GelfUdp),
+        (settings.syslog_udp, Input::SyslogUdp),
+    ] {
+        let Some(addr) = addr else { continue };
+        for (socket, inode) in udp::bind(
+            addr,
+            settings.udp_sockets,
+            settings.udp_receive_buffer,
+            input,
+        )? {
+            udp_inodes.push(inode);
+            tasks.spawn(udp::serve(
+                socket,
+                input,
+                shared.clone(),
+                allow.clone(),
+                stop.clone(),
+            ));
+        }
+    }
+    let slots = ConnectionSlots::new(
+        settings.tcp_max_connections,
+        settings.tcp_max_connections_per_source,
+    );
+    let limits = TcpLimits {
+        max_frame: settings.max_frame,
+        idle_timeout: settings.tcp_idle_timeout,
+        queue_wait: settings.tcp_queue_wait,
+        frame_timeout: settings.tcp_frame_timeout,
+    };
+    for (addr, input) in [
+        (settings.gelf_tcp, Input::GelfTcp),
+        (settings.syslog_tcp, Input::SyslogTcp),
+    ] {
+        let Some(addr) = addr else { continue };
+        let listener = tcp::bind(addr, input).await?;
+        let context = TcpContext {
+            input,
+            shared: shared.clone(),
+            allow: allow.clone(),
+            slots: slots.clone(),
+            limits,
+            shutdown: stop.clone(),
+        };
+        tasks.spawn(tcp::serve(listener, context, tasks.clone()));
+    }
+    if let Some(addr) = settings.gelf_http {
+        let listener = tcp::bind(addr, Input::GelfHttp).await?;
+        let context = http::HttpContext {
+            shared: shared.clone(),
+            allow: allow.clone(),
+            slots: slots.clone(),
+            max_body: settings.http_max_body,
+            bulk: settings.gelf_http_bulk,
+            queue_wait: settings.tcp_queue_wait,
+            idle_timeout: settings.tcp_idle_timeout,
+            body_timeout: settings.tcp_frame_timeout,
+            shutdown: stop.clone(),
+        };
+        tasks.spawn(http::serve(listener, context, tasks.clone()));
+    }
+    Ok(udp_inodes)
 }
 
 #[cfg(test)]
