@@ -1,5 +1,5 @@
 //! UDP listeners (GELF and syslog): several SO_REUSEPORT sockets per
-//! address, each read by its own task, up to [`MAX_DATAGRAMS_PER_CYCLE`]
+//! address, each read by its own task, up to 512
 //! datagrams per wake-up, one queue push per cycle.
 
 use std::net::SocketAddr;
