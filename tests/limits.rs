@@ -283,3 +283,35 @@ fn queue_byte_cap_holds_while_redis_is_away() {
         (kept + dropped == 2_000).then_some(())
     });
 }
+
+#[test]
+fn pending_message_cap_evicts_the_oldest_without_refusing_new_senders() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "[limits]\ngelf_pending_messages = 100\n");
+    let target = ("127.0.0.1", daemon.ports.gelf);
+    let sockets: Vec<UdpSocket> = (0..20)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let mut chunk = vec![0x1e, 0x0f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    chunk.extend(std::iter::repeat_n(b'M', 200));
+    for i in 0u64..1_000 {
+        chunk[2..10].copy_from_slice(&i.to_be_bytes());
+        sockets[i as usize % 20].send_to(&chunk, target).unwrap();
+    }
+    wait_for("900 evictions counted", || {
+        (daemon.metric("cowlogd_dropped_messages_total{stage=\"gelf\",reason=\"chunk_evicted\"}")
+            == 900.0)
+            .then_some(())
+    });
+    assert!(daemon.metric("cowlogd_gelf_pending_messages") <= 100.0);
+    // A new sender's chunked message still completes.
+    let docker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for datagram in go_gelf::datagrams(
+        &docker_gelf(POSTFIX, &long_line(1)),
+        GoCompression::Gzip(1),
+        *b"newcomer",
+    ) {
+        docker.send_to(&datagram, target).unwrap();
+    }
+    assert!(redis.wait_list("POSTFIX_MAILLOG", 1)[0].contains(" msg 1 "));
+}
