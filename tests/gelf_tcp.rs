@@ -28,15 +28,7 @@ fn several_messages_per_connection_and_a_partial_last_frame() {
 fn ten_thousand_messages_over_tcp_arrive_without_loss() {
     let redis = RedisServer::start();
     let daemon = Daemon::start(&redis.url(), "");
-    let mut stream = std::io::BufWriter::new(daemon.tcp(daemon.ports.gelf));
-    for n in 0..10_000 {
-        stream
-            .write_all(&docker_gelf(POSTFIX, &postfix_line(n)))
-            .unwrap();
-        stream.write_all(b"\0").unwrap();
-    }
-    stream.flush().unwrap();
-    drop(stream);
+    send_postfix_gelf_tcp(&daemon, 0..10_000);
     let list = redis.wait_list("POSTFIX_MAILLOG", 10_000);
     assert_eq!(list.len(), 10_000);
     // Newest first, nothing missing, nothing twice.

@@ -222,15 +222,7 @@ fn ten_thousand_messages_arrive_complete_at_a_tcp_gelf_listener() {
             graylog.port
         ),
     );
-    let mut stream = std::io::BufWriter::new(daemon.tcp(daemon.ports.gelf));
-    for n in 0..10_000 {
-        stream
-            .write_all(&docker_gelf(POSTFIX, &postfix_line(n)))
-            .unwrap();
-        stream.write_all(b"\0").unwrap();
-    }
-    stream.flush().unwrap();
-    drop(stream);
+    send_postfix_gelf_tcp(&daemon, 0..10_000);
     let messages = graylog.wait(10_000);
     assert_eq!(messages.len(), 10_000);
     let mut seen = vec![false; 10_000];

@@ -623,6 +623,19 @@ pub fn message_indices(list: &[String]) -> std::collections::BTreeSet<usize> {
         .collect()
 }
 
+/// Sends [`postfix_line`] `n` for every `n` in `range` as Docker GELF over
+/// one TCP connection, NUL-framed, and closes it.
+pub fn send_postfix_gelf_tcp(daemon: &Daemon, range: std::ops::Range<usize>) {
+    let mut stream = std::io::BufWriter::new(daemon.tcp(daemon.ports.gelf));
+    for n in range {
+        stream
+            .write_all(&docker_gelf(POSTFIX, &postfix_line(n)))
+            .unwrap();
+        stream.write_all(b"\0").unwrap();
+    }
+    stream.flush().unwrap();
+}
+
 /// Docker's GELF JSON for a line of `container`.
 pub fn docker_gelf(container: &str, line: &str) -> Vec<u8> {
     go_gelf::docker_json(container, line, "1712345678.123", 6)
