@@ -315,3 +315,43 @@ fn pending_message_cap_evicts_the_oldest_without_refusing_new_senders() {
     }
     assert!(redis.wait_list("POSTFIX_MAILLOG", 1)[0].contains(" msg 1 "));
 }
+
+#[test]
+fn malformed_input_is_counted_by_reason_and_good_input_next_to_it_is_kept() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "");
+    let gelf = daemon.ports.gelf;
+    daemon.udp(
+        gelf,
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xffnot deflate at all",
+    );
+    daemon.udp(gelf, b"\x1e\x0fABCDEFGH\x00\x00zero chunks");
+    daemon.udp(gelf, b"\x1e\x0fABCDEFGH\x05\x02sequence past count");
+    daemon.udp(gelf, b"{\"short_message\": oops}");
+    let mut cut = daemon.tcp(daemon.ports.syslog);
+    cut.write_all(b"500 <30>Nov 24 13:49:59 x[1]: this frame promised 500 bytes")
+        .unwrap();
+    drop(cut);
+    daemon.udp(gelf, &docker_gelf(POSTFIX, &postfix_line(9)));
+    assert!(redis.wait_list("POSTFIX_MAILLOG", 1)[0].contains(" msg 9"));
+    for (series, count) in [
+        (
+            "cowlogd_dropped_messages_total{stage=\"gelf\",reason=\"decompress_error\"}",
+            1.0,
+        ),
+        (
+            "cowlogd_dropped_messages_total{stage=\"gelf\",reason=\"bad_chunk\"}",
+            2.0,
+        ),
+        (
+            "cowlogd_dropped_messages_total{stage=\"parse\",reason=\"invalid_gelf\"}",
+            1.0,
+        ),
+        (
+            "cowlogd_dropped_messages_total{stage=\"input\",reason=\"truncated\"}",
+            1.0,
+        ),
+    ] {
+        wait_for(series, || (daemon.metric(series) == count).then_some(()));
+    }
+}

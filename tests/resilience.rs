@@ -252,3 +252,33 @@ fn sigterm_under_load_flushes_and_exits_in_bounded_time() {
     let stored = redis.llen("POSTFIX_MAILLOG");
     assert!(stored as f64 >= written_before && stored <= sent);
 }
+
+#[test]
+fn sigterm_with_redis_gone_drops_the_queue_after_the_flush_deadline_and_says_so() {
+    let mut redis = RedisServer::start();
+    let mut daemon = Daemon::start(&redis.url(), "[redis]\nshutdown_flush_ms = 1000\n");
+    redis.stop();
+    let mut stream = daemon.tcp(daemon.ports.syslog);
+    for n in 0..100 {
+        stream.write_all(&postfix_frame(n)).unwrap();
+    }
+    drop(stream);
+    wait_for("all received", || {
+        (daemon.metric("cowlogd_received_messages_total{input=\"syslog_tcp\"}") == 100.0)
+            .then_some(())
+    });
+    let started = Instant::now();
+    let status = daemon.terminate();
+    assert!(status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("shutdown: Redis did not take the queued messages in time"),
+        "{log}"
+    );
+    assert!(log.contains("messages=100"), "{log}");
+}

@@ -100,6 +100,8 @@ pub struct RedisWriter {
     linger: Duration,
     reconnect_max: Duration,
     shutdown_flush: Duration,
+    /// Set when draining starts: the end of the shutdown flush.
+    flush_deadline: Option<Instant>,
     health: Arc<RedisHealth>,
     metrics: WriterMetrics,
 }
@@ -147,6 +149,7 @@ impl RedisWriter {
             linger: settings.linger,
             reconnect_max: settings.reconnect_max,
             shutdown_flush: settings.shutdown_flush,
+            flush_deadline: None,
             health,
             metrics: WriterMetrics {
                 written: counter!("cowlogd_redis_entries_written_total"),
@@ -182,25 +185,19 @@ impl RedisWriter {
                 }
             }
             let batches = self.queue.take(self.batch_max);
-            if !batches.is_empty() {
-                self.write(&batches, None, &drain).await;
+            if !batches.is_empty() && !self.write(&batches, &drain).await {
+                self.drop_at_shutdown(&batches);
+                self.queue.close();
+                return;
             }
         }
-        let deadline = Instant::now() + self.shutdown_flush;
         loop {
             let batches = self.queue.take(self.batch_max);
             if batches.is_empty() {
                 break;
             }
-            if !self.write(&batches, Some(deadline), &drain).await {
-                let left: usize =
-                    batches.iter().map(|b| b.ops.len()).sum::<usize>() + self.queue.len_messages();
-                self.queue.take(usize::MAX);
-                dropped(DropReason::Shutdown, left as u64);
-                tracing::warn!(
-                    messages = left,
-                    "shutdown: Redis did not take the queued messages in time; dropped"
-                );
+            if !self.write(&batches, &drain).await {
+                self.drop_at_shutdown(&batches);
                 break;
             }
         }
@@ -253,14 +250,21 @@ impl RedisWriter {
         self.metrics.up.set(0.0);
     }
 
-    /// Writes `batches`, retrying connection failures; `false` if the
-    /// deadline passed first.
-    async fn write(
-        &mut self,
-        batches: &[RedisBatch],
-        deadline: Option<Instant>,
-        drain: &CancellationToken,
-    ) -> bool {
+    /// Counts and logs what Redis did not take before the flush deadline:
+    /// `batches` and everything still queued.
+    fn drop_at_shutdown(&self, batches: &[RedisBatch]) {
+        let left = batches.iter().map(|b| b.ops.len()).sum::<usize>() + self.queue.len_messages();
+        self.queue.take(usize::MAX);
+        dropped(DropReason::Shutdown, left as u64);
+        tracing::warn!(
+            messages = left,
+            "shutdown: Redis did not take the queued messages in time; dropped"
+        );
+    }
+
+    /// Writes `batches`, retrying connection failures; `false` if draining
+    /// and the flush deadline passed first.
+    async fn write(&mut self, batches: &[RedisBatch], drain: &CancellationToken) -> bool {
         let plan = Plan::new(batches, &self.channel);
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -290,12 +294,18 @@ impl RedisWriter {
                     crate::warn_limited!(url = %self.shown_url, %error, "Redis write failed; will reconnect and retry the batch");
                 }
             }
+            // Once draining, every retry runs against the one flush deadline.
+            let deadline = drain.is_cancelled().then(|| {
+                *self
+                    .flush_deadline
+                    .get_or_insert_with(|| Instant::now() + self.shutdown_flush)
+            });
             let wake = Instant::now() + backoff;
             if deadline.is_some_and(|d| wake > d) {
                 return false;
             }
             // While draining, wait out the back-off even though `drain` fired.
-            if deadline.is_some() || drain.is_cancelled() {
+            if deadline.is_some() {
                 tokio::time::sleep(backoff).await;
             } else {
                 tokio::select! {
