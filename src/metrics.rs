@@ -123,10 +123,16 @@ impl DropReason {
     }
 }
 
+/// The counter of messages dropped for `reason` (register once where a
+/// reason is frequent; [`dropped`] otherwise).
+pub fn drop_counter(reason: DropReason) -> Counter {
+    let (stage, reason) = reason.labels();
+    counter!("cowlogd_dropped_messages_total", "stage" => stage, "reason" => reason)
+}
+
 /// Counts `n` messages dropped for `reason`.
 pub fn dropped(reason: DropReason, n: u64) {
-    let (stage, reason) = reason.labels();
-    counter!("cowlogd_dropped_messages_total", "stage" => stage, "reason" => reason).increment(n);
+    drop_counter(reason).increment(n);
 }
 
 /// Counts a parse problem; the message may still be kept (a syslog line

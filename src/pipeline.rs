@@ -25,7 +25,7 @@ use cowlogd_parsers::{Record, Timestamp};
 use metrics::{Counter, gauge};
 
 use crate::config::{ForwardFilter, Settings};
-use crate::metrics::{DropReason, Input, InputMetrics, dropped, parse_error, routed};
+use crate::metrics::{DropReason, Input, InputMetrics, drop_counter, dropped, parse_error, routed};
 use crate::queue::{BatchQueue, Weighed};
 use crate::router::{RouteAction, Router};
 
@@ -117,6 +117,9 @@ pub struct Shared {
     router: Router,
     max_message: usize,
     truncated: Counter,
+    /// Dropped by a `drop` route: frequent (system lines, chatter), so
+    /// registered once.
+    filtered: Counter,
     route_counters: Vec<Counter>,
     unrouted: Counter,
     timezone: jiff::tz::TimeZone,
@@ -145,6 +148,7 @@ impl Shared {
             router,
             max_message: settings.max_message,
             truncated: metrics::counter!("cowlogd_truncated_messages_total"),
+            filtered: drop_counter(DropReason::Filtered),
             route_counters,
             unrouted: routed("none"),
             timezone: settings.timezone.clone(),
@@ -251,7 +255,7 @@ impl RecordSink {
         self.shared.route_counters[index].increment(1);
         let store = match &route.action {
             RouteAction::Drop => {
-                dropped(DropReason::Filtered, 1);
+                self.shared.filtered.increment(1);
                 return;
             }
             RouteAction::Store(store) => store,
@@ -510,11 +514,6 @@ impl Processor {
         let batches = self.take_batches();
         let shared = self.sink.shared.clone();
         batches.queue(&shared, wait).await;
-    }
-
-    /// What every task shares.
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.sink.shared
     }
 }
 

@@ -483,34 +483,54 @@ mod tests {
     fn mailcow_profile_drops_filters_system_and_chatter() {
         let pf = "mailcowdockerized-postfix-mailcow-1";
         let dc = "mailcowdockerized-dovecot-mailcow-1";
-        for line in [
-            "Aug  5 12:34:56 m postfix/smtpd[1]: warning: /etc/postfix/main.cf, line 5: overriding earlier entry: x",
-            "Aug  5 12:34:56 m postfix/smtpd[1]: TLS SNI from checks.mailcow.email is x",
-            "Aug  5 12:34:56 m postfix/smtpd[1]: warning: no SASL support",
+        for (container, line, route) in [
+            (
+                pf,
+                "Aug  5 12:34:56 m postfix/smtpd[1]: warning: /etc/postfix/main.cf, line 5: overriding earlier entry: x",
+                "postfix-filtered",
+            ),
+            (
+                pf,
+                "Aug  5 12:34:56 m postfix/smtpd[1]: TLS SNI from checks.mailcow.email is x",
+                "postfix-filtered",
+            ),
+            (
+                pf,
+                "Aug  5 12:34:56 m postfix/smtpd[1]: warning: no SASL support",
+                "postfix-filtered",
+            ),
+            (
+                dc,
+                "Aug  5 12:34:56 m dovecot: auth: passwd-file(u): unknown user - trying the next passdb",
+                "dovecot-filtered",
+            ),
+            (
+                dc,
+                "Aug  5 12:34:56 m dovecot: auth: x - trying the next userdb",
+                "dovecot-filtered",
+            ),
+            (
+                dc,
+                "Aug  5 12:34:56 m dovecot: doveadm: User has no mail_replica in userdb",
+                "dovecot-filtered",
+            ),
+            (
+                dc,
+                "Aug  5 12:34:56 m dovecot: dsync: Error: sync: Unknown user in remote",
+                "dovecot-filtered",
+            ),
+            (
+                pf,
+                "Aug  5 12:34:56 m CRON[12]: (root) CMD (/usr/local/bin/x)",
+                "system",
+            ),
+            (
+                pf,
+                "Aug  5 12:34:56 m syslog-ng[1]: syslog-ng starting up; version='3.38.1'",
+                "system",
+            ),
         ] {
-            assert_eq!(
-                route_of(pf, line).as_deref(),
-                Some("postfix-filtered"),
-                "{line}"
-            );
-        }
-        for line in [
-            "Aug  5 12:34:56 m dovecot: auth: passwd-file(u): unknown user - trying the next passdb",
-            "Aug  5 12:34:56 m dovecot: auth: x - trying the next userdb",
-            "Aug  5 12:34:56 m dovecot: doveadm: User has no mail_replica in userdb",
-            "Aug  5 12:34:56 m dovecot: dsync: Error: sync: Unknown user in remote",
-        ] {
-            assert_eq!(
-                route_of(dc, line).as_deref(),
-                Some("dovecot-filtered"),
-                "{line}"
-            );
-        }
-        for line in [
-            "Aug  5 12:34:56 m CRON[12]: (root) CMD (/usr/local/bin/x)",
-            "Aug  5 12:34:56 m syslog-ng[1]: syslog-ng starting up; version='3.38.1'",
-        ] {
-            assert_eq!(route_of(pf, line).as_deref(), Some("system"), "{line}");
+            assert_eq!(route_of(container, line).as_deref(), Some(route), "{line}");
         }
         assert_eq!(
             route_of(
