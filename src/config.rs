@@ -67,8 +67,10 @@ pub struct RedisConfig {
     pub queue_messages: usize,
     /// Bytes held while Redis is slow or away.
     pub queue_bytes: usize,
-    /// Most messages written in one pipeline.
+    /// Most messages written in one transaction.
     pub batch_max: usize,
+    /// Most bytes (keys, entries, payloads) written in one transaction.
+    pub batch_max_bytes: usize,
     /// Extra wait for a batch to fill, in ms. 0: an idle writer writes at
     /// once and a batch is whatever arrived during the previous write.
     pub linger_ms: u64,
@@ -76,7 +78,8 @@ pub struct RedisConfig {
     pub connect_timeout_ms: u64,
     /// Timeout for a pipeline's replies, in ms (a frozen Redis).
     pub response_timeout_ms: u64,
-    /// Longest back-off between reconnect attempts, in ms.
+    /// Longest back-off between attempts while messages wait, in ms; at
+    /// most 1000, so writing resumes within a second of Redis answering.
     pub reconnect_max_ms: u64,
     /// How long shutdown waits to flush queued messages, in ms.
     pub shutdown_flush_ms: u64,
@@ -94,10 +97,11 @@ impl Default for RedisConfig {
             queue_messages: 200_000,
             queue_bytes: 128 * 1024 * 1024,
             batch_max: 10_000,
+            batch_max_bytes: 4 * 1024 * 1024,
             linger_ms: 0,
             connect_timeout_ms: 2_000,
             response_timeout_ms: 5_000,
-            reconnect_max_ms: 5_000,
+            reconnect_max_ms: 1_000,
             shutdown_flush_ms: 5_000,
             tls_ca_file: String::new(),
         }
@@ -328,6 +332,7 @@ impl Config {
         positive("redis.queue_messages", redis.queue_messages)?;
         positive("redis.queue_bytes", redis.queue_bytes)?;
         positive("redis.batch_max", redis.batch_max)?;
+        positive("redis.batch_max_bytes", redis.batch_max_bytes)?;
         if redis.channel.is_empty() {
             bail!("redis.channel: must not be empty");
         }
@@ -418,6 +423,7 @@ impl Config {
             queue_messages: redis.queue_messages,
             queue_bytes: redis.queue_bytes,
             batch_max: redis.batch_max,
+            batch_max_bytes: redis.batch_max_bytes,
             linger: Duration::from_millis(redis.linger_ms),
             connect_timeout: Duration::from_millis(redis.connect_timeout_ms.max(1)),
             response_timeout: Duration::from_millis(redis.response_timeout_ms.max(1)),
@@ -641,6 +647,8 @@ pub struct Settings {
     pub queue_bytes: usize,
     /// Most messages per pipeline.
     pub batch_max: usize,
+    /// Most bytes in one transaction.
+    pub batch_max_bytes: usize,
     /// Extra wait to fill a batch.
     pub linger: Duration,
     /// Connect timeout.

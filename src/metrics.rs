@@ -217,16 +217,20 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     );
     describe_counter!("cowlogd_redis_errors_total", "Redis errors, by kind.");
     describe_counter!(
+        "cowlogd_redis_window_splits_total",
+        "Writes split in half because they kept timing out."
+    );
+    describe_counter!(
         "cowlogd_redis_reconnects_total",
         "Redis connections opened after the first."
     );
     describe_histogram!(
         "cowlogd_redis_batch_messages",
-        "Messages per Redis pipeline."
+        "Messages per Redis transaction."
     );
     describe_histogram!(
         "cowlogd_redis_write_duration_seconds",
-        "Time to write one pipeline."
+        "Time to write one transaction, retries included."
     );
     describe_gauge!("cowlogd_queue_messages", "Messages waiting for Redis.");
     describe_gauge!("cowlogd_queue_bytes", "Bytes waiting for Redis.");

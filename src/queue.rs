@@ -174,16 +174,21 @@ impl<T: Weighed> BatchQueue<T> {
     }
 
     /// Takes whole batches from the front, at least one, until `max_messages`
-    /// would be passed.
-    pub fn take(&self, max_messages: usize) -> Vec<T> {
+    /// or `max_bytes` would be passed.
+    pub fn take(&self, max_messages: usize, max_bytes: usize) -> Vec<T> {
         let mut taken = Vec::new();
         let mut count = 0;
+        let mut bytes = 0;
         {
             let mut state = self.lock();
             while let Some(front) = state.batches.front() {
-                if !taken.is_empty() && count + front.messages() > max_messages {
+                if !taken.is_empty()
+                    && (count + front.messages() > max_messages
+                        || bytes + front.bytes() > max_bytes)
+                {
                     break;
                 }
+                bytes += front.bytes();
                 let Some(batch) = state.batches.pop_front() else {
                     break;
                 };
@@ -264,10 +269,23 @@ mod tests {
         q.push(Fake(30));
         q.push(Fake(30));
         q.push(Fake(30));
-        assert_eq!(q.take(50).iter().map(|b| b.0).sum::<usize>(), 30);
-        assert_eq!(q.take(1).len(), 1);
-        assert_eq!(q.take(1000).len(), 1);
-        assert!(q.take(1000).is_empty());
+        assert_eq!(
+            q.take(50, usize::MAX).iter().map(|b| b.0).sum::<usize>(),
+            30
+        );
+        assert_eq!(q.take(1, usize::MAX).len(), 1);
+        assert_eq!(q.take(1000, usize::MAX).len(), 1);
+        assert!(q.take(1000, usize::MAX).is_empty());
+    }
+
+    #[test]
+    fn take_respects_the_byte_limit_too() {
+        let q = queue(100);
+        q.push(Fake(30));
+        q.push(Fake(30));
+        // 300 bytes each: a 500-byte take holds one.
+        assert_eq!(q.take(100, 500).len(), 1);
+        assert_eq!(q.take(100, 10).len(), 1);
     }
 
     #[tokio::test]
@@ -277,7 +295,7 @@ mod tests {
         let q2 = q.clone();
         let taker = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            q2.take(100)
+            q2.take(100, usize::MAX)
         });
         assert_eq!(q.push_waiting(Fake(5), Duration::from_secs(5)).await, 0);
         assert_eq!(taker.await.unwrap().len(), 1);
@@ -296,7 +314,7 @@ mod tests {
         q.push_waiting(Fake(1), Duration::from_millis(100)).await;
         assert!(again.elapsed() < Duration::from_millis(50));
         // After a take, a new stall waits again.
-        q.take(100);
+        q.take(100, usize::MAX);
         q.push(Fake(10));
         let third = tokio::time::Instant::now();
         q.push_waiting(Fake(1), Duration::from_millis(100)).await;

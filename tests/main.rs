@@ -3,6 +3,8 @@
 
 mod support;
 
+/// Exactly once into Redis: stalls, splits, temporary refusals, shutdown.
+mod exactly_once;
 /// Redis going away, SIGTERM, drops accounted.
 mod faults;
 /// GELF over TCP: NUL frames.

@@ -92,7 +92,9 @@ impl GraylogWriter {
                 *deadline = Some(Instant::now() + self.shutdown_flush);
             }
         }
-        let batches = self.queue.take(BATCH_MAX.min(self.settings.queue_messages));
+        let batches = self
+            .queue
+            .take(BATCH_MAX.min(self.settings.queue_messages), usize::MAX);
         if batches.is_empty() && deadline.is_some() {
             return None;
         }
@@ -247,7 +249,7 @@ impl GraylogWriter {
                 }
                 if deadline.is_some_and(|d| Instant::now() + backoff > d) {
                     let left = count + self.queue.len_messages();
-                    self.queue.take(usize::MAX);
+                    self.queue.take(usize::MAX, usize::MAX);
                     dropped(DropReason::ForwardSendFailed, left as u64);
                     tracing::warn!(
                         messages = left,

@@ -201,6 +201,9 @@ impl RedisServer {
                 "",
                 "--appendonly",
                 "no",
+                // DEBUG SLEEP and DEBUG POPULATE stall and fill the server.
+                "--enable-debug-command",
+                "local",
             ])
             .arg("--dir")
             .arg(self.dir.path())
@@ -299,6 +302,17 @@ impl RedisServer {
             .unwrap()
     }
 
+    /// One inline command over a bare socket (no client setup, so it works
+    /// while the server loads its dump); the reply's text.
+    pub fn raw(&self, command: &str) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(stream, "{command}\r\n").unwrap();
+        match redis::Parser::new().parse_value(&mut std::io::BufReader::new(stream)) {
+            Ok(redis::Value::BulkString(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+            other => format!("{other:?}"),
+        }
+    }
+
     pub fn llen(&self, key: &str) -> usize {
         redis::cmd("LLEN")
             .arg(key)
@@ -306,10 +320,23 @@ impl RedisServer {
             .unwrap()
     }
 
+    /// `LLEN key`, or `None` while the server refuses (loading its dump).
+    fn try_llen(&self, key: &str) -> Option<usize> {
+        let mut client = redis::Client::open(self.url())
+            .ok()?
+            .get_connection()
+            .ok()?;
+        redis::cmd("LLEN").arg(key).query(&mut client).ok()
+    }
+
     /// Waits until `key` holds at least `n` entries; returns them.
     pub fn wait_list(&self, key: &str, n: usize) -> Vec<String> {
         wait_for(&format!("{n} entries in {key}"), || {
-            let len = self.llen(key);
+            let len = if self.tls_ca.is_some() {
+                self.llen(key)
+            } else {
+                self.try_llen(key)?
+            };
             (len >= n).then(|| self.list(key))
         })
     }
@@ -581,6 +608,31 @@ impl Subscriber {
             }
         });
         ready_rx.recv_timeout(PATIENCE).unwrap();
+        Subscriber { received }
+    }
+
+    /// Subscribes over a bare socket, sending nothing but `SUBSCRIBE`: works
+    /// while the server is loading its dump, when a client library's
+    /// connection setup is refused.
+    pub fn start_raw(redis: &RedisServer, channel: &str) -> Subscriber {
+        let mut stream = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+        write!(stream, "SUBSCRIBE {channel}\r\n").unwrap();
+        let mut reader = std::io::BufReader::new(stream);
+        let mut parser = redis::Parser::new();
+        let confirmation = parser.parse_value(&mut reader).unwrap();
+        assert!(
+            matches!(&confirmation, redis::Value::Array(items) if items.len() == 3),
+            "{confirmation:?}"
+        );
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = received.clone();
+        std::thread::spawn(move || {
+            while let Ok(redis::Value::Array(mut items)) = parser.parse_value(&mut reader) {
+                if let Some(redis::Value::BulkString(payload)) = items.pop() {
+                    sink.lock().unwrap().push(payload);
+                }
+            }
+        });
         Subscriber { received }
     }
 

@@ -1,0 +1,234 @@
+//! The Redis path is exactly once: stalls past the response timeout,
+//! oversized writes, temporary refusals, read-only replicas, shutdown with
+//! Redis frozen, and recovery after an outage.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// Waits until `key` holds `n` entries, lets late writes land, and returns
+/// the message indices, checking that no entry is there twice.
+fn exactly(redis: &RedisServer, key: &str, n: usize) -> BTreeSet<usize> {
+    redis.wait_list(key, n);
+    std::thread::sleep(Duration::from_millis(500));
+    let list = redis.list(key);
+    let indices = message_indices(&list);
+    assert_eq!(list.len(), n, "{} entries for {n} lines", list.len());
+    assert_eq!(indices.len(), n, "duplicates in {key}");
+    indices
+}
+
+fn debug_sleep(redis: &RedisServer, seconds: f64) {
+    redis::cmd("DEBUG")
+        .arg("SLEEP")
+        .arg(seconds)
+        .query::<()>(&mut redis.client())
+        .unwrap();
+}
+
+#[test]
+fn a_retry_after_a_response_timeout_is_never_applied_twice() {
+    let redis = RedisServer::start();
+    let channel = Subscriber::start(&redis, "F2B_CHANNEL");
+    let daemon = Daemon::start(
+        &redis.url(),
+        "[redis]\nresponse_timeout_ms = 500\nconnect_timeout_ms = 500\nlist_cap = 200000\n",
+    );
+    let total = 100_000;
+    let port = daemon.ports.syslog;
+    let sender = std::thread::spawn(move || {
+        let mut stream =
+            std::io::BufWriter::new(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
+        let started = Instant::now();
+        for n in 0..total {
+            stream.write_all(&postfix_frame(n)).unwrap();
+            if n % 500 == 499 {
+                // ~25,000 lines a second: the burst spans the four stalls.
+                stream.flush().unwrap();
+                let due = started + Duration::from_micros(40 * (n as u64 + 1));
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+        }
+        stream.flush().unwrap();
+    });
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(300));
+        debug_sleep(&redis, 0.8);
+    }
+    sender.join().unwrap();
+    let indices = exactly(&redis, "POSTFIX_MAILLOG", total);
+    assert_eq!(indices, (0..total).collect());
+    let payloads = channel.wait(total);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(channel.count(), total, "channel messages for {total} lines");
+    let distinct: BTreeSet<&Vec<u8>> = payloads.iter().collect();
+    assert_eq!(distinct.len(), total);
+    assert!(
+        daemon.metric("cowlogd_redis_errors_total{kind=\"timeout\"}") >= 1.0,
+        "the stalls never passed the response timeout"
+    );
+    assert_eq!(
+        daemon.metric("cowlogd_redis_entries_written_total"),
+        total as f64
+    );
+    assert_eq!(daemon.metric("cowlogd_redis_published_total"), total as f64);
+    assert_eq!(daemon.metric_sum("cowlogd_dropped_messages_total"), 0.0);
+}
+
+#[test]
+fn a_write_too_large_for_the_timeout_is_split_until_it_fits() {
+    let redis = RedisServer::start();
+    // No byte cap to help: only splitting can get this through a 40 ms
+    // response timeout.
+    let daemon = Daemon::start(
+        &redis.url(),
+        "[redis]\nresponse_timeout_ms = 40\nbatch_max_bytes = 100000000\nlist_cap = 20000\n",
+    );
+    redis.signal("STOP");
+    let padding = "x".repeat(4_000);
+    let mut stream = std::io::BufWriter::new(daemon.tcp(daemon.ports.syslog));
+    let total = 10_000;
+    for n in 0..total {
+        let line = format!(
+            "<30>Nov 24 13:49:59 {POSTFIX}[4840]: {} {padding} msg {n}\n",
+            postfix_line(n).rsplit_once(" msg ").unwrap().0
+        );
+        stream.write_all(line.as_bytes()).unwrap();
+    }
+    stream.flush().unwrap();
+    wait_for("all received", || {
+        (daemon.metric("cowlogd_received_messages_total{input=\"syslog_tcp\"}") == total as f64)
+            .then_some(())
+    });
+    redis.signal("CONT");
+    let indices = exactly(&redis, "POSTFIX_MAILLOG", total);
+    assert_eq!(indices, (0..total).collect());
+    assert!(daemon.metric("cowlogd_redis_window_splits_total") >= 1.0);
+    assert_eq!(
+        daemon.metric("cowlogd_redis_entries_written_total"),
+        total as f64
+    );
+}
+
+#[test]
+fn lines_sent_while_redis_loads_its_dump_reach_the_list_and_the_channel_once() {
+    // ~5 s of loading: 30,000 keys at 50 µs (and then some) each.
+    let mut redis = RedisServer::start_with(&[
+        "--key-load-delay",
+        "50",
+        // Answer clients while loading, as a large real dump does.
+        "--loading-process-events-interval-bytes",
+        "1024",
+    ]);
+    redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(30_000)
+        .query::<()>(&mut redis.client())
+        .unwrap();
+    let daemon = Daemon::start(&redis.url(), "");
+    redis.shutdown_saving();
+    redis.restart();
+    let loading = || redis.raw("INFO persistence").contains("loading:1");
+    assert!(loading(), "the dump loaded too fast for this test");
+    let channel = Subscriber::start_raw(&redis, "F2B_CHANNEL");
+    let mut stream = daemon.tcp(daemon.ports.syslog);
+    for n in 0..20 {
+        stream.write_all(&postfix_frame(n)).unwrap();
+    }
+    stream.flush().unwrap();
+    wait_for("LOADING refusals", || {
+        (daemon.metric("cowlogd_redis_errors_total{kind=\"loading\"}") >= 1.0).then_some(())
+    });
+    assert!(loading());
+    assert_eq!(daemon.http_get("/ready").0, 503);
+    assert_eq!(channel.count(), 0, "published while the lists refused");
+    let indices = exactly(&redis, "POSTFIX_MAILLOG", 20);
+    assert_eq!(indices, (0..20).collect());
+    assert_eq!(channel.wait(20).len(), 20);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(channel.count(), 20);
+    assert_eq!(daemon.metric_sum("cowlogd_dropped_messages_total"), 0.0);
+}
+
+#[test]
+fn a_read_only_replica_is_not_ready_and_its_lines_arrive_once_when_promoted() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+    let channel = Subscriber::start(&replica, "F2B_CHANNEL");
+    let daemon = Daemon::start(&replica.url(), "");
+    // PING works on a replica; /ready must still say no.
+    let (status, body) = wait_for("/ready to refuse", || {
+        let (status, body) = daemon.http_get("/ready");
+        (status == 503 && body.contains("read only replica")).then_some((status, body))
+    });
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(daemon.metric("cowlogd_redis_up"), 0.0);
+    let mut stream = daemon.tcp(daemon.ports.syslog);
+    for n in 0..5 {
+        stream.write_all(&postfix_frame(n)).unwrap();
+    }
+    wait_for("READONLY refusals", || {
+        (daemon.metric("cowlogd_redis_errors_total{kind=\"readonly\"}") >= 2.0).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(channel.count(), 0, "published lines the lists refused");
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query::<()>(&mut replica.client())
+        .unwrap();
+    let indices = exactly(&replica, "POSTFIX_MAILLOG", 5);
+    assert_eq!(indices, (0..5).collect());
+    assert_eq!(channel.wait(5).len(), 5);
+    wait_for("ready after promotion", || {
+        (daemon.http_get("/ready").0 == 200).then_some(())
+    });
+    assert_eq!(daemon.metric("cowlogd_redis_up"), 1.0);
+    assert_eq!(daemon.metric_sum("cowlogd_dropped_messages_total"), 0.0);
+}
+
+#[test]
+fn sigterm_with_redis_frozen_exits_within_the_flush_bound_and_counts_what_it_abandons() {
+    let redis = RedisServer::start();
+    let mut daemon = Daemon::start(&redis.url(), "");
+    redis.signal("STOP");
+    let mut stream = daemon.tcp(daemon.ports.syslog);
+    for n in 0..1_000 {
+        stream.write_all(&postfix_frame(n)).unwrap();
+    }
+    wait_for("all received", || {
+        (daemon.metric("cowlogd_received_messages_total{input=\"syslog_tcp\"}") == 1_000.0)
+            .then_some(())
+    });
+    let started = Instant::now();
+    let status = daemon.terminate();
+    let took = started.elapsed();
+    redis.signal("CONT");
+    assert!(status.success(), "{status:?}");
+    // shutdown_flush_ms = 5000 by default; Docker kills at 10 s.
+    assert!(took < Duration::from_secs(7), "exit took {took:?}");
+    let log = daemon.log();
+    assert!(log.contains("messages=1000"), "{log}");
+}
+
+#[test]
+fn writing_resumes_within_a_second_of_redis_answering_again() {
+    let mut redis = RedisServer::start();
+    // A back-off ceiling far above a second: while messages wait it must
+    // not apply.
+    let daemon = Daemon::start(&redis.url(), "[redis]\nreconnect_max_ms = 30000\n");
+    redis.stop();
+    let mut stream = daemon.tcp(daemon.ports.syslog);
+    stream.write_all(&postfix_frame(1)).unwrap();
+    std::thread::sleep(Duration::from_secs(14));
+    redis.restart();
+    let back = Instant::now();
+    redis.wait_list("POSTFIX_MAILLOG", 1);
+    let took = back.elapsed();
+    assert!(
+        took < Duration::from_millis(1_500),
+        "resumed {took:?} after Redis returned"
+    );
+}
