@@ -427,7 +427,7 @@ impl Processor {
             Ok(ChunkOutcome::Complete(payload)) => {
                 self.gelf_payload(&payload);
             }
-            Ok(ChunkOutcome::Pending | ChunkOutcome::Duplicate) => {}
+            Ok(ChunkOutcome::Pending | ChunkOutcome::Duplicate | ChunkOutcome::Ignored) => {}
             Err(error) => {
                 let reason = match error {
                     ChunkError::MessageTooLarge { .. } => DropReason::ChunkTooLarge,

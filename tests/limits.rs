@@ -17,8 +17,9 @@ fn flood_of_random_chunk_ids_does_not_stop_a_docker_senders_chunked_messages() {
     let target = ("127.0.0.1", daemon.ports.gelf);
     let rss_before = daemon.rss_kib();
     let flood = std::thread::spawn(move || {
+        // Another host than the Docker sender's (127.0.0.1).
         let sockets: Vec<UdpSocket> = (0..4)
-            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .map(|_| UdpSocket::bind("127.0.0.2:0").unwrap())
             .collect();
         let mut chunk = vec![0x1e, 0x0f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
         chunk.extend(std::iter::repeat_n(b'F', 1000));
@@ -53,8 +54,9 @@ fn flood_of_random_chunk_ids_does_not_stop_a_docker_senders_chunked_messages() {
             "message {n} lost in the flood"
         );
     }
-    // Each flooding socket is held to its per-sender cap; the rest is refused.
-    assert!(daemon.metric("cowlogd_gelf_pending_messages") <= 4.0 * 1024.0 + 20.0);
+    // The flooding host is held to its per-sender cap, over all its
+    // sockets; the rest is refused.
+    assert!(daemon.metric("cowlogd_gelf_pending_messages") <= 1024.0 + 20.0);
     assert!(
         daemon
             .metric("cowlogd_dropped_messages_total{stage=\"gelf\",reason=\"chunk_sender_limit\"}")
@@ -88,9 +90,149 @@ fn pending_chunk_bytes_cap_evicts_the_oldest_and_memory_stays_bounded() {
         (evicted > 1000.0).then_some(evicted)
     });
     assert!(
-        daemon.metric("cowlogd_gelf_pending_bytes") <= 1_000_000.0 + 2.0 * 1_048_576.0,
+        daemon.metric("cowlogd_gelf_pending_bytes") <= 1_000_000.0,
         "evicted {evicted}"
     );
+}
+
+#[test]
+fn filling_many_small_started_messages_stays_under_the_byte_cap_in_memory_too() {
+    let redis = RedisServer::start();
+    let cap = 16 * 1024 * 1024;
+    let daemon = Daemon::start(
+        &redis.url(),
+        &format!("[limits]\ngelf_pending_bytes = {cap}\n"),
+    );
+    let rss_before = daemon.rss_kib();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = ("127.0.0.1", daemon.ports.gelf);
+    let datagram = |id: u64, seq: u8, payload: &[u8]| {
+        let mut d = vec![0x1e, 0x0f];
+        d.extend_from_slice(&id.to_be_bytes());
+        d.extend_from_slice(&[seq, 128]);
+        d.extend_from_slice(payload);
+        d
+    };
+    // 400 messages opened with a one-byte chunk, then each filled towards
+    // 128 × 1,400 bytes: 70 MB if nothing held the cap.
+    for id in 0..400 {
+        socket.send_to(&datagram(id, 0, b"x"), target).unwrap();
+    }
+    let fill = vec![b'y'; 1_400];
+    let mut peak_pending = 0.0f64;
+    for seq in 1..128u8 {
+        for id in 0..400 {
+            socket.send_to(&datagram(id, seq, &fill), target).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(4));
+        if seq % 16 == 0 {
+            peak_pending = peak_pending.max(daemon.metric("cowlogd_gelf_pending_bytes"));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    peak_pending = peak_pending.max(daemon.metric("cowlogd_gelf_pending_bytes"));
+    assert!(peak_pending <= cap as f64, "pending bytes {peak_pending}");
+    assert!(
+        daemon.metric("cowlogd_dropped_messages_total{stage=\"gelf\",reason=\"chunk_evicted\"}")
+            >= 100.0
+    );
+    let grown = daemon.rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown < 2 * 16 * 1024,
+        "RSS grew by {grown} KiB for a 16 MiB cap"
+    );
+}
+
+#[test]
+fn many_sockets_of_one_host_cannot_evict_another_hosts_half_received_message() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "");
+    let target = ("127.0.0.1", daemon.ports.gelf);
+    let docker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let datagrams = go_gelf::datagrams(
+        &docker_gelf(POSTFIX, &long_line(7)),
+        GoCompression::Gzip(1),
+        *b"dockerid",
+    );
+    assert!(datagrams.len() >= 2);
+    let (first, rest) = datagrams.split_at(1);
+    docker.send_to(&first[0], target).unwrap();
+    // Nine sockets of 127.0.0.2, 1,024 first chunks each: more than the
+    // global cap of 8,192 if they counted as nine senders.
+    let mut chunk = vec![0x1e, 0x0f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4];
+    chunk.extend(std::iter::repeat_n(b'F', 100));
+    for socket in 0..9u64 {
+        let flood = UdpSocket::bind("127.0.0.2:0").unwrap();
+        for i in 0..1_024u64 {
+            chunk[2..10].copy_from_slice(&(socket << 32 | i).to_be_bytes());
+            flood.send_to(&chunk, target).unwrap();
+            if i % 256 == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for datagram in rest {
+        docker.send_to(datagram, target).unwrap();
+    }
+    let list = redis.wait_list("POSTFIX_MAILLOG", 1);
+    assert!(list[0].contains(" msg 7 "));
+    // Each refused flood message counted once, though four chunks each
+    // would follow; no message of the other host was evicted.
+    let refused = daemon
+        .metric("cowlogd_dropped_messages_total{stage=\"gelf\",reason=\"chunk_sender_limit\"}");
+    let kernel_drops = daemon
+        .metric("cowlogd_dropped_messages_total{stage=\"input\",reason=\"udp_receive_buffer\"}");
+    assert!(
+        refused <= 8.0 * 1024.0 && refused >= 8.0 * 1024.0 - kernel_drops,
+        "refused {refused}, kernel drops {kernel_drops}"
+    );
+    assert_eq!(
+        daemon.metric("cowlogd_dropped_messages_total{stage=\"gelf\",reason=\"chunk_evicted\"}"),
+        0.0
+    );
+}
+
+#[test]
+fn a_refused_or_oversized_chunked_message_is_counted_once() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        &redis.url(),
+        "[limits]\ngelf_pending_per_sender = 1\ngelf_max_message_bytes = 10000\n",
+    );
+    let target = ("127.0.0.1", daemon.ports.gelf);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let send = |id: u8, seq: u8, count: u8, payload: &[u8]| {
+        let mut d = vec![0x1e, 0x0f, id, 0, 0, 0, 0, 0, 0, 0, seq, count];
+        d.extend_from_slice(payload);
+        socket.send_to(&d, target).unwrap();
+    };
+    send(1, 0, 2, b"held");
+    // Refused by the sender limit: four chunks, one drop.
+    for seq in 0..4 {
+        send(2, seq, 4, b"x");
+    }
+    let other = UdpSocket::bind("127.0.0.3:0").unwrap();
+    // Oversized: ten chunks of 1,400 bytes past a 10,000-byte limit.
+    for seq in 0..10u8 {
+        let mut d = vec![0x1e, 0x0f, 3, 0, 0, 0, 0, 0, 0, 0, seq, 10];
+        d.extend(std::iter::repeat_n(b'z', 1_400));
+        other.send_to(&d, target).unwrap();
+    }
+    wait_for("the drops counted", || {
+        (daemon.metric_sum("cowlogd_dropped_messages_total") >= 2.0).then_some(())
+    });
+    // Past the 5 s deadline nothing more is counted for them.
+    std::thread::sleep(Duration::from_millis(5_600));
+    let drop = |reason: &str| {
+        daemon.metric(&format!(
+            "cowlogd_dropped_messages_total{{stage=\"gelf\",reason=\"{reason}\"}}"
+        ))
+    };
+    assert_eq!(drop("chunk_sender_limit"), 1.0);
+    assert_eq!(drop("chunk_too_large"), 1.0);
+    // Only message 1, which really was incomplete, timed out.
+    assert_eq!(drop("chunk_timeout"), 1.0);
 }
 
 #[test]

@@ -33,7 +33,7 @@ fuzz_target!(|steps: Vec<Step>| {
         datagram.extend_from_slice(&step.payload);
         let _ = r.add(step.sender % 8, &datagram, now);
         assert!(r.pending_messages() <= limits.max_pending_messages);
-        assert!(r.pending_bytes() <= limits.max_pending_bytes + limits.max_message_bytes);
+        assert!(r.pending_bytes() <= limits.max_pending_bytes);
     }
     r.expire(now + limits.timeout_ms);
     assert_eq!((r.pending_messages(), r.pending_bytes()), (0, 0));

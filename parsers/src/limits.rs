@@ -24,13 +24,16 @@ pub const DEFAULT_CHUNK_TIMEOUT_MS: u64 = 5_000;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReassemblyLimits {
-    /// Incomplete messages held at once; starting one more evicts the oldest.
+    /// Incomplete messages held at once; starting one more evicts the oldest
+    /// message of the host holding the most.
     pub max_pending_messages: usize,
-    /// Incomplete messages one sender may hold; its next new message is
-    /// refused, so one noisy sender cannot evict everybody else's.
+    /// Incomplete messages one host (an IP address; IPv6: a /64) may hold,
+    /// whatever its ports; its next new message is refused, so one noisy
+    /// host cannot evict everybody else's.
     pub max_pending_per_sender: usize,
-    /// Payload bytes held across all incomplete messages; starting a message
-    /// while over it evicts the oldest.
+    /// Bytes held across all incomplete messages, checked on every chunk; a
+    /// chunk that would pass it evicts the oldest message of the host
+    /// holding the most bytes (which may be the chunk's own).
     pub max_pending_bytes: usize,
     /// Payload bytes one message may reach; a message growing past it is
     /// dropped.

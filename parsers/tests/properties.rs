@@ -150,7 +150,7 @@ proptest! {
             prop_assert!(r.pending_messages() <= limits.max_pending_messages);
             // The byte cap is checked when a message starts; one message can
             // then add at most max_message_bytes.
-            prop_assert!(r.pending_bytes() <= limits.max_pending_bytes + limits.max_message_bytes);
+            prop_assert!(r.pending_bytes() <= limits.max_pending_bytes);
         }
         r.expire(now + 5000);
         prop_assert_eq!((r.pending_messages(), r.pending_bytes()), (0, 0));

@@ -142,6 +142,9 @@ pub enum ChunkOutcome {
     Pending,
     /// This chunk was already received; ignored.
     Duplicate,
+    /// A chunk of a message already given up on (refused, too large,
+    /// evicted): ignored, since that message was counted once already.
+    Ignored,
 }
 
 /// Messages the reassembler gave up on, counted since the last
@@ -150,8 +153,65 @@ pub enum ChunkOutcome {
 pub struct DroppedMessages {
     /// Incomplete at their deadline.
     pub expired: u64,
-    /// Evicted (oldest first) to make room under the global caps.
+    /// Evicted to make room under the global caps (from the host holding
+    /// the most, oldest first).
     pub evicted: u64,
+}
+
+/// A chunk sender and the host its limits are counted for.
+///
+/// The reassembly key stays the full sender (address and port, so two
+/// containers' message ids never collide); limits count per host, so one
+/// machine opening many sockets is still one sender.
+///
+/// ```
+/// use cowlogd_parsers::gelf::Sender;
+/// let a: std::net::SocketAddr = "10.0.0.2:40000".parse().unwrap();
+/// let b: std::net::SocketAddr = "10.0.0.2:40001".parse().unwrap();
+/// assert_eq!(a.host(), b.host());
+/// let v6: std::net::SocketAddr = "[2001:db8:1:2:aaaa::1]:5".parse().unwrap();
+/// let same_64: std::net::SocketAddr = "[2001:db8:1:2:bbbb::9]:6".parse().unwrap();
+/// assert_eq!(v6.host(), same_64.host());
+/// ```
+pub trait Sender: Hash + Eq + Clone {
+    /// What limits are counted per.
+    type Host: Hash + Eq + Clone;
+    /// The host of this sender.
+    fn host(&self) -> Self::Host;
+}
+
+impl Sender for std::net::SocketAddr {
+    type Host = std::net::IpAddr;
+    /// The IP address; for IPv6 its /64 (one host's privacy addresses
+    /// share it).
+    fn host(&self) -> std::net::IpAddr {
+        match self.ip().to_canonical() {
+            std::net::IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                std::net::IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+            v4 => v4,
+        }
+    }
+}
+
+macro_rules! sender_is_its_own_host {
+    ($($t:ty),*) => {$(
+        impl Sender for $t {
+            type Host = $t;
+            fn host(&self) -> $t {
+                *self
+            }
+        }
+    )*};
+}
+sender_is_its_own_host!(u8, u16, u32, u64, std::net::IpAddr);
+
+impl<'a> Sender for &'a str {
+    type Host = &'a str;
+    fn host(&self) -> &'a str {
+        self
+    }
 }
 
 struct Pending {
@@ -170,6 +230,20 @@ struct Started<S> {
     generation: u64,
 }
 
+/// What one host holds.
+#[derive(Clone, Copy, Debug, Default)]
+struct HostLoad {
+    messages: usize,
+    bytes: usize,
+}
+
+/// Which load picks the host to evict from.
+#[derive(Clone, Copy)]
+enum Weight {
+    Messages,
+    Bytes,
+}
+
 /// Joins GELF chunks per (sender, message id); see the module docs.
 ///
 /// ```
@@ -180,18 +254,23 @@ struct Started<S> {
 /// assert_eq!(r.add(sender, b"\x1e\x0fABCDEFGH\x01\x02world", 0), Ok(ChunkOutcome::Pending));
 /// assert_eq!(r.add(sender, b"\x1e\x0fABCDEFGH\x00\x02hello ", 3), Ok(ChunkOutcome::Complete(b"hello world".to_vec())));
 /// ```
-pub struct Reassembler<S> {
+pub struct Reassembler<S: Sender> {
     limits: ReassemblyLimits,
     pending: HashMap<(S, [u8; 8]), Pending>,
     /// Messages in the order they started, which is deadline order.
     started: VecDeque<Started<S>>,
-    per_sender: HashMap<S, usize>,
+    per_host: HashMap<S::Host, HostLoad>,
+    /// Allocated bytes of every pending message's buffer.
     pending_bytes: usize,
+    /// Messages given up on, until their deadline: their further chunks are
+    /// ignored instead of counted again. At most `max_pending_messages`.
+    refused: HashMap<(S, [u8; 8]), u64>,
+    refused_order: VecDeque<((S, [u8; 8]), u64)>,
     next_generation: u64,
     dropped: DroppedMessages,
 }
 
-impl<S> std::fmt::Debug for Reassembler<S> {
+impl<S: Sender> std::fmt::Debug for Reassembler<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reassembler")
             .field("pending_messages", &self.pending.len())
@@ -200,15 +279,17 @@ impl<S> std::fmt::Debug for Reassembler<S> {
     }
 }
 
-impl<S: Hash + Eq + Clone> Reassembler<S> {
+impl<S: Sender> Reassembler<S> {
     /// An empty reassembler with the given bounds.
     pub fn new(limits: ReassemblyLimits) -> Reassembler<S> {
         Reassembler {
             limits,
             pending: HashMap::new(),
             started: VecDeque::new(),
-            per_sender: HashMap::new(),
+            per_host: HashMap::new(),
             pending_bytes: 0,
+            refused: HashMap::new(),
+            refused_order: VecDeque::new(),
             next_generation: 0,
             dropped: DroppedMessages::default(),
         }
@@ -219,7 +300,8 @@ impl<S: Hash + Eq + Clone> Reassembler<S> {
         self.pending.len()
     }
 
-    /// Payload bytes held by incomplete messages.
+    /// Bytes held by incomplete messages (their buffers' allocated size,
+    /// what memory they really take). Never above `max_pending_bytes`.
     pub fn pending_bytes(&self) -> usize {
         self.pending_bytes
     }
@@ -234,7 +316,8 @@ impl<S: Hash + Eq + Clone> Reassembler<S> {
     ///
     /// # Errors
     /// A [`ChunkError`] when the chunk is invalid or refused; other messages
-    /// are unaffected.
+    /// are unaffected. A refused or oversized message's later chunks give
+    /// [`ChunkOutcome::Ignored`], so each message counts once.
     pub fn add(
         &mut self,
         sender: S,
@@ -249,11 +332,17 @@ impl<S: Hash + Eq + Clone> Reassembler<S> {
             return Ok(ChunkOutcome::Complete(payload.to_vec()));
         }
         let key = (sender, header.message_id);
-        if !self.pending.contains_key(&key) {
-            self.start(&key, header.count, now_ms, id)?;
+        if self.refused.contains_key(&key) {
+            return Ok(ChunkOutcome::Ignored);
+        }
+        if !self.pending.contains_key(&key)
+            && let Err(error) = self.start(&key, header.count, now_ms, id)
+        {
+            self.refuse(key, now_ms);
+            return Err(error);
         }
         let max_message = self.limits.max_message_bytes;
-        let Some(message) = self.pending.get_mut(&key) else {
+        let Some(message) = self.pending.get(&key) else {
             return Ok(ChunkOutcome::Pending);
         };
         if message.count != header.count {
@@ -269,28 +358,43 @@ impl<S: Hash + Eq + Clone> Reassembler<S> {
         }
         if message.data.len() + payload.len() > max_message {
             self.remove(&key);
+            self.refuse(key, now_ms);
             return Err(ChunkError::MessageTooLarge {
                 id,
                 max: max_message,
             });
         }
+        let growth = (message.data.len() + payload.len()).saturating_sub(message.data.capacity());
+        if !self.make_room(&key, growth) {
+            // This message was the one to go.
+            self.refuse(key, now_ms);
+            return Ok(ChunkOutcome::Ignored);
+        }
+        let host = key.0.host();
+        let Some(message) = self.pending.get_mut(&key) else {
+            return Ok(ChunkOutcome::Pending);
+        };
+        let capacity = message.data.capacity();
+        // Exact growth: a doubling buffer would hold up to twice what the
+        // cap allows.
+        message.data.reserve_exact(payload.len());
+        let added = message.data.capacity() - capacity;
         message.received |= bit;
         message.parts[usize::from(header.sequence)] =
             (message.data.len() as u32, payload.len() as u32);
         message.data.extend_from_slice(payload);
-        self.pending_bytes += payload.len();
         let complete = message.received.count_ones() == u32::from(message.count);
+        self.pending_bytes += added;
+        if let Some(load) = self.per_host.get_mut(&host) {
+            load.bytes += added;
+        }
         if !complete {
             return Ok(ChunkOutcome::Pending);
         }
         let Some(message) = self.remove(&key) else {
             return Ok(ChunkOutcome::Pending);
         };
-        let mut joined = Vec::with_capacity(message.data.len());
-        for &(offset, len) in &message.parts {
-            joined.extend_from_slice(&message.data[offset as usize..(offset + len) as usize]);
-        }
-        Ok(ChunkOutcome::Complete(joined))
+        Ok(ChunkOutcome::Complete(join(message)))
     }
 
     /// Gives up on every message whose deadline is at or before `now_ms`;
@@ -308,6 +412,17 @@ impl<S: Hash + Eq + Clone> Reassembler<S> {
                 expired += 1;
             }
         }
+        while self
+            .refused_order
+            .front()
+            .is_some_and(|(_, until)| *until <= now_ms)
+        {
+            if let Some((key, until)) = self.refused_order.pop_front()
+                && self.refused.get(&key) == Some(&until)
+            {
+                self.refused.remove(&key);
+            }
+        }
         self.dropped.expired += expired as u64;
         expired
     }
@@ -318,7 +433,20 @@ impl<S: Hash + Eq + Clone> Reassembler<S> {
             .is_some_and(|p| p.generation == started.generation)
     }
 
-    /// Registers a new message, making room under the caps first.
+    /// Remembers `key` as given up on until its deadline would have passed.
+    fn refuse(&mut self, key: (S, [u8; 8]), now_ms: u64) {
+        let until = now_ms.saturating_add(self.limits.timeout_ms);
+        if self.refused_order.len() >= self.limits.max_pending_messages
+            && let Some((oldest, until)) = self.refused_order.pop_front()
+            && self.refused.get(&oldest) == Some(&until)
+        {
+            self.refused.remove(&oldest);
+        }
+        self.refused.insert(key.clone(), until);
+        self.refused_order.push_back((key, until));
+    }
+
+    /// Registers a new message, making room under the message cap first.
     fn start(
         &mut self,
         key: &(S, [u8; 8]),
@@ -326,14 +454,15 @@ impl<S: Hash + Eq + Clone> Reassembler<S> {
         now_ms: u64,
         id: u64,
     ) -> Result<(), ChunkError> {
-        if self.per_sender.get(&key.0).copied().unwrap_or(0) >= self.limits.max_pending_per_sender {
+        let host = key.0.host();
+        let held = self.per_host.get(&host).map_or(0, |load| load.messages);
+        if held >= self.limits.max_pending_per_sender {
             return Err(ChunkError::SenderLimit { id });
         }
-        while !self.pending.is_empty()
-            && (self.pending.len() >= self.limits.max_pending_messages
-                || self.pending_bytes >= self.limits.max_pending_bytes)
-        {
-            self.evict_oldest();
+        while !self.pending.is_empty() && self.pending.len() >= self.limits.max_pending_messages {
+            if !self.evict_from_largest(Weight::Messages, None) {
+                break;
+            }
         }
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -347,7 +476,7 @@ impl<S: Hash + Eq + Clone> Reassembler<S> {
                 generation,
             },
         );
-        *self.per_sender.entry(key.0.clone()).or_insert(0) += 1;
+        self.per_host.entry(host).or_default().messages += 1;
         self.started.push_back(Started {
             deadline_ms: now_ms.saturating_add(self.limits.timeout_ms),
             key: key.clone(),
@@ -357,12 +486,74 @@ impl<S: Hash + Eq + Clone> Reassembler<S> {
         Ok(())
     }
 
-    fn evict_oldest(&mut self) {
-        while let Some(started) = self.started.pop_front() {
-            if self.is_live(&started) {
-                self.remove(&started.key);
-                self.dropped.evicted += 1;
-                return;
+    /// Evicts until `growth` more bytes fit under `max_pending_bytes`;
+    /// `false` if `key` itself had to go.
+    fn make_room(&mut self, key: &(S, [u8; 8]), growth: usize) -> bool {
+        while self.pending_bytes + growth > self.limits.max_pending_bytes {
+            if !self.pending.contains_key(key) {
+                return false;
+            }
+            if !self.evict_from_largest(Weight::Bytes, Some(key)) {
+                return self.pending.contains_key(key);
+            }
+        }
+        self.pending.contains_key(key)
+    }
+
+    /// Evicts the oldest message of the host holding the most (by
+    /// `weight`), so one host cannot evict the others' messages. `keep`
+    /// is evicted only if nothing else of that host is left. `false` when
+    /// nothing could be evicted.
+    fn evict_from_largest(&mut self, weight: Weight, keep: Option<&(S, [u8; 8])>) -> bool {
+        let load = |l: &HostLoad| match weight {
+            Weight::Messages => l.messages,
+            Weight::Bytes => l.bytes,
+        };
+        let Some(most) = self.per_host.values().map(load).max() else {
+            return false;
+        };
+        let (pending, per_host) = (&self.pending, &self.per_host);
+        // The oldest live message of a host holding `most`.
+        let candidate = |s: &&Started<S>| {
+            pending
+                .get(&s.key)
+                .is_some_and(|p| p.generation == s.generation)
+                && per_host
+                    .get(&s.key.0.host())
+                    .is_some_and(|l| load(l) == most)
+        };
+        let victim = self
+            .started
+            .iter()
+            .filter(candidate)
+            .find(|s| Some(&s.key) != keep)
+            .or_else(|| self.started.iter().find(candidate))
+            .map(|s| s.key.clone());
+        let Some(victim) = victim else {
+            return false;
+        };
+        self.remove(&victim);
+        self.dropped.evicted += 1;
+        if Some(&victim) != keep {
+            // Its later chunks are ignored, not counted again.
+            let until = self
+                .started
+                .iter()
+                .find(|s| s.key == victim)
+                .map_or(0, |s| s.deadline_ms);
+            self.refused.insert(victim.clone(), until);
+            self.refused_order.push_back((victim, until));
+            self.bound_refused();
+        }
+        true
+    }
+
+    fn bound_refused(&mut self) {
+        while self.refused_order.len() > self.limits.max_pending_messages {
+            if let Some((oldest, until)) = self.refused_order.pop_front()
+                && self.refused.get(&oldest) == Some(&until)
+            {
+                self.refused.remove(&oldest);
             }
         }
     }
@@ -382,15 +573,36 @@ impl<S: Hash + Eq + Clone> Reassembler<S> {
 
     fn remove(&mut self, key: &(S, [u8; 8])) -> Option<Pending> {
         let message = self.pending.remove(key)?;
-        self.pending_bytes -= message.data.len();
-        if let Some(count) = self.per_sender.get_mut(&key.0) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_sender.remove(&key.0);
+        let bytes = message.data.capacity();
+        self.pending_bytes -= bytes;
+        let host = key.0.host();
+        if let Some(load) = self.per_host.get_mut(&host) {
+            load.messages -= 1;
+            load.bytes -= bytes;
+            if load.messages == 0 {
+                self.per_host.remove(&host);
             }
         }
         Some(message)
     }
+}
+
+/// The payload in chunk order; chunks that came in order already are.
+fn join(message: Pending) -> Vec<u8> {
+    let mut offset = 0u32;
+    let in_order = message.parts.iter().all(|&(start, len)| {
+        let next = start == offset;
+        offset += len;
+        next
+    });
+    if in_order {
+        return message.data;
+    }
+    let mut joined = Vec::with_capacity(message.data.len());
+    for &(start, len) in &message.parts {
+        joined.extend_from_slice(&message.data[start as usize..(start + len) as usize]);
+    }
+    joined
 }
 
 #[cfg(test)]
@@ -514,9 +726,10 @@ mod tests {
         r.add(3, &chunk(3, 0, 2, b"a"), 0).unwrap();
         assert_eq!(r.pending_messages(), 2);
         assert_eq!(r.take_dropped().evicted, 1);
+        // The evicted message's later chunks are ignored: it counted once.
         assert_eq!(
             r.add(1, &chunk(1, 1, 2, b"b"), 0),
-            Ok(ChunkOutcome::Pending)
+            Ok(ChunkOutcome::Ignored)
         );
         assert_eq!(
             r.add(3, &chunk(3, 1, 2, b"b"), 0),
@@ -579,5 +792,142 @@ mod tests {
             assert!(matches!(r.add(1, &d, 0), Ok(ChunkOutcome::Complete(_))));
         }
         assert!(r.started.len() <= 1025);
+    }
+
+    fn limited(limits: ReassemblyLimits) -> Reassembler<std::net::SocketAddr> {
+        Reassembler::new(limits)
+    }
+
+    fn addr(text: &str) -> std::net::SocketAddr {
+        text.parse().unwrap()
+    }
+
+    fn chunk_id(id: u32, seq: u8, count: u8, payload: &[u8]) -> Vec<u8> {
+        let mut d = chunk(0, seq, count, payload);
+        d[2..6].copy_from_slice(&id.to_be_bytes());
+        d
+    }
+
+    #[test]
+    fn the_byte_cap_holds_on_every_chunk_not_only_when_a_message_starts() {
+        // One sender opens many messages with a tiny first chunk, then fills
+        // each: pending bytes never pass the cap, and what went is counted.
+        let cap = 64 * 1024;
+        let mut r = limited(ReassemblyLimits {
+            max_pending_bytes: cap,
+            ..ReassemblyLimits::default()
+        });
+        let sender = addr("10.0.0.9:4000");
+        for id in 0..100 {
+            r.add(sender, &chunk_id(id, 0, 128, b"x"), 0).unwrap();
+        }
+        let fill = vec![b'y'; 1400];
+        for seq in 1..128 {
+            for id in 0..100 {
+                let _ = r.add(sender, &chunk_id(id, seq, 128, &fill), 0);
+                assert!(r.pending_bytes() <= cap, "{} > {cap}", r.pending_bytes());
+            }
+        }
+        let gone = r.take_dropped().evicted;
+        assert!(gone >= 50, "evicted {gone}");
+        assert!(r.pending_messages() as u64 + gone == 100);
+    }
+
+    #[test]
+    fn the_sender_limit_counts_a_host_not_a_port_and_an_ipv6_slash_64() {
+        let mut r = limited(ReassemblyLimits {
+            max_pending_per_sender: 4,
+            ..ReassemblyLimits::default()
+        });
+        for port in 0..4 {
+            let sender = addr(&format!("10.0.0.9:{}", 4000 + port));
+            r.add(sender, &chunk_id(1, 0, 2, b"a"), 0).unwrap();
+        }
+        assert!(matches!(
+            r.add(addr("10.0.0.9:5000"), &chunk_id(1, 0, 2, b"a"), 0),
+            Err(ChunkError::SenderLimit { .. })
+        ));
+        for n in 0..4 {
+            let sender = addr(&format!("[2001:db8::{n}]:4000"));
+            r.add(sender, &chunk_id(1, 0, 2, b"a"), 0).unwrap();
+        }
+        assert!(matches!(
+            r.add(addr("[2001:db8::ffff]:1"), &chunk_id(1, 0, 2, b"a"), 0),
+            Err(ChunkError::SenderLimit { .. })
+        ));
+        // Another host is not affected, and the same ids stay apart per port.
+        assert_eq!(
+            r.add(addr("10.0.0.10:4000"), &chunk_id(1, 0, 2, b"a"), 0),
+            Ok(ChunkOutcome::Pending)
+        );
+        assert_eq!(
+            r.add(addr("10.0.0.9:4001"), &chunk_id(1, 1, 2, b"b"), 0),
+            Ok(ChunkOutcome::Complete(b"ab".to_vec()))
+        );
+    }
+
+    #[test]
+    fn a_full_reassembler_evicts_from_the_largest_holder_not_from_others() {
+        let mut r = limited(ReassemblyLimits {
+            max_pending_messages: 8,
+            max_pending_per_sender: 6,
+            ..ReassemblyLimits::default()
+        });
+        let docker = addr("10.0.0.2:40000");
+        r.add(docker, &chunk_id(77, 0, 2, b"hello "), 0).unwrap();
+        // Another host, over several ports, fills the rest and goes on.
+        for id in 0..20 {
+            let flood = addr(&format!("10.0.0.66:{}", 1000 + id % 9));
+            let _ = r.add(flood, &chunk_id(id, 0, 2, b"x"), 0);
+        }
+        assert_eq!(
+            r.add(docker, &chunk_id(77, 1, 2, b"world"), 1),
+            Ok(ChunkOutcome::Complete(b"hello world".to_vec()))
+        );
+    }
+
+    #[test]
+    fn each_refused_or_oversized_message_counts_once() {
+        let mut r = limited(ReassemblyLimits {
+            max_pending_per_sender: 1,
+            max_message_bytes: 10,
+            ..ReassemblyLimits::default()
+        });
+        let sender = addr("10.0.0.9:4000");
+        r.add(sender, &chunk_id(1, 0, 4, b"a"), 0).unwrap();
+        // A second message refused by the sender limit: one error, then its
+        // other three chunks are ignored.
+        let outcomes: Vec<_> = (0..4)
+            .map(|seq| r.add(sender, &chunk_id(2, seq, 4, b"b"), 0))
+            .collect();
+        assert!(matches!(outcomes[0], Err(ChunkError::SenderLimit { .. })));
+        assert!(
+            outcomes[1..]
+                .iter()
+                .all(|o| *o == Ok(ChunkOutcome::Ignored))
+        );
+        // An oversized message: one error, and its later chunks neither
+        // count again nor start a message that times out.
+        let other = addr("10.0.0.10:4000");
+        let outcomes: Vec<_> = (0..10)
+            .map(|seq| r.add(other, &chunk_id(3, seq, 10, b"123456"), 0))
+            .collect();
+        assert_eq!(outcomes[0], Ok(ChunkOutcome::Pending));
+        assert!(matches!(
+            outcomes[1],
+            Err(ChunkError::MessageTooLarge { .. })
+        ));
+        assert!(
+            outcomes[2..]
+                .iter()
+                .all(|o| *o == Ok(ChunkOutcome::Ignored))
+        );
+        r.expire(60_000);
+        assert_eq!(r.take_dropped().expired, 1, "only message 1 timed out");
+        // After the deadline the id may be used again.
+        assert_eq!(
+            r.add(other, &chunk_id(3, 0, 2, b"1"), 60_001),
+            Ok(ChunkOutcome::Pending)
+        );
     }
 }

@@ -6,6 +6,6 @@ mod message;
 
 pub use chunk::{
     CHUNK_HEADER_LEN, CHUNK_MAGIC, ChunkError, ChunkHeader, ChunkOutcome, DroppedMessages,
-    Reassembler, is_chunk, parse_chunk,
+    Reassembler, Sender, is_chunk, parse_chunk,
 };
 pub use message::{FieldValue, GelfError, GelfField, GelfMessage, parse_gelf, parse_gelf_lossy};
