@@ -138,6 +138,13 @@ pub struct InputsConfig {
     pub tcp_max_connections_per_source: usize,
     /// Seconds a TCP connection may stay silent before it is closed.
     pub tcp_idle_timeout_s: u64,
+    /// Seconds a new TCP connection may take to send its first byte (HTTP:
+    /// a request's headers); one that sends nothing does not hold a slot
+    /// for the idle timeout.
+    pub tcp_first_byte_timeout_s: u64,
+    /// GELF HTTP connections open at once; a pool of their own, so HTTP
+    /// clients and TCP senders cannot take each other's slots.
+    pub http_max_connections: usize,
     /// Seconds a TCP frame (or HTTP body) may take from its first byte to its
     /// last; a slower sender is disconnected (slowloris).
     pub tcp_frame_timeout_s: u64,
@@ -172,6 +179,8 @@ impl Default for InputsConfig {
             tcp_max_connections: 1024,
             tcp_max_connections_per_source: 256,
             tcp_idle_timeout_s: 600,
+            tcp_first_byte_timeout_s: 10,
+            http_max_connections: 256,
             tcp_frame_timeout_s: 60,
             tcp_queue_wait_ms: 1_000,
         }
@@ -201,6 +210,9 @@ pub struct LimitsConfig {
     /// Longest message text stored or published; longer text is cut and
     /// ends in `...[truncated by cowlogd]` (counted).
     pub max_message_bytes: usize,
+    /// TCP read buffer bytes, all connections together, beyond 128 KiB each;
+    /// a frame that needs more closes its connection (counted).
+    pub tcp_buffers_total_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -216,6 +228,7 @@ impl Default for LimitsConfig {
             gelf_max_message_bytes: chunks.max_message_bytes,
             http_max_body_bytes: 8 * 1024 * 1024,
             max_message_bytes: 64 * 1024,
+            tcp_buffers_total_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -226,12 +239,18 @@ impl Default for LimitsConfig {
 pub struct MetricsConfig {
     /// `GET /metrics`, `/health`, `/ready`; "" turns it off.
     pub listen: String,
+    /// Networks allowed to scrape; empty: the same as `inputs.allow`.
+    pub allow: Vec<String>,
+    /// Connections open at once (the longest idle makes room).
+    pub max_connections: usize,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             listen: "0.0.0.0:9127".into(),
+            allow: Vec::new(),
+            max_connections: 16,
         }
     }
 }
@@ -358,17 +377,27 @@ impl Config {
                 format!("inputs.{key}: {value:?} is not an address like 0.0.0.0:12201")
             })
         };
-        let allow = inputs
-            .allow
-            .iter()
-            .map(|net| {
-                net.parse::<IpNet>()
-                    .or_else(|_| net.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .with_context(|| {
-                        format!("inputs.allow: {net:?} is not a network like 10.0.0.0/8")
-                    })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let allow = parse_networks("inputs.allow", &inputs.allow)?;
+        let metrics_allow = if self.metrics.allow.is_empty() {
+            allow.clone()
+        } else {
+            parse_networks("metrics.allow", &self.metrics.allow)?
+        };
+        positive("metrics.max_connections", self.metrics.max_connections)?;
+        positive("inputs.http_max_connections", inputs.http_max_connections)?;
+        positive(
+            "inputs.tcp_first_byte_timeout_s",
+            inputs.tcp_first_byte_timeout_s as usize,
+        )?;
+        positive(
+            "redis.connect_timeout_ms",
+            redis.connect_timeout_ms as usize,
+        )?;
+        positive(
+            "redis.response_timeout_ms",
+            redis.response_timeout_ms as usize,
+        )?;
+        positive("inputs.udp_receive_buffer", inputs.udp_receive_buffer)?;
         let timezone = parse_timezone(&inputs.timezone).context("inputs.timezone")?;
         positive("inputs.udp_sockets", inputs.udp_sockets)?;
         positive("inputs.tcp_max_connections", inputs.tcp_max_connections)?;
@@ -400,6 +429,18 @@ impl Config {
             "limits.gelf_chunk_timeout_ms",
             limits.gelf_chunk_timeout_ms as usize,
         )?;
+        positive("limits.gelf_pending_bytes", limits.gelf_pending_bytes)?;
+        positive(
+            "limits.gelf_max_message_bytes",
+            limits.gelf_max_message_bytes,
+        )?;
+        positive("limits.http_max_body_bytes", limits.http_max_body_bytes)?;
+        if limits.tcp_buffers_total_bytes < limits.max_frame_bytes {
+            bail!(
+                "limits.tcp_buffers_total_bytes: must be at least limits.max_frame_bytes ({})",
+                limits.max_frame_bytes
+            );
+        }
         if limits.max_message_bytes < 64 {
             bail!("limits.max_message_bytes: must be at least 64");
         }
@@ -425,8 +466,8 @@ impl Config {
             batch_max: redis.batch_max,
             batch_max_bytes: redis.batch_max_bytes,
             linger: Duration::from_millis(redis.linger_ms),
-            connect_timeout: Duration::from_millis(redis.connect_timeout_ms.max(1)),
-            response_timeout: Duration::from_millis(redis.response_timeout_ms.max(1)),
+            connect_timeout: Duration::from_millis(redis.connect_timeout_ms),
+            response_timeout: Duration::from_millis(redis.response_timeout_ms),
             reconnect_max: Duration::from_millis(redis.reconnect_max_ms.max(10)),
             shutdown_flush: Duration::from_millis(redis.shutdown_flush_ms),
             gelf_udp: listen("gelf_udp", &inputs.gelf_udp)?,
@@ -444,6 +485,11 @@ impl Config {
             tcp_max_connections: inputs.tcp_max_connections,
             tcp_max_connections_per_source: inputs.tcp_max_connections_per_source,
             tcp_idle_timeout: Duration::from_secs(inputs.tcp_idle_timeout_s),
+            tcp_first_byte_timeout: Duration::from_secs(inputs.tcp_first_byte_timeout_s),
+            http_max_connections: inputs.http_max_connections,
+            tcp_buffers_total: limits.tcp_buffers_total_bytes,
+            metrics_allow,
+            metrics_max_connections: self.metrics.max_connections,
             tcp_frame_timeout: Duration::from_secs(inputs.tcp_frame_timeout_s),
             max_message: limits.max_message_bytes,
             tcp_queue_wait: Duration::from_millis(inputs.tcp_queue_wait_ms),
@@ -590,6 +636,17 @@ impl GraylogConfig {
     }
 }
 
+fn parse_networks(key: &str, networks: &[String]) -> anyhow::Result<Vec<IpNet>> {
+    networks
+        .iter()
+        .map(|net| {
+            net.parse::<IpNet>()
+                .or_else(|_| net.parse::<std::net::IpAddr>().map(IpNet::from))
+                .with_context(|| format!("{key}: {net:?} is not a network like 10.0.0.0/8"))
+        })
+        .collect()
+}
+
 fn positive(key: &str, value: usize) -> anyhow::Result<()> {
     if value == 0 {
         bail!("{key}: must be greater than 0");
@@ -703,6 +760,16 @@ pub struct Settings {
     pub reassembly: ReassemblyLimits,
     /// HTTP endpoint address.
     pub metrics_listen: Option<SocketAddr>,
+    /// Who may scrape.
+    pub metrics_allow: Vec<IpNet>,
+    /// Metrics connections at once.
+    pub metrics_max_connections: usize,
+    /// First-byte (HTTP: header) timeout.
+    pub tcp_first_byte_timeout: Duration,
+    /// GELF HTTP connections at once.
+    pub http_max_connections: usize,
+    /// TCP read buffer bytes beyond the free share, all connections.
+    pub tcp_buffers_total: usize,
     /// The routing rules.
     pub router: Router,
 }

@@ -1,5 +1,9 @@
 //! cowlogd's HTTP endpoint: `GET /metrics` (Prometheus text), `/health`
-//! (the process answers) and `/ready` (Redis answers).
+//! (the process answers) and `/ready` (Redis takes writes).
+//!
+//! Bounded like an input: `metrics.allow`, a small connection pool of its
+//! own (the longest idle makes room), and a short header timeout, so
+//! half-sent requests cannot use up the process's file descriptors.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,12 +15,25 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::inputs::Allowlist;
+use crate::inputs::slots::ConnectionSlots;
 use crate::sinks::redis::RedisHealth;
+
+/// How long a scraper may take to send its request headers.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Who may connect, and how many at once.
+pub struct Admission {
+    /// Who may scrape.
+    pub allow: Allowlist,
+    /// Connections at once.
+    pub max_connections: usize,
+}
 
 /// Binds the endpoint.
 ///
@@ -35,10 +52,16 @@ pub async fn serve(
     listener: TcpListener,
     metrics: PrometheusHandle,
     health: Arc<RedisHealth>,
+    admission: Admission,
     shutdown: CancellationToken,
 ) {
+    let slots = ConnectionSlots::new(
+        admission.max_connections,
+        admission.max_connections,
+        "metrics",
+    );
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
@@ -49,16 +72,26 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
+        let Some(slot) = slots.admit(&admission.allow, peer, "metrics") else {
+            continue;
+        };
         let metrics = metrics.clone();
         let health = health.clone();
         tokio::spawn(async move {
+            let activity = slot.activity();
             let service = service_fn(move |request: Request<Incoming>| {
+                activity.touch();
                 let response = respond(&request, &metrics, &health);
                 async move { Ok::<_, Infallible>(response) }
             });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                () = slot.evicted() => {}
+            }
         });
     }
 }

@@ -90,6 +90,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             listener,
             prometheus.clone(),
             health.clone(),
+            http::Admission {
+                allow: inputs::Allowlist::new(settings.metrics_allow.clone()),
+                max_connections: settings.metrics_max_connections,
+            },
             stop_http.clone(),
         ));
     }

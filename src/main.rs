@@ -63,6 +63,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -79,6 +80,23 @@ fn main() -> ExitCode {
             eprintln!("cowlogd: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one: every connection and
+/// the Redis writer need descriptors, and a soft limit of 1024 is common.
+fn raise_open_file_limit() {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(now) if before.as_ref().is_ok_and(|b| *b < now) => {
+            tracing::info!(
+                from = before.unwrap_or(0),
+                to = now,
+                "raised the open-file limit"
+            );
+        }
+        Ok(now) => tracing::info!(limit = now, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
     }
 }
 

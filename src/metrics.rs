@@ -91,6 +91,9 @@ pub enum DropReason {
     HttpBodyTooLarge,
     /// A frame not completed within `inputs.tcp_frame_timeout_s`.
     SlowSender,
+    /// A frame that would take the TCP read buffers past
+    /// `limits.tcp_buffers_total_bytes` (the connection is closed).
+    BufferBudget,
 }
 
 impl DropReason {
@@ -119,6 +122,7 @@ impl DropReason {
             DropReason::ForwardSendFailed => ("graylog", "send_failed"),
             DropReason::HttpBodyTooLarge => ("input", "http_body_too_large"),
             DropReason::SlowSender => ("input", "slow_sender"),
+            DropReason::BufferBudget => ("input", "buffer_budget"),
         }
     }
 }

@@ -288,6 +288,9 @@ impl RecordSink {
     }
 }
 
+/// Scratch capacity (invalid UTF-8 repair) kept between read cycles.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
 /// What ends a message cut to `limits.max_message_bytes`.
 pub const TRUNCATION_MARKER: &[u8] = b"...[truncated by cowlogd]";
 
@@ -489,8 +492,13 @@ impl Processor {
         all_accepted
     }
 
-    /// Takes the batches of this read cycle.
+    /// Takes the batches of this read cycle, and gives back scratch space a
+    /// large message grew (an idle connection keeps only small buffers).
     pub fn take_batches(&mut self) -> Batches {
+        if self.scratch.capacity() > SCRATCH_KEEP {
+            self.scratch = String::new();
+        }
+        self.decompressor.release_oversized();
         Batches {
             redis: take_if_any(&mut self.sink.redis),
             forward: take_if_any(&mut self.sink.forward),

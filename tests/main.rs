@@ -3,6 +3,8 @@
 
 mod support;
 
+/// Connection caps, idle connections, buffers, Graylog restarts.
+mod connections;
 /// Exactly once into Redis: stalls, splits, temporary refusals, shutdown.
 mod exactly_once;
 /// Redis going away, SIGTERM, drops accounted.

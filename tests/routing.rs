@@ -111,7 +111,10 @@ fn mailcow_filters_system_messages_and_other_containers_stay_out_of_redis_and_ar
 #[test]
 fn senders_outside_the_allowlist_are_dropped_before_parsing() {
     let redis = RedisServer::start();
-    let daemon = Daemon::start(&redis.url(), "[inputs]\nallow = [\"10.0.0.0/8\"]\n");
+    let daemon = Daemon::start(
+        &redis.url(),
+        "[inputs]\nallow = [\"10.0.0.0/8\"]\n[metrics]\nallow = [\"127.0.0.1/32\"]\n",
+    );
     daemon.udp(daemon.ports.gelf, &docker_gelf(POSTFIX, &postfix_line(1)));
     let mut stream = daemon.tcp(daemon.ports.syslog);
     let _ = stream.write_all(b"<30>Nov 24 13:49:59 x[1]: y\n");

@@ -66,6 +66,8 @@ pub enum DecompressError {
 
 /// Output capacity above which the buffer is given back after use.
 const KEEP_CAPACITY: usize = 1024 * 1024;
+/// Output capacity above which [`Decompressor::release_oversized`] frees it.
+const RELEASE_ABOVE: usize = 256 * 1024;
 
 /// Decompresses GELF payloads with reusable state; see the module docs.
 pub struct Decompressor {
@@ -91,6 +93,19 @@ impl Decompressor {
             zlib: Decompress::new(true),
             out: Vec::new(),
             cap,
+        }
+    }
+
+    /// Gives back an output buffer grown past 256 KiB by a large payload, so
+    /// an idle connection does not keep its peak.
+    ///
+    /// ```
+    /// let mut d = cowlogd_parsers::decompress::Decompressor::new(1024);
+    /// d.release_oversized();
+    /// ```
+    pub fn release_oversized(&mut self) {
+        if self.out.capacity() > RELEASE_ABOVE {
+            self.out = Vec::new();
         }
     }
 

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Allowlist;
-use super::tcp::ConnectionSlots;
+use super::slots::{ConnectionSlots, Slot};
 use crate::metrics::{DropReason, Input, dropped, tcp_connections};
 use crate::pipeline::{Processor, Shared};
 
@@ -34,7 +34,7 @@ pub struct HttpContext {
     pub shared: Arc<Shared>,
     /// Who may send.
     pub allow: Arc<Allowlist>,
-    /// Connection slots, shared with the TCP inputs.
+    /// Connection slots, this input's own.
     pub slots: Arc<ConnectionSlots>,
     /// Largest body.
     pub max_body: usize,
@@ -42,8 +42,10 @@ pub struct HttpContext {
     pub bulk: bool,
     /// Wait for Redis queue space.
     pub queue_wait: Duration,
-    /// Silence after which a connection is closed.
-    pub idle_timeout: Duration,
+    /// How long a request's headers may take, from the connection's first
+    /// byte or the end of the previous request (an idle keep-alive
+    /// connection is closed after it too).
+    pub header_timeout: Duration,
     /// Deadline for reading one body.
     pub body_timeout: Duration,
     /// Stops accepting and reading.
@@ -65,28 +67,34 @@ pub async fn serve(listener: TcpListener, context: HttpContext, tasks: TaskTrack
             },
             () = context.shutdown.cancelled() => break,
         };
-        let Some(slot) = context.slots.admit(&context.allow, peer, input) else {
+        let Some(slot) = context.slots.admit(&context.allow, peer, input.label()) else {
             continue;
         };
         let context = context.clone();
         tasks.spawn(async move {
             let open = tcp_connections(input);
             open.increment(1.0);
-            connection(stream, peer, context).await;
+            connection(stream, peer, &slot, context).await;
             open.decrement(1.0);
-            drop(slot);
         });
     }
 }
 
-async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, context: HttpContext) {
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: &Slot,
+    context: HttpContext,
+) {
     let mut processor = Processor::new(Input::GelfHttp, context.shared.clone());
     processor.set_peer(peer.ip());
     // One request at a time per HTTP/1 connection: the lock is never contended.
     let processor = Arc::new(Mutex::new(processor));
     let shutdown = context.shutdown.clone();
-    let idle_timeout = context.idle_timeout;
+    let header_timeout = context.header_timeout;
+    let activity = slot.activity();
     let service = service_fn(move |request: Request<Incoming>| {
+        activity.touch();
         let processor = processor.clone();
         let context = context.clone();
         async move { Ok::<_, Infallible>(handle(request, &processor, &context).await) }
@@ -94,11 +102,12 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, context: Ht
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(idle_timeout)
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}
+        () = slot.evicted() => {}
         () = shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(2), connection).await;

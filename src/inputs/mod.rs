@@ -3,6 +3,7 @@
 //! The sender allowlist is checked before a byte is parsed.
 
 pub mod http;
+pub mod slots;
 pub mod tcp;
 pub mod udp;
 
@@ -16,7 +17,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::Settings;
 use crate::metrics::Input;
 use crate::pipeline::Shared;
-use tcp::{ConnectionSlots, TcpContext, TcpLimits};
+use slots::ConnectionSlots;
+use tcp::{BufferBudget, TcpContext, TcpLimits};
 
 /// Networks allowed to send.
 #[derive(Debug, Clone)]
@@ -74,10 +76,13 @@ pub async fn start(
     let slots = ConnectionSlots::new(
         settings.tcp_max_connections,
         settings.tcp_max_connections_per_source,
+        "tcp",
     );
+    let buffers = BufferBudget::new(settings.tcp_buffers_total);
     let limits = TcpLimits {
         max_frame: settings.max_frame,
         idle_timeout: settings.tcp_idle_timeout,
+        first_byte_timeout: settings.tcp_first_byte_timeout,
         queue_wait: settings.tcp_queue_wait,
         frame_timeout: settings.tcp_frame_timeout,
     };
@@ -92,6 +97,7 @@ pub async fn start(
             shared: shared.clone(),
             allow: allow.clone(),
             slots: slots.clone(),
+            buffers: buffers.clone(),
             limits,
             shutdown: stop.clone(),
         };
@@ -102,11 +108,15 @@ pub async fn start(
         let context = http::HttpContext {
             shared: shared.clone(),
             allow: allow.clone(),
-            slots: slots.clone(),
+            slots: ConnectionSlots::new(
+                settings.http_max_connections,
+                settings.tcp_max_connections_per_source,
+                "http",
+            ),
             max_body: settings.http_max_body,
             bulk: settings.gelf_http_bulk,
             queue_wait: settings.tcp_queue_wait,
-            idle_timeout: settings.tcp_idle_timeout,
+            header_timeout: settings.tcp_first_byte_timeout,
             body_timeout: settings.tcp_frame_timeout,
             shutdown: stop.clone(),
         };

@@ -1,26 +1,89 @@
 //! TCP listeners (GELF NUL-framed, syslog octet-counted or newline): caps on
-//! connections (global and per address) taken at accept, an idle timeout,
-//! and a read buffer bounded by the framer's maximum frame.
+//! connections taken at accept ([`super::slots`]), a short timeout for the
+//! first byte and a long one for silence, and a read buffer bounded by the
+//! framer's maximum frame and released after a large frame.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cowlogd_parsers::framing::{Decoded, FrameError, Framer};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Allowlist;
+use super::slots::{ConnectionSlots, Slot, closed};
 use crate::metrics::{DropReason, Input, dropped, tcp_connections};
 use crate::pipeline::{Processor, Shared};
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 64 * 1024;
+/// Read buffer capacity every connection may keep without charging the
+/// shared budget; a buffer grown past it by a large frame is given back
+/// once the frame is done.
+const FREE_CAPACITY: usize = 2 * READ_SIZE;
+
+/// Read buffer bytes above [`FREE_CAPACITY`], across all connections.
+#[derive(Debug)]
+pub struct BufferBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl BufferBudget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Arc<BufferBudget> {
+        Arc::new(BufferBudget {
+            used: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    fn take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                (used + bytes <= self.max).then_some(used + bytes)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// One connection's share of the [`BufferBudget`]; given back on drop.
+struct Charge {
+    budget: Arc<BufferBudget>,
+    held: usize,
+}
+
+impl Charge {
+    /// Charges for `buf`'s capacity above [`FREE_CAPACITY`]; `false` if the
+    /// budget has no room for it.
+    fn fit(&mut self, capacity: usize) -> bool {
+        let wanted = capacity.saturating_sub(FREE_CAPACITY);
+        if wanted > self.held {
+            if !self.budget.take(wanted - self.held) {
+                return false;
+            }
+        } else {
+            self.budget.give(self.held - wanted);
+        }
+        self.held = wanted;
+        true
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.give(self.held);
+    }
+}
 
 /// Limits for TCP connections.
 #[derive(Debug, Clone, Copy)]
@@ -29,91 +92,12 @@ pub struct TcpLimits {
     pub max_frame: usize,
     /// Silence after which a connection is closed.
     pub idle_timeout: Duration,
+    /// How long a new connection may take to send its first byte.
+    pub first_byte_timeout: Duration,
     /// Wait for queue space before dropping the oldest.
     pub queue_wait: Duration,
     /// Deadline for one frame, from its first byte.
     pub frame_timeout: Duration,
-}
-
-/// Connection slots: a global semaphore and a count per address.
-pub struct ConnectionSlots {
-    global: Arc<Semaphore>,
-    per_source: Mutex<HashMap<IpAddr, usize>>,
-    max_per_source: usize,
-}
-
-/// A held slot; frees itself when dropped.
-pub struct Slot {
-    _global: OwnedSemaphorePermit,
-    slots: Arc<ConnectionSlots>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut counts = self
-            .slots
-            .per_source
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
-
-impl ConnectionSlots {
-    /// Slots for `max` connections, `max_per_source` per address.
-    pub fn new(max: usize, max_per_source: usize) -> Arc<ConnectionSlots> {
-        Arc::new(ConnectionSlots {
-            global: Arc::new(Semaphore::new(max)),
-            per_source: Mutex::new(HashMap::new()),
-            max_per_source,
-        })
-    }
-
-    /// Admits a new connection from `peer`: the sender must be allowed and
-    /// both caps must have room; a refusal is counted and logged, and the
-    /// caller closes the connection.
-    pub fn admit(
-        self: &Arc<Self>,
-        allow: &Allowlist,
-        peer: SocketAddr,
-        input: Input,
-    ) -> Option<Slot> {
-        if !allow.allows(peer.ip()) {
-            dropped(DropReason::NotAllowed, 1);
-            crate::warn_limited!(input = input.label(), %peer, "sender not in inputs.allow; connection closed");
-            return None;
-        }
-        let slot = self.try_take(peer.ip());
-        if slot.is_none() {
-            dropped(DropReason::ConnectionLimit, 1);
-            crate::warn_limited!(input = input.label(), %peer, "connection limit reached; connection closed");
-        }
-        slot
-    }
-
-    fn try_take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        let global = self.global.clone().try_acquire_owned().ok()?;
-        let mut counts = self
-            .per_source
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= self.max_per_source {
-            return None;
-        }
-        *count += 1;
-        Some(Slot {
-            _global: global,
-            slots: self.clone(),
-            ip,
-        })
-    }
 }
 
 /// Binds a TCP listener.
@@ -139,6 +123,8 @@ pub struct TcpContext {
     pub allow: Arc<Allowlist>,
     /// Connection slots.
     pub slots: Arc<ConnectionSlots>,
+    /// Read buffer bytes shared by all connections.
+    pub buffers: Arc<BufferBudget>,
     /// Limits.
     pub limits: TcpLimits,
     /// Stops accepting and reading.
@@ -162,14 +148,14 @@ pub async fn serve(listener: TcpListener, context: TcpContext, tasks: TaskTracke
                 continue;
             }
         };
-        let Some(slot) = context.slots.admit(&context.allow, peer, input) else {
+        let Some(slot) = context.slots.admit(&context.allow, peer, input.label()) else {
             continue;
         };
         tasks.spawn(connection(stream, peer, slot, context.clone()));
     }
 }
 
-async fn connection(mut stream: TcpStream, peer: SocketAddr, _slot: Slot, context: TcpContext) {
+async fn connection(mut stream: TcpStream, peer: SocketAddr, slot: Slot, context: TcpContext) {
     let input = context.input;
     let open = tcp_connections(input);
     open.increment(1.0);
@@ -184,20 +170,35 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, _slot: Slot, contex
     // When the frame now in `buf` began; a frame must end within the frame
     // timeout, or the sender is too slow (or trickling on purpose).
     let mut partial_since: Option<Instant> = None;
+    let mut silent = true;
+    let activity = slot.activity();
+    let mut charge = Charge {
+        budget: context.buffers.clone(),
+        held: 0,
+    };
     loop {
         if buf.capacity() - buf.len() < READ_SIZE / 2 {
-            buf.reserve(READ_SIZE);
+            if !charge.fit(buf.len() + READ_SIZE) {
+                dropped(DropReason::BufferBudget, 1);
+                crate::warn_limited!(input = input.label(), %peer, "read buffers of all connections at limits.tcp_buffers_total_bytes; closing");
+                buf.clear();
+                break;
+            }
+            // Exact: a doubling buffer would hold twice what is charged.
+            buf.reserve_exact(READ_SIZE);
         }
         let wait = match partial_since {
             Some(since) => context
                 .limits
                 .idle_timeout
                 .min(context.limits.frame_timeout.saturating_sub(since.elapsed())),
+            None if silent => context.limits.first_byte_timeout,
             None => context.limits.idle_timeout,
         };
         let read = tokio::select! {
             read = tokio::time::timeout(wait, stream.read_buf(&mut buf)) => read,
             () = context.shutdown.cancelled() => break,
+            () = slot.evicted() => break,
         };
         let len = match read {
             Err(_)
@@ -210,7 +211,13 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, _slot: Slot, contex
                 break;
             }
             Err(_) => {
-                tracing::debug!(%peer, "idle timeout; closing");
+                let reason = if silent {
+                    "first_byte_timeout"
+                } else {
+                    "idle_timeout"
+                };
+                closed("tcp", reason);
+                tracing::debug!(%peer, reason, "timeout; closing");
                 break;
             }
             Ok(Err(error)) => {
@@ -220,10 +227,17 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, _slot: Slot, contex
             Ok(Ok(0)) => break,
             Ok(Ok(len)) => len,
         };
+        silent = false;
+        activity.touch();
         processor.begin();
         processor.count_bytes(len);
         let (used, progressed) = decode_frames(&mut framer, &buf, &mut processor, input);
         buf.drain(..used);
+        if buf.capacity() > FREE_CAPACITY && buf.len() < READ_SIZE {
+            // A large frame is done: keep a small buffer while idle.
+            buf.shrink_to(READ_SIZE.max(buf.len()));
+            charge.fit(buf.capacity());
+        }
         if buf.is_empty() {
             partial_since = None;
         } else if progressed || partial_since.is_none() {

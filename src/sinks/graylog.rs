@@ -205,6 +205,12 @@ impl GraylogWriter {
             }
             let mut backoff = FIRST_BACKOFF;
             loop {
+                if stream.as_ref().is_some_and(peer_closed) {
+                    // Graylog restarted: a write now would land in the
+                    // kernel, be answered with a reset, and be lost.
+                    tracing::info!(%target, "Graylog closed the connection; reconnecting");
+                    stream = None;
+                }
                 if stream.is_none() {
                     match tokio::time::timeout(
                         self.settings.write_timeout,
@@ -269,6 +275,17 @@ impl GraylogWriter {
             }
         }
         self.queue.close();
+    }
+}
+
+/// Whether Graylog has closed its end: it never sends anything, so a
+/// readable end-of-stream (or a reset) is all a read can find.
+fn peer_closed(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    match stream.try_read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
     }
 }
 

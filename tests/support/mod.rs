@@ -367,6 +367,17 @@ impl Daemon {
     /// Starts cowlogd writing to `redis_url`, with `extra` TOML merged over
     /// the test's listener addresses.
     pub fn start(redis_url: &str, extra: &str) -> Daemon {
+        Daemon::start_wrapped(redis_url, extra, &[])
+    }
+
+    /// Like [`Daemon::start`], with the open-file limit (soft and hard) set
+    /// to `nofile` by util-linux `prlimit`.
+    pub fn start_with_nofile(redis_url: &str, extra: &str, nofile: u32) -> Daemon {
+        let limit = format!("--nofile={nofile}:{nofile}");
+        Daemon::start_wrapped(redis_url, extra, &["prlimit", &limit, "--"])
+    }
+
+    fn start_wrapped(redis_url: &str, extra: &str, wrapper: &[&str]) -> Daemon {
         let ports = Ports {
             gelf: free_port(),
             syslog: free_port(),
@@ -403,7 +414,16 @@ impl Daemon {
         let path = dir.path().join("cowlogd.toml");
         std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
         let log = std::fs::File::create(dir.path().join("cowlogd.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_cowlogd"))
+        let binary = env!("CARGO_BIN_EXE_cowlogd");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "info")
