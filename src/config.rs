@@ -71,6 +71,10 @@ pub struct RedisConfig {
     pub batch_max: usize,
     /// Most bytes (keys, entries, payloads) written in one transaction.
     pub batch_max_bytes: usize,
+    /// Longest channel payload, in bytes; longer ones are cut at a
+    /// character boundary (list entries never are). netfilter's regexes
+    /// take time that grows with the square of a line's length.
+    pub channel_max_bytes: usize,
     /// Extra wait for a batch to fill, in ms. 0: an idle writer writes at
     /// once and a batch is whatever arrived during the previous write.
     pub linger_ms: u64,
@@ -98,6 +102,7 @@ impl Default for RedisConfig {
             queue_bytes: 128 * 1024 * 1024,
             batch_max: 10_000,
             batch_max_bytes: 4 * 1024 * 1024,
+            channel_max_bytes: 2048,
             linger_ms: 0,
             connect_timeout_ms: 2_000,
             response_timeout_ms: 5_000,
@@ -352,6 +357,9 @@ impl Config {
         positive("redis.queue_bytes", redis.queue_bytes)?;
         positive("redis.batch_max", redis.batch_max)?;
         positive("redis.batch_max_bytes", redis.batch_max_bytes)?;
+        if redis.channel_max_bytes < 64 {
+            bail!("redis.channel_max_bytes: must be at least 64");
+        }
         if redis.channel.is_empty() {
             bail!("redis.channel: must not be empty");
         }
@@ -465,6 +473,7 @@ impl Config {
             queue_bytes: redis.queue_bytes,
             batch_max: redis.batch_max,
             batch_max_bytes: redis.batch_max_bytes,
+            channel_max_bytes: redis.channel_max_bytes,
             linger: Duration::from_millis(redis.linger_ms),
             connect_timeout: Duration::from_millis(redis.connect_timeout_ms),
             response_timeout: Duration::from_millis(redis.response_timeout_ms),
@@ -706,6 +715,8 @@ pub struct Settings {
     pub batch_max: usize,
     /// Most bytes in one transaction.
     pub batch_max_bytes: usize,
+    /// Longest channel payload.
+    pub channel_max_bytes: usize,
     /// Extra wait to fill a batch.
     pub linger: Duration,
     /// Connect timeout.
@@ -816,10 +827,70 @@ mod tests {
                 "[graylog]\naddress = \"tcp://g:1\"\nroutes = [\"nope\"]",
                 "graylog.routes",
             ),
+            // Limits that cannot work are refused, not silently applied.
+            (
+                "[limits]\ngelf_pending_bytes = 0",
+                "limits.gelf_pending_bytes",
+            ),
+            (
+                "[limits]\ngelf_max_message_bytes = 0",
+                "limits.gelf_max_message_bytes",
+            ),
+            (
+                "[limits]\nhttp_max_body_bytes = 0",
+                "limits.http_max_body_bytes",
+            ),
+            (
+                "[limits]\ntcp_buffers_total_bytes = 1000",
+                "limits.tcp_buffers_total_bytes",
+            ),
+            ("[redis]\nbatch_max_bytes = 0", "redis.batch_max_bytes"),
+            (
+                "[redis]\nresponse_timeout_ms = 0",
+                "redis.response_timeout_ms",
+            ),
+            (
+                "[redis]\nconnect_timeout_ms = 0",
+                "redis.connect_timeout_ms",
+            ),
+            ("[redis]\nchannel_max_bytes = 10", "redis.channel_max_bytes"),
+            (
+                "[inputs]\nudp_receive_buffer = 0",
+                "inputs.udp_receive_buffer",
+            ),
+            (
+                "[inputs]\ntcp_first_byte_timeout_s = 0",
+                "inputs.tcp_first_byte_timeout_s",
+            ),
+            ("[metrics]\nmax_connections = 0", "metrics.max_connections"),
+            ("[metrics]\nallow = [\"nope\"]", "metrics.allow"),
         ] {
             let err = Config::parse(text).unwrap().validate().unwrap_err();
             assert!(format!("{err:#}").contains(key), "{text}: {err:#}");
         }
+    }
+
+    #[test]
+    fn two_routes_writing_one_key_with_different_caps_are_refused_naming_the_key() {
+        let text = r#"
+[[route]]
+name = "a"
+container = ["postfix-mailcow"]
+key = "POSTFIX_MAILLOG"
+list_cap = 50
+[[route]]
+name = "b"
+key = "POSTFIX_MAILLOG"
+list_cap = 5
+"#;
+        let err = Config::parse(text).unwrap().validate().unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("\"POSTFIX_MAILLOG\"") && err.contains("list_cap"),
+            "{err}"
+        );
+        let same = text.replace("list_cap = 5\n", "list_cap = 50\n");
+        assert!(Config::parse(&same).unwrap().validate().is_ok());
     }
 
     #[test]

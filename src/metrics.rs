@@ -221,6 +221,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     );
     describe_counter!("cowlogd_redis_errors_total", "Redis errors, by kind.");
     describe_counter!(
+        "cowlogd_channel_payloads_cut_total",
+        "Channel payloads cut to redis.channel_max_bytes (list entries are whole)."
+    );
+    describe_counter!(
         "cowlogd_redis_window_splits_total",
         "Writes split in half because they kept timing out."
     );

@@ -124,6 +124,8 @@ pub struct Shared {
     unrouted: Counter,
     timezone: jiff::tz::TimeZone,
     channel_sanitize: ChannelSanitize,
+    channel_max: usize,
+    channel_cut: Counter,
     max_decompressed: usize,
     /// The Redis queue.
     pub queue: Arc<BatchQueue<RedisBatch>>,
@@ -153,6 +155,8 @@ impl Shared {
             unrouted: routed("none"),
             timezone: settings.timezone.clone(),
             channel_sanitize: settings.channel_sanitize,
+            channel_max: settings.channel_max_bytes,
+            channel_cut: metrics::counter!("cowlogd_channel_payloads_cut_total"),
             max_decompressed: settings.max_decompressed,
             queue,
             forwarding,
@@ -277,6 +281,15 @@ impl RecordSink {
         let entry_end = data.len();
         let publish = store.publish.then(|| {
             encode_channel_payload(data, record.message, self.shared.channel_sanitize);
+            if data.len() - entry_end > self.shared.channel_max {
+                // The payload is valid UTF-8: back off to a character start.
+                let mut end = entry_end + self.shared.channel_max;
+                while end > entry_end && data[end] & 0xc0 == 0x80 {
+                    end -= 1;
+                }
+                data.truncate(end);
+                self.shared.channel_cut.increment(1);
+            }
             entry_end..data.len()
         });
         self.redis.ops.push(RedisOp {
@@ -348,6 +361,15 @@ pub struct Processor {
     scratch: String,
     sink: RecordSink,
     clock: Clock,
+}
+
+/// How many messages of a GELF body were taken and rejected.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BodyOutcome {
+    /// Parsed and routed.
+    pub accepted: usize,
+    /// Rejected, each counted by reason.
+    pub rejected: usize,
 }
 
 /// The batches of one read cycle, ready for the queues.
@@ -445,13 +467,14 @@ impl Processor {
 
     /// One whole GELF payload (compressed or not); `false` if rejected.
     pub fn gelf_payload(&mut self, payload: &[u8]) -> bool {
-        self.gelf_body(payload, Compression::None, false)
+        self.gelf_body(payload, Compression::None, false).rejected == 0
     }
 
     /// A GELF body whose compression a sender may have declared (HTTP
-    /// `Content-Encoding`); with `bulk`, one message per line. `false` if
-    /// the body or any message in it was rejected.
-    pub fn gelf_body(&mut self, body: &[u8], declared: Compression, bulk: bool) -> bool {
+    /// `Content-Encoding`); with `bulk`, one message per line. Each line is
+    /// taken or rejected (counted) on its own.
+    pub fn gelf_body(&mut self, body: &[u8], declared: Compression, bulk: bool) -> BodyOutcome {
+        let mut outcome = BodyOutcome::default();
         let plain = match self.decompressor.decompress_as(body, declared) {
             Ok(plain) => plain,
             Err(error) => {
@@ -462,34 +485,34 @@ impl Processor {
                 };
                 dropped(reason, 1);
                 crate::warn_limited!(input = self.input.label(), %error, "GELF payload not decompressed");
-                return false;
+                outcome.rejected = 1;
+                return outcome;
             }
         };
-        if !bulk {
+        let mut take = |line: &[u8]| {
             self.metrics.received.increment(1);
-            return gelf_json(
-                &mut self.scratch,
-                &mut self.sink,
-                &self.clock,
-                self.input,
-                plain,
-            );
-        }
-        let mut all_accepted = true;
-        for line in plain.split(|&b| b == b'\n') {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            self.metrics.received.increment(1);
-            all_accepted &= gelf_json(
+            if gelf_json(
                 &mut self.scratch,
                 &mut self.sink,
                 &self.clock,
                 self.input,
                 line,
-            );
+            ) {
+                outcome.accepted += 1;
+            } else {
+                outcome.rejected += 1;
+            }
+        };
+        if !bulk {
+            take(plain);
+            return outcome;
         }
-        all_accepted
+        for line in plain.split(|&b| b == b'\n') {
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                take(line);
+            }
+        }
+        outcome
     }
 
     /// Takes the batches of this read cycle, and gives back scratch space a

@@ -208,6 +208,14 @@ impl KeyTemplate {
         Ok(KeyTemplate { parts })
     }
 
+    /// The key when it has no placeholders.
+    pub fn literal(&self) -> Option<&[u8]> {
+        match self.parts.as_slice() {
+            [KeyPart::Literal(bytes)] => Some(bytes),
+            _ => None,
+        }
+    }
+
     /// Appends the key for `record`; a missing field renders as `unknown`.
     pub fn render(&self, record: &Record<'_>, out: &mut Vec<u8>) {
         for part in &self.parts {
@@ -292,6 +300,28 @@ impl Router {
         names.sort_unstable();
         if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
             bail!("route name {:?} is used twice", pair[0]);
+        }
+        // One list, one cap: whichever route's message came first in a
+        // batch would trim the list to its cap. (Templated keys cannot be
+        // checked here; the writer trims those to the largest cap seen.)
+        let mut caps: Vec<(&[u8], usize, &str)> = Vec::new();
+        for route in &routes {
+            let RouteAction::Store(store) = &route.action else {
+                continue;
+            };
+            let Some(key) = store.key.literal() else {
+                continue;
+            };
+            match caps.iter().find(|(k, _, _)| *k == key) {
+                Some((_, cap, other)) if *cap != store.list_cap => bail!(
+                    "routes {other:?} and {:?} write key {:?} with list_cap {cap} and {}: give them one list_cap",
+                    route.name,
+                    String::from_utf8_lossy(key),
+                    store.list_cap
+                ),
+                Some(_) => {}
+                None => caps.push((key, store.list_cap, &route.name)),
+            }
         }
         Ok(Router { routes })
     }

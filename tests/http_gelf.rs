@@ -143,3 +143,31 @@ fn bulk_mode_takes_one_message_per_line() {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     assert_eq!(redis.wait_list("POSTFIX_MAILLOG", 3).len(), 3);
 }
+
+#[test]
+fn a_bulk_body_with_one_bad_line_is_taken_once_and_the_bad_line_counted() {
+    let (redis, daemon, url) = start("gelf_http_bulk = true\n");
+    let mut body = Vec::new();
+    for n in 0..3 {
+        body.extend_from_slice(&docker_gelf(POSTFIX, &postfix_line(n)));
+        body.push(b'\n');
+    }
+    body.extend_from_slice(b"{not gelf\n");
+    let response = Client::new().post(&url).body(body).send().unwrap();
+    // 202: a shipper retrying on 400 would store the good lines twice.
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(redis.wait_list("POSTFIX_MAILLOG", 3).len(), 3);
+    assert_eq!(
+        daemon.metric("cowlogd_dropped_messages_total{stage=\"parse\",reason=\"invalid_gelf\"}"),
+        1.0
+    );
+    // A body of nothing but bad lines is refused and stores nothing.
+    let response = Client::new()
+        .post(&url)
+        .body("{bad\n{worse\n")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(redis.llen("POSTFIX_MAILLOG"), 3);
+}

@@ -112,3 +112,28 @@ list_cap = 3
     assert_eq!(redis.llen("LOGS:web-1"), 3);
     assert_eq!(redis.llen("LOGS:db-1"), 1);
 }
+
+#[test]
+fn a_long_line_is_cut_on_the_channel_at_a_character_boundary_but_kept_whole_in_the_list() {
+    let redis = RedisServer::start();
+    let channel = Subscriber::start(&redis, "F2B_CHANNEL");
+    let daemon = Daemon::start(&redis.url(), "");
+    // 16 KiB of word characters (what makes netfilter's regexes slow),
+    // with two-byte characters around the 2048-byte cut.
+    let long = format!("{}{}", "a".repeat(2045), "é".repeat(7_000));
+    let line = format!("Nov 24 13:49:59 mail postfix/smtpd[1]: connect from {long}");
+    let mut stream = daemon.tcp(daemon.ports.gelf);
+    stream.write_all(&docker_gelf(POSTFIX, &line)).unwrap();
+    stream.write_all(b"\0").unwrap();
+    let payload = &channel.wait(1)[0];
+    assert!(
+        payload.len() <= 2048 && payload.len() >= 2046,
+        "{}",
+        payload.len()
+    );
+    let text = std::str::from_utf8(payload).expect("the cut payload is valid UTF-8");
+    assert!(text.starts_with("connect from aaa"));
+    let entry = &redis.wait_list("POSTFIX_MAILLOG", 1)[0];
+    assert!(entry.contains(&long), "the list entry was cut");
+    assert_eq!(daemon.metric("cowlogd_channel_payloads_cut_total"), 1.0);
+}

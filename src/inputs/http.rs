@@ -151,17 +151,20 @@ async fn handle(
             return reply(StatusCode::BAD_REQUEST);
         }
     };
-    let (accepted, batches) = {
+    let (outcome, batches) = {
         let mut processor = processor
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         processor.begin();
         processor.count_bytes(body.len());
-        let accepted = processor.gelf_body(&body, declared, context.bulk);
-        (accepted, processor.take_batches())
+        let outcome = processor.gelf_body(&body, declared, context.bulk);
+        (outcome, processor.take_batches())
     };
     batches.queue(&context.shared, context.queue_wait).await;
-    reply(if accepted {
+    // A bulk body with some bad lines is taken (202, the bad lines counted):
+    // a 400 would make the shipper resend, duplicating the good lines. 400
+    // means nothing of the body was stored.
+    reply(if outcome.accepted > 0 || outcome.rejected == 0 {
         StatusCode::ACCEPTED
     } else {
         StatusCode::BAD_REQUEST

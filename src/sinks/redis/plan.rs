@@ -254,6 +254,9 @@ impl<'a> Plan<'a> {
                 lists.push((op.list_cap, Vec::new()));
                 keys.len() - 1
             });
+            // Templated keys may reach one list from routes with different
+            // caps: trim to the largest, never below what a route keeps.
+            lists[slot].0 = lists[slot].0.max(op.list_cap);
             lists[slot].1.push(batch.slice(&op.entry));
             publishes += usize::from(op.publish.is_some() && !exclusions.publish);
         }
@@ -427,6 +430,18 @@ pub(crate) mod tests {
         assert_eq!(plan.steps.len(), 8);
         assert_eq!(plan.steps[3], Step::Push { key: 1, entries: 2 });
         assert_eq!((plan.entries(), plan.publishes()), (4, 3));
+    }
+
+    #[test]
+    fn one_list_reached_with_two_caps_is_trimmed_to_the_larger() {
+        let mut first = batch(&[("K", "e1", None)]);
+        first.ops[0].list_cap = 50;
+        let mut second = batch(&[("K", "e2", None)]);
+        second.ops[0].list_cap = 5;
+        let pending = Pending::new(vec![second, first], 1);
+        let window = pending.window(10, 1 << 20).unwrap();
+        let plan = Plan::new(&pending, &window, &Exclusions::default(), "CH", &marker());
+        assert_eq!(commands(&plan)[2], "LTRIM K 0 49");
     }
 
     #[test]
