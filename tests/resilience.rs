@@ -187,6 +187,14 @@ fn rediss_with_a_custom_ca_delivers_and_a_wrong_ca_is_reported() {
     assert!(redis.wait_list("POSTFIX_MAILLOG", 1)[0].contains(" msg 4"));
     assert_eq!(channel.wait(1).len(), 1);
     assert_eq!(daemon.http_get("/ready").0, 200);
+    // A CA in the system store (here a temporary one named by
+    // SSL_CERT_FILE, as OpenSSL and rustls-native-certs read it) is trusted
+    // without tls_ca_file.
+    let ca = redis.tls_ca().display().to_string();
+    let system = Daemon::start_with_env(&redis.url(), "", &[("SSL_CERT_FILE", &ca)]);
+    system.udp(system.ports.gelf, &docker_gelf(POSTFIX, &postfix_line(5)));
+    redis.wait_list("POSTFIX_MAILLOG", 2);
+    assert_eq!(system.http_get("/ready").0, 200);
     // Without the CA the system roots do not trust the server.
     let mut untrusting = Daemon::start(&redis.url(), "");
     std::thread::sleep(Duration::from_millis(2_000));

@@ -367,17 +367,27 @@ impl Daemon {
     /// Starts cowlogd writing to `redis_url`, with `extra` TOML merged over
     /// the test's listener addresses.
     pub fn start(redis_url: &str, extra: &str) -> Daemon {
-        Daemon::start_wrapped(redis_url, extra, &[])
+        Daemon::start_wrapped(redis_url, extra, &[], &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables.
+    pub fn start_with_env(redis_url: &str, extra: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_wrapped(redis_url, extra, &[], env)
     }
 
     /// Like [`Daemon::start`], with the open-file limit (soft and hard) set
     /// to `nofile` by util-linux `prlimit`.
     pub fn start_with_nofile(redis_url: &str, extra: &str, nofile: u32) -> Daemon {
         let limit = format!("--nofile={nofile}:{nofile}");
-        Daemon::start_wrapped(redis_url, extra, &["prlimit", &limit, "--"])
+        Daemon::start_wrapped(redis_url, extra, &["prlimit", &limit, "--"], &[])
     }
 
-    fn start_wrapped(redis_url: &str, extra: &str, wrapper: &[&str]) -> Daemon {
+    fn start_wrapped(
+        redis_url: &str,
+        extra: &str,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let ports = Ports {
             gelf: free_port(),
             syslog: free_port(),
@@ -427,6 +437,7 @@ impl Daemon {
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .env_remove("COWLOGD_REDIS_URL")
             .stdout(Stdio::null())
             .stderr(log)
