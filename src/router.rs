@@ -34,6 +34,10 @@ pub struct RouteConfig {
     /// `true`: only messages that were a nested syslog line (the daemons'
     /// output); `false`: only those that were not (entrypoint chatter).
     pub syslog_line: Option<bool>,
+    /// `true`: only header-less lines syslog-ng relayed (a timestamp and
+    /// host, then text, as SOGo's continuation lines reach it); `false`:
+    /// only other messages.
+    pub headerless: Option<bool>,
     /// `"store"` (default) or `"drop"`.
     pub action: String,
     /// Redis list to push to; may use `{container}`, `{program}`, `{host}`.
@@ -110,6 +114,17 @@ pub fn mailcow_profile() -> Vec<RouteConfig> {
                 "supervisord",
             ]),
             ..drop("system", mail_containers.clone())
+        },
+        // SOGo's multi-line errors continue with header-less lines; its
+        // syslog-ng stores and publishes every line of the FIFO.
+        RouteConfig {
+            name: "sogo-continuation".into(),
+            container: strings(&["sogo-mailcow"]),
+            headerless: Some(true),
+            key: "SOGO_LOG".into(),
+            publish: true,
+            set_severity: "notice".into(),
+            ..RouteConfig::default()
         },
         RouteConfig {
             syslog_line: Some(false),
@@ -244,6 +259,7 @@ pub struct Route {
     facilities: Vec<Facility>,
     severities: Vec<Severity>,
     syslog_line: Option<bool>,
+    headerless: Option<bool>,
     /// What it does.
     pub action: RouteAction,
 }
@@ -263,6 +279,7 @@ impl Route {
             && self
                 .syslog_line
                 .is_none_or(|want| record.inner_syslog == want)
+            && self.headerless.is_none_or(|want| record.headerless == want)
             && (self.facilities.is_empty()
                 || record
                     .facility
@@ -417,6 +434,7 @@ impl Route {
             facilities,
             severities,
             syslog_line: config.syslog_line,
+            headerless: config.headerless,
             action,
         })
     }
@@ -575,6 +593,15 @@ mod tests {
             None
         );
         assert_eq!(route_of(pf, "Aug  5 12:34:56 m opendkim[1]: x"), None);
+        // SOGo's header-less continuation lines are kept; another
+        // container's are chatter.
+        let continuation =
+            "Dec  1 16:36:02 be9a5467584c host=172.22.1.250, user=u@example.org, pwd=yes";
+        assert_eq!(
+            route_of("mailcowdockerized-sogo-mailcow-1", continuation).as_deref(),
+            Some("sogo-continuation")
+        );
+        assert_eq!(route_of(pf, continuation).as_deref(), Some("chatter"));
     }
 
     #[test]

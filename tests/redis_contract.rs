@@ -137,3 +137,59 @@ fn a_long_line_is_cut_on_the_channel_at_a_character_boundary_but_kept_whole_in_t
     assert!(entry.contains(&long), "the list entry was cut");
     assert_eq!(daemon.metric("cowlogd_channel_payloads_cut_total"), 1.0);
 }
+
+#[test]
+fn sogo_continuation_lines_are_stored_and_published_as_syslog_ng_does() {
+    let redis = RedisServer::start();
+    let channel = Subscriber::start(&redis, "F2B_CHANNEL");
+    let daemon = Daemon::start(&redis.url(), "");
+    // The FIFO lines of mailcow-contract.md, as syslog-ng prints them on
+    // the sogo container's stdout, and what its Redis destination stored
+    // and published.
+    let cases = [
+        (
+            "host=172.22.1.250, user=u@example.org, pwd=yes",
+            "host=172.22.1.250,",
+            "user=u@example.org, pwd=yes",
+            "user=u@example.org, pwd=yes",
+        ),
+        (
+            "url=imap://u%40example.org@172.22.1.250/?tls=NO&tlsVerifyMode=none",
+            "url=imap",
+            "//u%40example.org@172.22.1.250/?tls=NO&tlsVerifyMode=none",
+            "__u%40example.org@172.22.1.250_?tls=NO&tlsVerifyMode=none",
+        ),
+        ("base=(null)", "base=(null)", "", ""),
+        (
+            "= <0x0x561fc0017bb0[NGImap4Client]: login=u@example.org(pwd) socket=<x>>",
+            "=",
+            "<0x0x561fc0017bb0[NGImap4Client]: login=u@example.org(pwd) socket=<x>>",
+            "<0x0x561fc0017bb0[NGImap4Client]: login=u@example.org(pwd) socket=<x>>",
+        ),
+    ];
+    let mut stream = daemon.tcp(daemon.ports.gelf);
+    for (line, _, _, _) in &cases {
+        let stdout = format!("Dec  1 16:36:02 be9a5467584c {line}");
+        stream.write_all(&docker_gelf(SOGO, &stdout)).unwrap();
+        stream.write_all(b"\0").unwrap();
+    }
+    // Another container's header-less line stays dropped as chatter.
+    let chatter = "Dec  1 16:36:02 be9a5467584c host=172.22.1.250, user=u@example.org";
+    stream.write_all(&docker_gelf(POSTFIX, chatter)).unwrap();
+    stream.write_all(b"\0").unwrap();
+    let mut list = redis.wait_list("SOGO_LOG", 4);
+    list.reverse();
+    for ((_, program, message, _), entry) in cases.iter().zip(&list) {
+        let entry: serde_json::Value = serde_json::from_str(entry).unwrap();
+        assert_eq!(entry["program"], *program, "{entry}");
+        assert_eq!(entry["message"], *message, "{entry}");
+        assert_eq!(entry["priority"], "notice", "{entry}");
+    }
+    let payloads = channel.wait(4);
+    for ((_, _, _, payload), got) in cases.iter().zip(&payloads) {
+        assert_eq!(String::from_utf8_lossy(got), *payload);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(redis.llen("POSTFIX_MAILLOG"), 0);
+    assert_eq!(channel.count(), 4);
+}

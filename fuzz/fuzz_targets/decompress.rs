@@ -8,7 +8,11 @@ const CAP: usize = 64 * 1024;
 
 fuzz_target!(|data: &[u8]| {
     let mut d = Decompressor::new(CAP);
-    for prefix in [&b""[..], b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff", b"\x78\x9c"] {
+    for prefix in [
+        &b""[..],
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff",
+        b"\x78\x9c",
+    ] {
         let input = [prefix, data].concat();
         if let Ok(out) = d.decompress(&input) {
             assert!(out.len() <= CAP.max(input.len()));

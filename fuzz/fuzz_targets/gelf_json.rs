@@ -10,11 +10,20 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let mut scratch = String::new();
-    let Ok(message) = parse_gelf_lossy(data, &mut scratch) else { return };
+    let Ok(message) = parse_gelf_lossy(data, &mut scratch) else {
+        return;
+    };
     let ctx = TimeContext::utc(Timestamp::new(1_795_999_799, 0));
     let record = normalize_gelf(&message, &ctx, Timestamp::new(1, 0));
     let mut out = Vec::new();
-    encode_gelf(&mut out, &record, &ForwardContext { fallback_host: "h", route: None });
+    encode_gelf(
+        &mut out,
+        &record,
+        &ForwardContext {
+            fallback_host: "h",
+            route: None,
+        },
+    );
     let _: serde_json::Value = serde_json::from_slice(&out).expect("encoder wrote invalid JSON");
     let again = parse_gelf(&out).expect("own output does not parse");
     assert_eq!(again.short_message, message.short_message);

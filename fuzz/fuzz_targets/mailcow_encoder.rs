@@ -3,7 +3,9 @@
 //! always valid UTF-8 without control bytes or `/`.
 #![no_main]
 use cowlogd_parsers::Timestamp;
-use cowlogd_parsers::encode::mailcow::{ChannelSanitize, encode_channel_payload, encode_list_entry};
+use cowlogd_parsers::encode::mailcow::{
+    ChannelSanitize, encode_channel_payload, encode_list_entry,
+};
 use cowlogd_parsers::normalize::normalize_syslog;
 use cowlogd_parsers::syslog::{TimeContext, parse_syslog};
 use libfuzzer_sys::fuzz_target;
@@ -16,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
     encode_list_entry(&mut entry, &record);
     assert!(entry.starts_with(b"{\"time\":\"") && entry.ends_with(b"}\n"));
     let value: serde_json::Value = serde_json::from_slice(&entry).expect("entry is not JSON");
-    let keys: Vec<&String> = value.as_object().expect("entry is not an object").keys().collect();
+    let keys: Vec<&String> = value
+        .as_object()
+        .expect("entry is not an object")
+        .keys()
+        .collect();
     assert_eq!(keys, ["message", "priority", "program", "time"]);
     let mut payload = Vec::new();
     encode_channel_payload(&mut payload, record.message, ChannelSanitize::SyslogNg);

@@ -29,7 +29,20 @@ fuzz_target!(|steps: Vec<Step>| {
     let mut now = 0u64;
     for step in steps {
         now += u64::from(step.advance_ms);
-        let mut datagram = vec![0x1e, 0x0f, step.id, 0, 0, 0, 0, 0, 0, 0, step.sequence, step.count];
+        let mut datagram = vec![
+            0x1e,
+            0x0f,
+            step.id,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            step.sequence,
+            step.count,
+        ];
         datagram.extend_from_slice(&step.payload);
         let _ = r.add(step.sender % 8, &datagram, now);
         assert!(r.pending_messages() <= limits.max_pending_messages);

@@ -10,7 +10,9 @@
 
 use crate::gelf::GelfMessage;
 use crate::record::{Origin, Record, Severity, Stream, Timestamp};
-use crate::syslog::{SyslogFormat, SyslogMessage, TimeContext, parse_embedded_line};
+use crate::syslog::{
+    SyslogFormat, SyslogMessage, TimeContext, parse_embedded_line, parse_headerless_line,
+};
 
 /// A GELF message as a record. Docker's `_container_name` names the
 /// container; `level` 3 means stderr, anything else stdout.
@@ -40,7 +42,7 @@ pub fn normalize_gelf<'a>(
         _ => Stream::Stdout,
     });
     let line = gelf.short_message.as_bytes();
-    let inner = parse_embedded_line(line, ctx);
+    let (inner, headerless) = nested_line(line, ctx);
     let message = inner.as_ref().map_or(line, |m| m.msg);
     let severity = inner
         .and_then(|m| m.pri)
@@ -64,7 +66,8 @@ pub fn normalize_gelf<'a>(
         facility: inner.and_then(|m| m.pri).map(|p| p.facility),
         stream,
         message,
-        inner_syslog: inner.is_some(),
+        inner_syslog: inner.is_some() && !headerless,
+        headerless,
         origin: Origin::Gelf(gelf),
     }
 }
@@ -91,7 +94,7 @@ pub fn normalize_syslog<'a>(
     received: Timestamp,
 ) -> Record<'a> {
     let outer = syslog.pri_or_default();
-    let inner = parse_embedded_line(syslog.msg, ctx);
+    let (inner, headerless) = nested_line(syslog.msg, ctx);
     let docker_5424 = syslog.format == SyslogFormat::Rfc5424
         && syslog.app_name.is_some()
         && syslog.app_name == syslog.msg_id;
@@ -119,8 +122,22 @@ pub fn normalize_syslog<'a>(
         facility: Some(inner.and_then(|m| m.pri).unwrap_or(outer).facility),
         stream,
         message,
-        inner_syslog: inner.is_some(),
+        inner_syslog: inner.is_some() && !headerless,
+        headerless,
         origin: Origin::Syslog(syslog),
+    }
+}
+
+/// The syslog line nested in a container's output, else a header-less
+/// line syslog-ng relayed (`true`), else nothing.
+fn nested_line<'a>(line: &'a [u8], ctx: &TimeContext) -> (Option<SyslogMessage<'a>>, bool) {
+    match parse_embedded_line(line, ctx) {
+        Some(inner) => (Some(inner), false),
+        None => {
+            let headerless = parse_headerless_line(line, ctx);
+            let found = headerless.is_some();
+            (headerless, found)
+        }
     }
 }
 

@@ -291,6 +291,10 @@ pub struct Record<'a> {
     /// output (`Aug  5 12:34:56 host postfix/smtpd[1]: ...`), which is what
     /// mailcow's daemons write; `false` for plain output and chatter.
     pub inner_syslog: bool,
+    /// Whether the message was a header-less line syslog-ng relayed (a
+    /// timestamp and host, then text: SOGo's continuation lines); program
+    /// and message are then split as syslog-ng splits them.
+    pub headerless: bool,
     /// The parsed message this record was built from.
     pub origin: Origin<'a>,
 }

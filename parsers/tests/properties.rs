@@ -10,7 +10,9 @@ use cowlogd_parsers::encode::mailcow::{
 use cowlogd_parsers::framing::{Decoded, Framer};
 use cowlogd_parsers::gelf::{ChunkOutcome, Reassembler, parse_gelf, parse_gelf_lossy};
 use cowlogd_parsers::normalize::{normalize_gelf, normalize_syslog};
-use cowlogd_parsers::syslog::{TimeContext, parse_embedded_line, parse_syslog};
+use cowlogd_parsers::syslog::{
+    TimeContext, parse_embedded_line, parse_headerless_line, parse_syslog,
+};
 use cowlogd_parsers::{ReassemblyLimits, Timestamp};
 use proptest::prelude::*;
 use std::io::Write;
@@ -74,6 +76,7 @@ proptest! {
         let m = parse_syslog(&input, &ctx());
         let _ = normalize_syslog(&m, &ctx(), Timestamp::default());
         let _ = parse_embedded_line(&input, &ctx());
+        let _ = parse_headerless_line(&input, &ctx());
     }
 
     #[test]

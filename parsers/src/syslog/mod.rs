@@ -114,3 +114,21 @@ pub fn parse_syslog<'a>(line: &'a [u8], ctx: &TimeContext) -> SyslogMessage<'a> 
 pub fn parse_embedded_line<'a>(line: &'a [u8], ctx: &TimeContext) -> Option<SyslogMessage<'a>> {
     rfc3164::parse_embedded(trim_trailer(line), ctx)
 }
+
+/// Parses a line syslog-ng relayed without a syslog header of its own —
+/// SOGo's multi-line errors continue with such lines — as syslog-ng printed
+/// it on stdout (`Dec  1 16:36:02 be9a5467584c host=1.2.3.4, user=u`):
+/// the program is the first run up to a space, `[` or `:`, as syslog-ng
+/// reads it. `None` when the line has a program tag, or no timestamp and
+/// hostname.
+///
+/// ```
+/// use cowlogd_parsers::{Timestamp, syslog::{parse_headerless_line, TimeContext}};
+/// let ctx = TimeContext::utc(Timestamp::new(1795999799, 0));
+/// let m = parse_headerless_line(b"Dec  1 16:36:02 be9a5467584c host=172.22.1.250, user=u@example.org, pwd=yes", &ctx).unwrap();
+/// assert_eq!(m.app_name, Some(&b"host=172.22.1.250,"[..]));
+/// assert_eq!(m.msg, b"user=u@example.org, pwd=yes");
+/// ```
+pub fn parse_headerless_line<'a>(line: &'a [u8], ctx: &TimeContext) -> Option<SyslogMessage<'a>> {
+    rfc3164::parse_headerless(trim_trailer(line), ctx)
+}

@@ -65,6 +65,44 @@ pub(crate) fn parse<'a>(
     message
 }
 
+/// A line with a timestamp and a HOSTNAME but no program tag, read the way
+/// syslog-ng's RFC 3164 parser reads it: the program is the run up to the
+/// first space, `[` or `:`, then an optional `[pid]`, an optional `:` and
+/// one space; the rest is the message.
+pub(crate) fn parse_headerless<'a>(line: &'a [u8], ctx: &TimeContext) -> Option<SyslogMessage<'a>> {
+    let message = parse(line, None, ctx);
+    if message.timestamp.is_none() || message.hostname.is_none() || message.app_name.is_some() {
+        return None;
+    }
+    let text = message.msg;
+    let run = text
+        .iter()
+        .position(|&b| matches!(b, b' ' | b'[' | b':'))
+        .unwrap_or(text.len());
+    if run == 0 {
+        return None;
+    }
+    let (program, mut rest) = text.split_at(run);
+    let mut pid = None;
+    if let Some(bracketed) = rest.strip_prefix(b"[")
+        && let Some(close) = bracketed
+            .iter()
+            .take(MAX_PID_LEN + 1)
+            .position(|&b| b == b']')
+    {
+        pid = Some(&bracketed[..close]);
+        rest = &bracketed[close + 1..];
+    }
+    rest = rest.strip_prefix(b":").unwrap_or(rest);
+    rest = rest.strip_prefix(b" ").unwrap_or(rest);
+    Some(SyslogMessage {
+        app_name: Some(program),
+        proc_id: pid,
+        msg: rest,
+        ..message
+    })
+}
+
 /// A syslog line as syslog-ng prints it on a container's stdout:
 /// `Aug  5 12:34:56 host postfix/smtpd[123]: msg` — a timestamp and a
 /// program are required, PRI and HOSTNAME are optional.
@@ -159,6 +197,39 @@ pub(crate) fn parse_tag(s: &[u8]) -> Option<Tag<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headerless_lines_read_as_syslog_ng_reads_them() {
+        // The measured syslog-ng 3.38 results in mailcow-contract.md.
+        let ctx = TimeContext::utc(Timestamp::new(1_795_999_799, 0));
+        for (text, program, msg) in [
+            (
+                "host=172.22.1.250, user=u@example.org, pwd=yes",
+                "host=172.22.1.250,",
+                "user=u@example.org, pwd=yes",
+            ),
+            (
+                "url=imap://u%40example.org@172.22.1.250/?tls=NO&tlsVerifyMode=none",
+                "url=imap",
+                "//u%40example.org@172.22.1.250/?tls=NO&tlsVerifyMode=none",
+            ),
+            ("base=(null)", "base=(null)", ""),
+            (
+                "= <0x0x561fc0017bb0[NGImap4Client]: login=u@example.org(pwd) socket=<x>>",
+                "=",
+                "<0x0x561fc0017bb0[NGImap4Client]: login=u@example.org(pwd) socket=<x>>",
+            ),
+        ] {
+            let line = format!("Dec  1 16:36:02 be9a5467584c {text}");
+            let m = parse_headerless(line.as_bytes(), &ctx).unwrap();
+            assert_eq!(m.hostname, Some(&b"be9a5467584c"[..]), "{text}");
+            assert_eq!(m.app_name, Some(program.as_bytes()), "{text}");
+            assert_eq!(m.msg, msg.as_bytes(), "{text}");
+        }
+        // A line with a real tag, or without a timestamp, is not headerless.
+        assert!(parse_headerless(b"Dec  1 16:36:02 h sogod [1]: x", &ctx).is_none());
+        assert!(parse_headerless(b"host=1, user=u", &ctx).is_none());
+    }
 
     #[test]
     fn tag_forms() {
