@@ -35,6 +35,43 @@ pub struct Admission {
     pub max_connections: usize,
 }
 
+/// Asks `/health` of a cowlogd listening on `addr` (an unspecified address
+/// means this host); `Err` says why it is not healthy.
+///
+/// # Errors
+/// When nothing answers within `timeout` or the answer is not 200.
+pub fn check_health(addr: SocketAddr, timeout: std::time::Duration) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)
+        .map_err(|e| format!("{target}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| format!("{target}: {e}"))?;
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: cowlogd\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("{target}: {e}"))?;
+    let mut head = [0u8; 12];
+    stream
+        .read_exact(&mut head)
+        .map_err(|e| format!("{target}: no answer: {e}"))?;
+    if head.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{target}: answered {}",
+            String::from_utf8_lossy(&head[9..])
+        ))
+    }
+}
+
 /// Binds the endpoint.
 ///
 /// # Errors

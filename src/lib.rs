@@ -115,7 +115,18 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         udp_inodes,
         stop_http.clone(),
     ));
-    tracing::info!(routes = settings.router.routes().len(), "cowlogd running");
+    tracing::info!(
+        version = %env!("CARGO_PKG_VERSION"),
+        inputs = %bound_inputs(&settings),
+        redis = %config::mask_password(&settings.redis_url),
+        routes = settings.router.routes().len(),
+        forwarding = %settings.graylog.as_ref().map_or_else(
+            || "off".to_owned(),
+            |g| format!("{:?} {}", g.transport, g.target).to_lowercase()
+        ),
+        metrics = %settings.metrics_listen.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        "cowlogd running"
+    );
 
     shutdown.await;
     tracing::info!("shutting down: closing inputs, flushing the queue to Redis");
@@ -139,6 +150,21 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     stop_http.cancel();
     housekeeping.abort();
     Ok(())
+}
+
+/// `gelf_udp=0.0.0.0:12201 syslog_tcp=…`: the inputs that are on.
+fn bound_inputs(settings: &Settings) -> String {
+    [
+        ("gelf_udp", settings.gelf_udp),
+        ("gelf_tcp", settings.gelf_tcp),
+        ("syslog_udp", settings.syslog_udp),
+        ("syslog_tcp", settings.syslog_tcp),
+        ("gelf_http", settings.gelf_http),
+    ]
+    .iter()
+    .filter_map(|(name, addr)| addr.map(|a| format!("{name}={a}")))
+    .collect::<Vec<_>>()
+    .join(" ")
 }
 
 /// Once a second: expire chunked GELF messages, count kernel UDP drops,

@@ -27,6 +27,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Ask the running daemon's `/health` (on `metrics.listen`); exit 0 if it
+    /// answers 200, 1 otherwise. For container health checks: the image has
+    /// no curl.
+    Health,
     /// Validate the config and print the effective config as TOML (password
     /// masked); exit 0 if valid, 1 with the bad key named if not.
     Check,
@@ -51,6 +55,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Health) = cli.command {
+        let Some(addr) = settings.metrics_listen else {
+            eprintln!("cowlogd health: metrics.listen is off; nothing to ask");
+            return ExitCode::FAILURE;
+        };
+        return match cowlogd::http::check_health(addr, std::time::Duration::from_secs(3)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("cowlogd health: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Check) = cli.command {
         return match config.to_toml_masked() {
             Ok(text) => {

@@ -57,6 +57,23 @@ fn half_sent_metrics_requests_cannot_exhaust_descriptors() {
 }
 
 #[test]
+fn the_soft_open_file_limit_is_raised_to_the_hard_one_at_start() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start_with_nofile_limits(&redis.url(), "", 256, 4096);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.pid())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect::<Vec<_>>();
+    assert_eq!(open_files, ["4096", "4096"], "{limits}");
+    assert!(daemon.log().contains("raised the open-file limit"));
+}
+
+#[test]
 fn metrics_allow_refuses_other_scrapers() {
     let redis = RedisServer::start();
     let daemon = Daemon::start(&redis.url(), "[metrics]\nallow = [\"127.0.0.1/32\"]\n");

@@ -108,3 +108,43 @@ fn http_endpoint_answers_404_and_405() {
     std::io::Read::read_to_string(&mut stream, &mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
 }
+
+#[test]
+fn health_asks_the_running_daemon_and_fails_when_it_is_gone() {
+    let redis = RedisServer::start();
+    let mut daemon = Daemon::start(&redis.url(), "");
+    let config = daemon.dir.path().join("cowlogd.toml");
+    let config = config.to_str().unwrap().to_owned();
+    let (ok, _, stderr) = cowlogd(&["health", "--config", &config], &[]);
+    assert!(ok, "{stderr}");
+    assert!(daemon.terminate().success());
+    let (ok, _, stderr) = cowlogd(&["health", "--config", &config], &[]);
+    assert!(!ok);
+    assert!(stderr.contains("cowlogd health:"), "{stderr}");
+}
+
+#[test]
+fn the_start_is_summed_up_in_one_log_line_without_the_password() {
+    let redis = RedisServer::start_with(&["--requirepass", "pw-4711"]);
+    let url = format!("redis://:pw-4711@127.0.0.1:{}", redis.port);
+    let daemon = Daemon::start(&url, "");
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("cowlogd running"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains(&format!("version={}", env!("CARGO_PKG_VERSION"))),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("syslog_tcp=127.0.0.1:{}", daemon.ports.syslog)),
+        "{line}"
+    );
+    assert!(
+        line.contains("routes=10") && line.contains("forwarding=off"),
+        "{line}"
+    );
+    assert!(line.contains("redis=redis://:***@127.0.0.1"), "{line}");
+    assert!(!log.contains("pw-4711"));
+}

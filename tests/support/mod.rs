@@ -378,7 +378,12 @@ impl Daemon {
     /// Like [`Daemon::start`], with the open-file limit (soft and hard) set
     /// to `nofile` by util-linux `prlimit`.
     pub fn start_with_nofile(redis_url: &str, extra: &str, nofile: u32) -> Daemon {
-        let limit = format!("--nofile={nofile}:{nofile}");
+        Daemon::start_with_nofile_limits(redis_url, extra, nofile, nofile)
+    }
+
+    /// Like [`Daemon::start`], with soft and hard open-file limits.
+    pub fn start_with_nofile_limits(redis_url: &str, extra: &str, soft: u32, hard: u32) -> Daemon {
+        let limit = format!("--nofile={soft}:{hard}");
         Daemon::start_wrapped(redis_url, extra, &["prlimit", &limit, "--"], &[])
     }
 
