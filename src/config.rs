@@ -31,6 +31,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Forwarding everything on to Graylog (or any GELF receiver).
     pub graylog: GraylogConfig,
+    /// Every record printed as it is routed.
+    pub console: ConsoleConfig,
     /// Routing rules, first match wins. Absent: the mailcow profile.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -44,6 +46,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             metrics: MetricsConfig::default(),
             graylog: GraylogConfig::default(),
+            console: ConsoleConfig::default(),
             routes: crate::router::mailcow_profile(),
         }
     }
@@ -236,6 +239,15 @@ impl Default for LimitsConfig {
             tcp_buffers_total_bytes: 256 * 1024 * 1024,
         }
     }
+}
+
+/// `[console]`: what `--console` turns on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Print every record on stdout as it is routed: time, input, container,
+    /// program[pid], severity, route, what happened, message.
+    pub enabled: bool,
 }
 
 /// `[metrics]`
@@ -512,6 +524,7 @@ impl Config {
                 timeout_ms: limits.gelf_chunk_timeout_ms,
             },
             metrics_listen,
+            console: self.console.enabled,
             router,
         })
     }
@@ -771,6 +784,8 @@ pub struct Settings {
     pub reassembly: ReassemblyLimits,
     /// HTTP endpoint address.
     pub metrics_listen: Option<SocketAddr>,
+    /// Print every routed record on stdout.
+    pub console: bool,
     /// Who may scrape.
     pub metrics_allow: Vec<IpNet>,
     /// Metrics connections at once.

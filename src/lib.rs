@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod console;
 pub mod http;
 pub mod inputs;
 pub mod metrics;
@@ -76,7 +77,15 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         .as_ref()
         .zip(forward_queue.clone())
         .map(|(graylog, queue)| Forwarding::new(queue, graylog.filter.clone()));
-    let shared = Arc::new(Shared::new(&settings, queue.clone(), forwarding));
+    let console = if settings.console {
+        Some(anyhow::Context::context(
+            console::Console::start(console::Console::wants_color()),
+            "starting the console printer",
+        )?)
+    } else {
+        None
+    };
+    let shared = Arc::new(Shared::new(&settings, queue.clone(), forwarding, console));
     let health = Arc::new(RedisHealth::default());
     let stop_inputs = CancellationToken::new();
     let drain = CancellationToken::new();

@@ -21,6 +21,10 @@ struct Cli {
     /// TOML config file; every key is optional.
     #[arg(long, short, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Print every record on stdout as it is routed (also `[console]
+    /// enabled = true`): where it came from, the route, stored or dropped.
+    #[arg(long)]
+    console: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -48,7 +52,7 @@ fn main() -> ExitCode {
         .init();
     // One TLS crypto provider for the process (rediss://); the only one built in.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (config, settings) = match cowlogd::load_settings(cli.config.as_deref()) {
+    let (config, mut settings) = match cowlogd::load_settings(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("cowlogd: invalid configuration: {error:#}");
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    settings.console |= cli.console;
     raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

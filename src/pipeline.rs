@@ -25,6 +25,7 @@ use cowlogd_parsers::{Record, Timestamp};
 use metrics::{Counter, gauge};
 
 use crate::config::{ForwardFilter, Settings};
+use crate::console::{Console, Fate};
 use crate::metrics::{DropReason, Input, InputMetrics, drop_counter, dropped, parse_error, routed};
 use crate::queue::{BatchQueue, Weighed};
 use crate::router::{RouteAction, Router};
@@ -131,6 +132,8 @@ pub struct Shared {
     pub queue: Arc<BatchQueue<RedisBatch>>,
     /// Forwarding to Graylog, when configured.
     pub forwarding: Option<Forwarding>,
+    /// `--console`: every routed record printed.
+    console: Option<Console>,
     /// Chunked GELF reassembly, one for all GELF UDP sockets (chunks of one
     /// message may land on different sockets).
     pub reassembler: Mutex<Reassembler<SocketAddr>>,
@@ -143,6 +146,7 @@ impl Shared {
         settings: &Settings,
         queue: Arc<BatchQueue<RedisBatch>>,
         forwarding: Option<Forwarding>,
+        console: Option<Console>,
     ) -> Shared {
         let router = settings.router.clone();
         let route_counters = router.routes().iter().map(|r| routed(&r.name)).collect();
@@ -160,6 +164,7 @@ impl Shared {
             max_decompressed: settings.max_decompressed,
             queue,
             forwarding,
+            console,
             reassembler: Mutex::new(Reassembler::new(settings.reassembly)),
             clock_origin: Instant::now(),
         }
@@ -211,6 +216,7 @@ struct RecordSink {
     /// a HOSTNAME.
     peer_host: String,
     peer: Option<IpAddr>,
+    input: Input,
 }
 
 impl RecordSink {
@@ -254,12 +260,23 @@ impl RecordSink {
         }
         let Some((index, route)) = matched else {
             self.shared.unrouted.increment(1);
+            if let Some(console) = &self.shared.console {
+                console.show(self.input.label(), record, None, &Fate::Unrouted);
+            }
             return;
         };
         self.shared.route_counters[index].increment(1);
         let store = match &route.action {
             RouteAction::Drop => {
                 self.shared.filtered.increment(1);
+                if let Some(console) = &self.shared.console {
+                    console.show(
+                        self.input.label(),
+                        record,
+                        Some(&route.name),
+                        &Fate::Dropped,
+                    );
+                }
                 return;
             }
             RouteAction::Store(store) => store,
@@ -292,6 +309,13 @@ impl RecordSink {
             }
             entry_end..data.len()
         });
+        if let Some(console) = &self.shared.console {
+            let fate = Fate::Stored {
+                key: &data[key_start..entry_start],
+                published: publish.is_some(),
+            };
+            console.show(self.input.label(), record, Some(&route.name), &fate);
+        }
         self.redis.ops.push(RedisOp {
             key: key_start..entry_start,
             entry: entry_start..entry_end,
@@ -394,6 +418,7 @@ impl Processor {
                 forward: GelfBatch::default(),
                 peer_host: String::new(),
                 peer: None,
+                input,
             },
             clock: Clock { now, time },
         }

@@ -148,3 +148,49 @@ fn the_start_is_summed_up_in_one_log_line_without_the_password() {
     assert!(line.contains("redis=redis://:***@127.0.0.1"), "{line}");
     assert!(!log.contains("pw-4711"));
 }
+
+#[test]
+fn the_console_shows_each_record_its_route_and_what_happened() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "[console]\nenabled = true\n");
+    let mut stream = daemon.tcp(daemon.ports.gelf);
+    for (container, line) in [
+        (POSTFIX, postfix_line(7)),
+        (
+            POSTFIX,
+            "Aug  5 12:34:56 m CRON[12]: (root) CMD (x)".to_owned(),
+        ),
+        ("some-app-1", "plain output".to_owned()),
+    ] {
+        stream.write_all(&docker_gelf(container, &line)).unwrap();
+        stream.write_all(b"\0").unwrap();
+    }
+    let out = wait_for("three console lines", || {
+        let out = daemon.stdout();
+        (out.lines().count() >= 3).then_some(out)
+    });
+    let lines: Vec<&str> = out.lines().collect();
+    // Piped: no colour codes.
+    assert!(!out.contains('\x1b'), "{out}");
+    assert!(
+        lines[0].contains("gelf_tcp")
+            && lines[0].contains(POSTFIX)
+            && lines[0].contains("postfix/smtpd[1007]")
+            && lines[0].contains(
+                " info postfix → POSTFIX_MAILLOG +channel | connect from unknown[203.0.113.7] msg 7"
+            ),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("CRON[12]") && lines[1].contains("system → dropped | (root) CMD (x)"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains("some-app-1")
+            && lines[2].contains("- → no route: not stored | plain output"),
+        "{}",
+        lines[2]
+    );
+}

@@ -444,7 +444,7 @@ impl Daemon {
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .env_remove("COWLOGD_REDIS_URL")
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("cowlogd.out")).unwrap())
             .stderr(log)
             .spawn()
             .expect("starting cowlogd");
@@ -457,6 +457,11 @@ impl Daemon {
             (daemon.http_get("/health").0 == 200).then_some(())
         });
         daemon
+    }
+
+    /// What cowlogd printed on stdout (`--console`).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("cowlogd.out")).unwrap_or_default()
     }
 
     pub fn log(&self) -> String {
