@@ -56,8 +56,9 @@ impl Default for Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
-    /// `COWLOGD_REDIS_URL` overrides it.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS;
+    /// `""` turns Redis off (console or Graylog only). `COWLOGD_REDIS_URL`
+    /// overrides it.
     pub url: String,
     /// Entries kept per list (mailcow: 10000).
     pub list_cap: usize,
@@ -357,7 +358,12 @@ impl Config {
     /// The first invalid value, naming its key.
     pub fn validate(&self) -> anyhow::Result<Settings> {
         let redis = &self.redis;
-        let url = url::Url::parse(&redis.url).context("redis.url: not a URL")?;
+        let url = if redis.url.is_empty() {
+            // Redis off: console-only or Graylog-only use.
+            url::Url::parse("redis://off").context("redis.url")?
+        } else {
+            url::Url::parse(&redis.url).context("redis.url: not a URL")?
+        };
         if !matches!(url.scheme(), "redis" | "rediss") {
             bail!(
                 "redis.url: scheme must be redis:// or rediss://, not {}://",
@@ -712,7 +718,8 @@ pub fn mask_password(url: &str) -> String {
 /// Validated settings the daemon runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Redis URL (may hold a password: never log it, use [`mask_password`]).
+    /// Redis URL (may hold a password: never log it, use [`mask_password`]);
+    /// empty when Redis is off.
     pub redis_url: String,
     /// Extra CA for `rediss://`.
     pub tls_ca_file: Option<std::path::PathBuf>,

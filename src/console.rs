@@ -33,6 +33,11 @@ pub enum Fate<'a> {
     Dropped,
     /// No route matched: not stored.
     Unrouted,
+    /// A route would store it in `key`, but Redis is off.
+    RedisOff {
+        /// The list key it would go to.
+        key: &'a [u8],
+    },
 }
 
 /// The console: where listeners send their lines.
@@ -115,7 +120,7 @@ impl Console {
             route.unwrap_or("-"),
         );
         let (paint, end) = self.paint(match fate {
-            Fate::Stored { .. } => "\x1b[32m",
+            Fate::Stored { .. } | Fate::RedisOff { .. } => "\x1b[32m",
             Fate::Dropped => "\x1b[2m",
             Fate::Unrouted => "\x1b[35m",
         });
@@ -130,6 +135,13 @@ impl Console {
             }
             Fate::Dropped => {
                 let _ = write!(line, "{paint}dropped{end}");
+            }
+            Fate::RedisOff { key } => {
+                let _ = write!(
+                    line,
+                    "{paint}{} (redis off){end}",
+                    String::from_utf8_lossy(key)
+                );
             }
             Fate::Unrouted => {
                 let _ = write!(line, "{paint}no route: not stored{end}");

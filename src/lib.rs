@@ -107,8 +107,13 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         ));
     }
 
-    let writer = RedisWriter::new(&settings, queue.clone(), health.clone())?;
-    let writer = tokio::spawn(writer.run(drain.clone()));
+    let writer = if settings.redis_url.is_empty() {
+        health.set_off();
+        None
+    } else {
+        let writer = RedisWriter::new(&settings, queue.clone(), health.clone())?;
+        Some(tokio::spawn(writer.run(drain.clone())))
+    };
     let forwarder = settings
         .graylog
         .clone()
@@ -127,7 +132,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     tracing::info!(
         version = %env!("CARGO_PKG_VERSION"),
         inputs = %bound_inputs(&settings),
-        redis = %config::mask_password(&settings.redis_url),
+        redis = %if settings.redis_url.is_empty() {
+            "off".to_owned()
+        } else {
+            config::mask_password(&settings.redis_url)
+        },
         routes = settings.router.routes().len(),
         forwarding = %settings.graylog.as_ref().map_or_else(
             || "off".to_owned(),
@@ -148,7 +157,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         tracing::warn!("some inputs did not stop in time");
     }
     drain.cancel();
-    if let Err(error) = writer.await {
+    if let Some(writer) = writer
+        && let Err(error) = writer.await
+    {
         tracing::error!(%error, "Redis writer ended abnormally");
     }
     if let Some(forwarder) = forwarder

@@ -134,6 +134,8 @@ pub struct Shared {
     pub forwarding: Option<Forwarding>,
     /// `--console`: every routed record printed.
     console: Option<Console>,
+    /// `redis.url = ""`: routes still decide, nothing is written.
+    redis_off: bool,
     /// Chunked GELF reassembly, one for all GELF UDP sockets (chunks of one
     /// message may land on different sockets).
     pub reassembler: Mutex<Reassembler<SocketAddr>>,
@@ -165,6 +167,7 @@ impl Shared {
             queue,
             forwarding,
             console,
+            redis_off: settings.redis_url.is_empty(),
             reassembler: Mutex::new(Reassembler::new(settings.reassembly)),
             clock_origin: Instant::now(),
         }
@@ -281,6 +284,15 @@ impl RecordSink {
             }
             RouteAction::Store(store) => store,
         };
+        if self.shared.redis_off {
+            if let Some(console) = &self.shared.console {
+                let mut key = Vec::new();
+                store.key.render(record, &mut key);
+                let fate = Fate::RedisOff { key: &key };
+                console.show(self.input.label(), record, Some(&route.name), &fate);
+            }
+            return;
+        }
         let data = &mut self.redis.data;
         let key_start = data.len();
         store.key.render(record, data);

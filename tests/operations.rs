@@ -194,3 +194,44 @@ fn the_console_shows_each_record_its_route_and_what_happened() {
         lines[2]
     );
 }
+
+#[test]
+fn with_redis_off_the_console_still_shows_every_line_and_ready_says_so() {
+    let daemon = Daemon::start("", "[console]\nenabled = true\n");
+    daemon.udp(daemon.ports.gelf, &docker_gelf(POSTFIX, &postfix_line(3)));
+    let out = wait_for("a console line", || {
+        let out = daemon.stdout();
+        (!out.is_empty()).then_some(out)
+    });
+    assert!(
+        out.contains("postfix → POSTFIX_MAILLOG (redis off) | connect from"),
+        "{out}"
+    );
+    assert_eq!(
+        daemon.http_get("/ready"),
+        (200, "ready (redis off)\n".to_owned())
+    );
+    assert!(daemon.log().contains("redis=off"));
+}
+
+#[test]
+fn without_a_reachable_redis_lines_still_show_and_ready_says_why() {
+    let port = free_port();
+    let daemon = Daemon::start(
+        &format!("redis://127.0.0.1:{port}"),
+        "[console]\nenabled = true\n",
+    );
+    daemon.udp(daemon.ports.gelf, &docker_gelf(POSTFIX, &postfix_line(4)));
+    let out = wait_for("a console line", || {
+        let out = daemon.stdout();
+        (!out.is_empty()).then_some(out)
+    });
+    assert!(
+        out.contains("POSTFIX_MAILLOG +channel | connect from"),
+        "{out}"
+    );
+    let (status, body) = daemon.http_get("/ready");
+    assert_eq!(status, 503);
+    assert!(body.starts_with("redis not writable: "), "{body}");
+    assert!(body.to_lowercase().contains("refused"), "{body}");
+}
