@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod queue;
 pub mod router;
 pub mod sinks;
+pub mod tail;
 
 pub use cowlogd_parsers as parsers;
 

@@ -31,6 +31,25 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The newest entries of mailcow's lists (default POSTFIX_MAILLOG,
+    /// DOVECOT_MAILLOG, SOGO_LOG), oldest first, as the UI's log tabs show
+    /// them; or the ban channel as netfilter sees it.
+    Tail {
+        /// Lists to show.
+        keys: Vec<String>,
+        /// Newest entries per list.
+        #[arg(short = 'n', long = "lines", default_value_t = 20)]
+        lines: usize,
+        /// Keep showing new entries as they arrive.
+        #[arg(short, long)]
+        follow: bool,
+        /// Show the channel's payloads (netfilter's view) as they arrive.
+        #[arg(long)]
+        channel: bool,
+        /// Print entries as stored (JSON), not decoded.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the running daemon's `/health` (on `metrics.listen`); exit 0 if it
     /// answers 200, 1 otherwise. For container health checks: the image has
     /// no curl.
@@ -59,6 +78,30 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Tail {
+        keys,
+        lines,
+        follow,
+        channel,
+        json,
+    }) = &cli.command
+    {
+        let options = cowlogd::tail::TailOptions {
+            keys: keys.clone(),
+            lines: *lines,
+            follow: *follow,
+            channel: *channel,
+            json: *json,
+            color: cowlogd::console::Console::wants_color(),
+        };
+        return match cowlogd::tail::run(&settings, &options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("cowlogd tail: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Health) = cli.command {
         let Some(addr) = settings.metrics_listen else {
             eprintln!("cowlogd health: metrics.listen is off; nothing to ask");

@@ -31,3 +31,5 @@ mod routing;
 mod soak;
 /// Syslog over UDP and TCP: Docker's formats, util-linux logger.
 mod syslog_inputs;
+/// `cowlogd tail`: the lists and the channel in a terminal.
+mod tail;

@@ -197,6 +197,29 @@ impl FlushDeadline {
     }
 }
 
+/// A client for `redis.url`, trusting `redis.tls_ca_file` when set (else
+/// the system's certificate store).
+///
+/// # Errors
+/// When the URL or the CA file cannot be used.
+pub fn client(settings: &Settings) -> anyhow::Result<Client> {
+    let shown_url = mask_password(&settings.redis_url);
+    match &settings.tls_ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Client::build_with_tls(
+                settings.redis_url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+        }
+        None => Client::open(settings.redis_url.as_str()),
+    }
+    .with_context(|| format!("redis.url {shown_url}"))
+}
+
 /// The writer task's state.
 pub struct RedisWriter {
     connector: Connector,
@@ -231,21 +254,7 @@ impl RedisWriter {
         health: Arc<RedisHealth>,
     ) -> anyhow::Result<Self> {
         let shown_url = mask_password(&settings.redis_url);
-        let client = match &settings.tls_ca_file {
-            Some(path) => {
-                let pem =
-                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                Client::build_with_tls(
-                    settings.redis_url.as_str(),
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem),
-                    },
-                )
-            }
-            None => Client::open(settings.redis_url.as_str()),
-        }
-        .with_context(|| format!("redis.url {shown_url}"))?;
+        let client = client(settings)?;
         let connection_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(settings.response_timeout));
