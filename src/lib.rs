@@ -53,6 +53,9 @@ const INPUT_STOP_GRACE: Duration = Duration::from_secs(2);
 /// installed; runtime problems are counted and logged instead.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let prometheus = metrics::install()?;
+    // Capacities next to the depths, so alerts can say "near full".
+    gauge!("cowlogd_queue_max_messages").set(settings.queue_messages as f64);
+    gauge!("cowlogd_queue_max_bytes").set(settings.queue_bytes as f64);
     let queue = Arc::new(BatchQueue::new(
         settings.queue_messages,
         settings.queue_bytes,

@@ -19,7 +19,13 @@ use clap::{Parser, Subcommand};
 #[command(version, about, long_about)]
 struct Cli {
     /// TOML config file; every key is optional.
-    #[arg(long, short, global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        value_name = "FILE",
+        env = "COWLOGD_CONFIG"
+    )]
     config: Option<PathBuf>,
     /// Print every record on stdout as it is routed (also `[console]
     /// enabled = true`): where it came from, the route, stored or dropped.

@@ -243,6 +243,14 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_gauge!("cowlogd_queue_messages", "Messages waiting for Redis.");
     describe_gauge!("cowlogd_queue_bytes", "Bytes waiting for Redis.");
     describe_gauge!(
+        "cowlogd_queue_max_messages",
+        "redis.queue_messages: the Redis queue's capacity in messages."
+    );
+    describe_gauge!(
+        "cowlogd_queue_max_bytes",
+        "redis.queue_bytes: the Redis queue's capacity in bytes."
+    );
+    describe_gauge!(
         "cowlogd_gelf_pending_messages",
         "Incomplete chunked GELF messages."
     );

@@ -5,6 +5,8 @@ mod support;
 
 /// Connection caps, idle connections, buffers, Graylog restarts.
 mod connections;
+/// deploy/: configs, syslog-ng replacements, image, unit, alerts, dashboard.
+mod deploy;
 /// Exactly once into Redis: stalls, splits, temporary refusals, shutdown.
 mod exactly_once;
 /// Redis going away, SIGTERM, drops accounted.

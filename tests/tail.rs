@@ -140,7 +140,11 @@ fn tail_follow_shows_new_entries_and_channel_shows_payloads() {
     let redis = RedisServer::start();
     let daemon = Daemon::start(&redis.url(), "");
     // An entry from before is not shown with -n 0.
-    push(&redis, "POSTFIX_MAILLOG", &[entry(1, "info", "p", "before")]);
+    push(
+        &redis,
+        "POSTFIX_MAILLOG",
+        &[entry(1, "info", "p", "before")],
+    );
     let (mut follow, lines) = spawn_tail(&redis.url(), &["--follow", "-n", "0"]);
     let (mut channel, payloads) = spawn_tail(&redis.url(), &["--channel"]);
     std::thread::sleep(Duration::from_millis(500));

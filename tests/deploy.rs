@@ -1,0 +1,299 @@
+//! Everything under `deploy/` checked by something that can fail: configs
+//! through `cowlogd check`, mailcow's syslog-ng replacements against the
+//! originals, the image's needs, the systemd unit, alert rules (promtool)
+//! and the dashboard's metrics.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::*;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: impl AsRef<Path>) -> String {
+    let path = repo().join(path);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn promtool() -> &'static str {
+    ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("promtool is not installed: apt-get install prometheus (it ships promtool)")
+}
+
+#[test]
+fn every_shipped_config_passes_cowlogd_check() {
+    for config in ["deploy/any-docker-host.toml", "deploy/mailcow/cowlogd.toml"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_cowlogd"))
+            .args(["check", "--config"])
+            .arg(repo().join(config))
+            .env_remove("COWLOGD_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{config}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// The top-level blocks of a syslog-ng config: `(kind, name) → body`, and
+/// the `log { … }` blocks in order.
+fn blocks(config: &str) -> (BTreeMap<(String, String), String>, Vec<Vec<String>>) {
+    let mut named = BTreeMap::new();
+    let mut logs = Vec::new();
+    let mut rest = config;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_alphabetic()) {
+        let line_start = rest[..start].rfind('\n').map_or(0, |i| i + 1);
+        let head_end = match rest[start..].find('{') {
+            Some(i) => start + i,
+            None => break,
+        };
+        let head = rest[start..head_end].trim().to_owned();
+        // Skip comments and @-lines that happen to hold letters.
+        if rest[line_start..start].contains('#') || rest[line_start..start].contains('@') {
+            rest = &rest[start + rest[start..].find('\n').unwrap_or(rest.len() - start)..];
+            continue;
+        }
+        let mut depth = 0;
+        let mut end = head_end;
+        for (i, c) in rest[head_end..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = head_end + i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let body = rest[head_end + 1..end].trim().to_owned();
+        let words: Vec<&str> = head.split_whitespace().collect();
+        match words.as_slice() {
+            ["log"] => logs.push(
+                body.lines()
+                    .map(|l| l.trim().to_owned())
+                    .filter(|l| !l.is_empty())
+                    .collect(),
+            ),
+            [kind, name] => {
+                named.insert(((*kind).to_owned(), (*name).to_owned()), body);
+            }
+            ["options"] => {
+                named.insert(("options".into(), String::new()), body);
+            }
+            _ => {}
+        }
+        rest = &rest[end + 1..];
+    }
+    (named, logs)
+}
+
+#[test]
+fn mailcow_syslog_ng_replacements_keep_sources_filters_and_stdout_and_write_no_redis() {
+    let originals = repo().join("../shared/spec/mailcow-syslog-ng");
+    assert!(
+        originals.is_dir(),
+        "mailcow's syslog-ng configs are expected in {} (shared/spec beside the repository)",
+        originals.display()
+    );
+    for container in ["postfix", "postfix-tlspol", "dovecot", "sogo"] {
+        for (original, replacement) in [
+            (
+                format!("{container}.syslog-ng.conf"),
+                format!("{container}.conf"),
+            ),
+            (
+                format!("{container}.syslog-ng-redis_slave.conf"),
+                format!("{container}-redis_slave.conf"),
+            ),
+        ] {
+            let original = std::fs::read_to_string(originals.join(&original)).unwrap();
+            let ours = read(format!("deploy/mailcow/syslog-ng/{replacement}"));
+            assert!(
+                !ours.contains("redis("),
+                "{replacement} still writes to Redis"
+            );
+            assert!(
+                !ours.contains("d_redis"),
+                "{replacement} names a Redis destination"
+            );
+            assert_eq!(
+                original.lines().next(),
+                ours.lines().next(),
+                "{replacement}: @version"
+            );
+            let (theirs_named, theirs_logs) = blocks(&original);
+            let (ours_named, ours_logs) = blocks(&ours);
+            // The reading found what every mailcow config has.
+            assert!(theirs_named.contains_key(&("destination".into(), "d_stdout".into())));
+            assert!(theirs_named.contains_key(&("options".into(), String::new())));
+            assert!(theirs_named.keys().any(|(kind, _)| kind == "source"));
+            assert!(!theirs_logs.is_empty() && !ours_logs.is_empty());
+            for (key, body) in &theirs_named {
+                if key.0 == "destination" && key.1.starts_with("d_redis") {
+                    continue;
+                }
+                assert_eq!(ours_named.get(key), Some(body), "{replacement}: {key:?}");
+            }
+            // Every stdout path is kept, element for element, up to d_stdout.
+            for log in theirs_logs
+                .iter()
+                .filter(|l| l.iter().any(|e| e == "destination(d_stdout);"))
+            {
+                let upto = log
+                    .iter()
+                    .position(|e| e == "destination(d_stdout);")
+                    .unwrap();
+                assert!(
+                    ours_logs.iter().any(|l| l.starts_with(&log[..=upto])),
+                    "{replacement}: stdout path {:?} missing",
+                    &log[..=upto]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_compose_override_mounts_both_configs_read_write_and_uses_the_gelf_driver() {
+    let compose = read("deploy/mailcow/docker-compose.override.yml");
+    for container in ["postfix", "postfix-tlspol", "dovecot", "sogo"] {
+        for (file, target) in [
+            (format!("{container}.conf"), "syslog-ng.conf"),
+            (
+                format!("{container}-redis_slave.conf"),
+                "syslog-ng-redis_slave.conf",
+            ),
+        ] {
+            let mount = format!("./data/conf/cowlogd/syslog-ng/{file}:/etc/syslog-ng/{target}:z");
+            let line = compose
+                .lines()
+                .find(|l| l.contains(&mount))
+                .unwrap_or_else(|| panic!("no mount {mount}"));
+            // The entrypoint copies one over the other: no read-only mount.
+            assert!(!line.contains(":ro"), "{line}");
+        }
+        assert!(compose.contains(&format!(
+            "  {container}-mailcow:\n    logging: *cowlogd-logging"
+        )));
+        assert!(
+            repo()
+                .join(format!("deploy/mailcow/syslog-ng/{container}.conf"))
+                .is_file()
+        );
+    }
+    assert!(compose.contains("driver: gelf") && compose.contains("tag: \"{{.Name}}\""));
+    assert!(compose.contains("\"127.0.0.1:12201:12201/udp\""));
+    assert!(compose.contains("${REDIS_SLAVEOF_IP:-redis-mailcow}:${REDIS_SLAVEOF_PORT:-6379}"));
+    assert!(!compose.contains("gelf-tag"));
+}
+
+#[test]
+fn the_binary_needs_only_what_the_distroless_cc_image_has() {
+    let output = Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_cowlogd"))
+        .output()
+        .expect("ldd is not installed: apt-get install libc-bin");
+    let text = String::from_utf8_lossy(&output.stdout);
+    // gcr.io/distroless/cc-debian12: glibc and libgcc_s.
+    let provided = [
+        "linux-vdso.so.1",
+        "libgcc_s.so.1",
+        "libm.so.6",
+        "libc.so.6",
+        "ld-linux-x86-64.so.2",
+        "libpthread.so.0",
+        "libdl.so.2",
+        "librt.so.1",
+    ];
+    for line in text.lines() {
+        let lib = line.split_whitespace().next().unwrap_or_default();
+        let name = lib.rsplit('/').next().unwrap_or(lib);
+        assert!(provided.contains(&name), "the image lacks {name}: {text}");
+    }
+    let dockerfile = read("deploy/Dockerfile");
+    assert!(dockerfile.contains("FROM gcr.io/distroless/cc-debian12:nonroot"));
+    assert!(dockerfile.contains("USER nonroot"));
+    assert!(dockerfile.contains("strip target/release/cowlogd"));
+    assert!(dockerfile.contains("EXPOSE 12201/udp 12201/tcp 5140/udp 5140/tcp 9127/tcp"));
+    assert!(dockerfile.contains(r#"CMD ["/usr/local/bin/cowlogd", "health"]"#));
+}
+
+#[test]
+fn the_systemd_unit_is_hardened() {
+    let unit = read("deploy/systemd/cowlogd.service");
+    for directive in [
+        "ExecStart=/usr/local/bin/cowlogd --config /etc/cowlogd.toml",
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+        "Restart=on-failure",
+        "TimeoutStopSec=10s",
+    ] {
+        assert!(unit.contains(directive), "missing {directive:?}");
+    }
+}
+
+#[test]
+fn alert_rules_pass_promtool_and_their_unit_tests() {
+    let dir = repo().join("deploy/prometheus");
+    for args in [
+        &["check", "rules", "cowlogd.rules.yml"][..],
+        &["test", "rules", "cowlogd.rules.test.yml"][..],
+        &["check", "config", "prometheus.yml"][..],
+    ] {
+        let output = Command::new(promtool())
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_dashboard_and_the_alerts_use_only_metrics_the_binary_exports() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "");
+    daemon.udp(daemon.ports.gelf, &docker_gelf(POSTFIX, &postfix_line(1)));
+    daemon.udp(daemon.ports.gelf, b"not gelf");
+    redis.wait_list("POSTFIX_MAILLOG", 1);
+    let exported = wait_for("the write counted", || {
+        let text = daemon.metrics();
+        text.contains("cowlogd_redis_write_duration_seconds_bucket")
+            .then_some(text)
+    });
+    let used = read("deploy/grafana/cowlogd.json") + &read("deploy/prometheus/cowlogd.rules.yml");
+    let names: std::collections::BTreeSet<&str> = used
+        .match_indices("cowlogd_")
+        .map(|(at, _)| {
+            let end = used[at..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(used.len(), |e| at + e);
+            &used[at..end]
+        })
+        .collect();
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        assert!(
+            exported.lines().any(|l| l.starts_with(name)
+                && matches!(l.as_bytes().get(name.len()), Some(b'{' | b' '))),
+            "{name} is not exported"
+        );
+    }
+}
