@@ -42,9 +42,12 @@ fn every_shipped_config_passes_cowlogd_check() {
     }
 }
 
+/// Named blocks, `(kind, name) → body`, and the `log { … }` blocks' lines.
+type Blocks = (BTreeMap<(String, String), String>, Vec<Vec<String>>);
+
 /// The top-level blocks of a syslog-ng config: `(kind, name) → body`, and
 /// the `log { … }` blocks in order.
-fn blocks(config: &str) -> (BTreeMap<(String, String), String>, Vec<Vec<String>>) {
+fn blocks(config: &str) -> Blocks {
     let mut named = BTreeMap::new();
     let mut logs = Vec::new();
     let mut rest = config;
