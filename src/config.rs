@@ -247,7 +247,7 @@ impl Default for LimitsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ConsoleConfig {
     /// Print every record on stdout as it is routed: time, input, container,
-    /// program[pid], severity, route, what happened, message.
+    /// `program[pid]`, severity, route, what happened, message.
     pub enabled: bool,
 }
 

@@ -201,6 +201,14 @@ fn the_compose_override_mounts_both_configs_read_write_and_uses_the_gelf_driver(
 }
 
 #[test]
+fn daemon_json_sends_every_container_with_the_gelf_driver() {
+    let config: serde_json::Value = serde_json::from_str(&read("deploy/daemon.json")).unwrap();
+    assert_eq!(config["log-driver"], "gelf");
+    assert_eq!(config["log-opts"]["gelf-address"], "udp://127.0.0.1:12201");
+    assert_eq!(config["log-opts"]["tag"], "{{.Name}}");
+}
+
+#[test]
 fn the_binary_needs_only_what_the_distroless_cc_image_has() {
     let output = Command::new("ldd")
         .arg(env!("CARGO_BIN_EXE_cowlogd"))

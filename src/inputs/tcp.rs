@@ -27,7 +27,8 @@ const READ_SIZE: usize = 64 * 1024;
 /// once the frame is done.
 const FREE_CAPACITY: usize = 2 * READ_SIZE;
 
-/// Read buffer bytes above [`FREE_CAPACITY`], across all connections.
+/// Read buffer bytes above the 128 KiB each connection keeps free, across
+/// all connections.
 #[derive(Debug)]
 pub struct BufferBudget {
     used: AtomicUsize,

@@ -19,7 +19,7 @@
 //! only.
 //!
 //! The steps of one write are separate pieces: plan a window ([`plan`]),
-//! execute it ([`RedisWriter::attempt`]), classify and account the replies
+//! execute it (`RedisWriter::attempt`), classify and account the replies
 //! ([`outcome::judge`]), decide the retry (back-off, split, give up). Every
 //! wait and every attempt is bounded by the shutdown deadline once draining
 //! starts.
