@@ -393,10 +393,19 @@ impl Daemon {
         wrapper: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
+        // Three different ports: a port just released can be handed out
+        // again by the next call.
+        let gelf = free_port();
+        let syslog = std::iter::repeat_with(free_port)
+            .find(|p| *p != gelf)
+            .unwrap_or_default();
+        let metrics = std::iter::repeat_with(free_port)
+            .find(|p| *p != gelf && *p != syslog)
+            .unwrap_or_default();
         let ports = Ports {
-            gelf: free_port(),
-            syslog: free_port(),
-            metrics: free_port(),
+            gelf,
+            syslog,
+            metrics,
         };
         let mut config: toml::Table = toml::from_str(extra).expect("test config is TOML");
         let section = |config: &mut toml::Table, name: &str| -> toml::Table {
