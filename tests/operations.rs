@@ -4,17 +4,7 @@ use std::process::{Command, Stdio};
 use crate::support::*;
 
 fn cowlogd(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_cowlogd"))
-        .args(args)
-        .env_remove("COWLOGD_REDIS_URL")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    run_cowlogd(args, env)
 }
 
 #[test]

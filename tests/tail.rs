@@ -23,18 +23,10 @@ fn push(redis: &RedisServer, key: &str, entries: &[String]) {
 }
 
 fn tail(redis_url: &str, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_cowlogd"))
-        .arg("tail")
-        .args(args)
-        .env("COWLOGD_REDIS_URL", redis_url)
-        .env("TZ", "UTC")
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let args: Vec<&str> = std::iter::once("tail")
+        .chain(args.iter().copied())
+        .collect();
+    run_cowlogd(&args, &[("COWLOGD_REDIS_URL", redis_url), ("TZ", "UTC")])
 }
 
 #[test]

@@ -28,6 +28,23 @@ pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Runs the `cowlogd` binary with `args` and `env` (no inherited
+/// `COWLOGD_REDIS_URL`); `(success, stdout, stderr)`.
+pub fn run_cowlogd(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_cowlogd"))
+        .args(args)
+        .env_remove("COWLOGD_REDIS_URL")
+        .env_remove("COWLOGD_CONFIG")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// A port free for both TCP and UDP on 127.0.0.1.
 pub fn free_port() -> u16 {
     loop {
