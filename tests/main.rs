@@ -3,6 +3,8 @@
 
 mod support;
 
+/// `cowlogd-bench`, the load generator.
+mod bench_cli;
 /// Connection caps, idle connections, buffers, Graylog restarts.
 mod connections;
 /// deploy/: configs, syslog-ng replacements, image, unit, alerts, dashboard.
