@@ -78,6 +78,47 @@ fn a_retry_after_a_response_timeout_is_never_applied_twice() {
 }
 
 #[test]
+fn what_a_lost_transaction_applied_beyond_the_split_window_is_not_written_again() {
+    // A write goes out, Redis stalls long enough for two timeouts, the
+    // window is split, and the stalled transaction runs when Redis wakes:
+    // the marker then covers the rest of the original window too.
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        &redis.url(),
+        "[redis]\nresponse_timeout_ms = 200\nconnect_timeout_ms = 200\nlist_cap = 100000\n",
+    );
+    // Small enough (~10 KB) for Redis to read the stalled transaction in
+    // one go when it wakes, before the retry's fence.
+    let total = 60;
+    let frames: Vec<u8> = (0..total).flat_map(postfix_frame).collect();
+    let sleeper = {
+        let client = redis.client();
+        std::thread::spawn(move || {
+            let mut client = client;
+            redis::cmd("DEBUG")
+                .arg("SLEEP")
+                .arg(1.5)
+                .query::<()>(&mut client)
+                .unwrap();
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let mut stream = daemon.tcp(daemon.ports.syslog);
+    stream.write_all(&frames).unwrap();
+    sleeper.join().unwrap();
+    let indices = exactly(&redis, "POSTFIX_MAILLOG", total);
+    assert_eq!(indices, (0..total).collect());
+    assert!(
+        daemon.metric("cowlogd_redis_window_splits_total") >= 1.0,
+        "no split happened"
+    );
+    assert_eq!(
+        daemon.metric("cowlogd_redis_entries_written_total"),
+        total as f64
+    );
+}
+
+#[test]
 fn a_write_too_large_for_the_timeout_is_split_until_it_fits() {
     let redis = RedisServer::start();
     // No byte cap to help: only splitting can get this through a 40 ms

@@ -229,6 +229,10 @@ pub struct RedisWriter {
     fence: Fence,
     marker: Marker,
     next_seq: u64,
+    /// The highest sequence number Redis is known to have applied, from
+    /// the marker: a lost transaction may have covered more than the
+    /// window being retried when it is found.
+    applied_through: u64,
     queue: Arc<BatchQueue<RedisBatch>>,
     channel: String,
     batch_max: usize,
@@ -271,6 +275,7 @@ impl RedisWriter {
                 ttl_s: MARKER_TTL_S,
             },
             next_seq: 1,
+            applied_through: 0,
             queue,
             channel: settings.channel.clone(),
             batch_max: settings.batch_max,
@@ -349,6 +354,17 @@ impl RedisWriter {
         let mut timeouts = 0;
         let mut oom_since: Option<Instant> = None;
         while let Some(window) = pending.window(self.window_budget, self.batch_max_bytes) {
+            // What a lost transaction turned out to have applied (it may
+            // reach past the window it was found in) is counted, not sent.
+            if let Some(applied) =
+                pending.window_through(usize::MAX, usize::MAX, self.applied_through)
+            {
+                let plan = Plan::new(pending, &applied, &exclusions, &self.channel, &self.marker);
+                let (_, tally) = judge(&plan, &Attempt::AppliedBefore, &mut exclusions);
+                self.record(&tally);
+                pending.advance(&applied);
+                continue;
+            }
             let plan = Plan::new(pending, &window, &exclusions, &self.channel, &self.marker);
             let started = Instant::now();
             let Some(attempt) = deadline.bound(self.attempt(&plan)).await else {
@@ -439,8 +455,15 @@ impl RedisWriter {
     async fn attempt_on(&mut self, session: &mut Session, plan: &Plan<'_>) -> Attempt {
         if self.fence.is_unresolved() {
             match self.fence.resolve(session, &self.marker.key).await {
-                Ok(applied) if applied >= plan.first_seq => return Attempt::AppliedBefore,
-                Ok(_) => {}
+                Ok(applied) => {
+                    self.applied_through = self.applied_through.max(applied);
+                    if applied >= plan.last_seq {
+                        return Attempt::AppliedBefore;
+                    }
+                    if applied >= plan.first_seq {
+                        return Attempt::Replan;
+                    }
+                }
                 Err(FenceError::Refused(error)) => return Attempt::Unavailable(error),
                 Err(FenceError::Lost(error)) => return Attempt::Lost(error),
             }

@@ -74,6 +74,9 @@ pub enum Attempt {
     Applied(Vec<RedisResult<Value>>),
     /// The marker says an earlier attempt, whose reply was lost, applied it.
     AppliedBefore,
+    /// The marker says an earlier attempt applied part of it: plan again
+    /// (the applied part is then counted, the rest written).
+    Replan,
     /// Redis refused commands at queue time (`EXECABORT`): nothing ran.
     /// Each refused command as (step index, error).
     Refused(Vec<(usize, ServerError)>),
@@ -139,6 +142,7 @@ pub fn judge(plan: &Plan<'_>, attempt: &Attempt, exclusions: &mut Exclusions) ->
             tally.published = plan.publishes() as u64;
             Decision::Done
         }
+        Attempt::Replan => Decision::RetryNow,
         Attempt::Applied(replies) => {
             tally.applied = true;
             account_replies(plan, replies, &mut tally);

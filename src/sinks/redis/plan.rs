@@ -71,9 +71,22 @@ impl Pending {
     /// `max_bytes` bytes of keys, entries and payloads (at least one
     /// message, however large). `None` when nothing is left.
     pub fn window(&self, max_messages: usize, max_bytes: usize) -> Option<Window> {
-        if self.remaining == 0 {
+        self.window_through(max_messages, max_bytes, u64::MAX)
+    }
+
+    /// Like [`Pending::window`], ending at sequence number `last` at the
+    /// latest: the part of the pending messages that a marker read says an
+    /// earlier transaction already applied.
+    pub fn window_through(
+        &self,
+        max_messages: usize,
+        max_bytes: usize,
+        last: u64,
+    ) -> Option<Window> {
+        if self.remaining == 0 || last < self.head_seq {
             return None;
         }
+        let max_messages = max_messages.min((last - self.head_seq).saturating_add(1) as usize);
         let mut at = self.head;
         let mut messages = 0;
         let mut bytes = 0;
@@ -391,6 +404,21 @@ pub(crate) mod tests {
         assert_eq!(seen, [(100, 101), (102, 103), (104, 104)]);
         assert_eq!(pending.remaining(), 0);
         assert_eq!(pending.next_seq(), 105);
+    }
+
+    #[test]
+    fn a_window_through_a_marker_ends_at_it() {
+        let pending = Pending::new(
+            vec![batch(&[
+                ("A", "1", None),
+                ("A", "2", None),
+                ("A", "3", None),
+            ])],
+            10,
+        );
+        let window = pending.window_through(100, 1 << 20, 11).unwrap();
+        assert_eq!((window.first_seq, window.last_seq), (10, 11));
+        assert_eq!(pending.window_through(100, 1 << 20, 9), None);
     }
 
     #[test]
