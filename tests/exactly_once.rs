@@ -139,10 +139,7 @@ fn a_write_too_large_for_the_timeout_is_split_until_it_fits() {
         stream.write_all(line.as_bytes()).unwrap();
     }
     stream.flush().unwrap();
-    wait_for("all received", || {
-        (daemon.metric("cowlogd_received_messages_total{input=\"syslog_tcp\"}") == total as f64)
-            .then_some(())
-    });
+    daemon.wait_received("syslog_tcp", total);
     redis.signal("CONT");
     let indices = exactly(&redis, "POSTFIX_MAILLOG", total);
     assert_eq!(indices, (0..total).collect());
@@ -239,10 +236,7 @@ fn sigterm_with_redis_frozen_exits_within_the_flush_bound_and_counts_what_it_aba
     for n in 0..1_000 {
         stream.write_all(&postfix_frame(n)).unwrap();
     }
-    wait_for("all received", || {
-        (daemon.metric("cowlogd_received_messages_total{input=\"syslog_tcp\"}") == 1_000.0)
-            .then_some(())
-    });
+    daemon.wait_received("syslog_tcp", 1_000);
     let started = Instant::now();
     let status = daemon.terminate();
     let took = started.elapsed();

@@ -41,10 +41,7 @@ fn sigterm_flushes_queued_messages_then_exits_zero() {
         stream.write_all(&postfix_frame(n)).unwrap();
     }
     drop(stream);
-    wait_for("all 2000 received", || {
-        (daemon.metric("cowlogd_received_messages_total{input=\"syslog_tcp\"}") == 2000.0)
-            .then_some(())
-    });
+    daemon.wait_received("syslog_tcp", 2000);
     let resume = {
         let pid = redis.pid();
         std::thread::spawn(move || {

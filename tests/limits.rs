@@ -410,10 +410,7 @@ fn queue_byte_cap_holds_while_redis_is_away() {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    wait_for("all received", || {
-        (daemon.metric("cowlogd_received_messages_total{input=\"syslog_tcp\"}") == 2_000.0)
-            .then_some(())
-    });
+    daemon.wait_received("syslog_tcp", 2_000);
     assert!(daemon.metric("cowlogd_queue_bytes") <= 50_000.0);
     let dropped = daemon
         .metric("cowlogd_dropped_messages_total{stage=\"queue\",reason=\"queue_full\"}")

@@ -52,10 +52,7 @@ fn beyond_the_buffer_exactly_the_counted_oldest_messages_are_dropped() {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    wait_for("all received", || {
-        (daemon.metric("cowlogd_received_messages_total{input=\"syslog_tcp\"}") == 2_300.0)
-            .then_some(())
-    });
+    daemon.wait_received("syslog_tcp", 2_300);
     assert!(daemon.metric("cowlogd_queue_messages") <= 500.0);
     redis.restart();
     let dropped = daemon
@@ -251,10 +248,7 @@ fn sigterm_with_redis_gone_drops_the_queue_after_the_flush_deadline_and_says_so(
         stream.write_all(&postfix_frame(n)).unwrap();
     }
     drop(stream);
-    wait_for("all received", || {
-        (daemon.metric("cowlogd_received_messages_total{input=\"syslog_tcp\"}") == 100.0)
-            .then_some(())
-    });
+    daemon.wait_received("syslog_tcp", 100);
     let started = Instant::now();
     let status = daemon.terminate();
     assert!(status.success());

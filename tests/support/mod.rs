@@ -531,6 +531,14 @@ impl Daemon {
         metric_value(&self.metrics(), series)
     }
 
+    /// Waits until `input` has counted `n` received messages.
+    pub fn wait_received(&self, input: &str, n: usize) {
+        let series = format!("cowlogd_received_messages_total{{input=\"{input}\"}}");
+        wait_for(&format!("{n} messages received on {input}"), || {
+            (self.metric(&series) == n as f64).then_some(())
+        });
+    }
+
     /// Sum of every series of `name`.
     pub fn metric_sum(&self, name: &str) -> f64 {
         let text = self.metrics();

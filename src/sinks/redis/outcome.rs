@@ -157,24 +157,29 @@ pub fn judge(plan: &Plan<'_>, attempt: &Attempt, exclusions: &mut Exclusions) ->
         }
         Attempt::Unavailable(error) => {
             tally.error(code_label(error.code()), || error.to_string());
-            match classify_code(error.code()) {
-                ErrorClass::Temporary => Decision::RetryLater {
-                    timed_out: false,
-                    out_of_memory: false,
-                },
-                ErrorClass::OutOfMemory => Decision::RetryLater {
-                    timed_out: false,
-                    out_of_memory: true,
-                },
-                ErrorClass::Permanent => {
-                    tally.rejected = (plan.messages - plan.excluded) as u64;
-                    Decision::Done
-                }
-            }
+            retry(classify_code(error.code())).unwrap_or_else(|| {
+                tally.rejected = (plan.messages - plan.excluded) as u64;
+                Decision::Done
+            })
         }
         Attempt::Refused(refusals) => judge_refusals(plan, refusals, exclusions, &mut tally),
     };
     (decision, tally)
+}
+
+/// The retry a refusal of `class` asks for; `None` when it cannot succeed.
+fn retry(class: ErrorClass) -> Option<Decision> {
+    match class {
+        ErrorClass::Temporary => Some(Decision::RetryLater {
+            timed_out: false,
+            out_of_memory: false,
+        }),
+        ErrorClass::OutOfMemory => Some(Decision::RetryLater {
+            timed_out: false,
+            out_of_memory: true,
+        }),
+        ErrorClass::Permanent => None,
+    }
 }
 
 /// `EXECABORT`: nothing ran. Any temporary refusal → retry everything
@@ -188,32 +193,18 @@ fn judge_refusals(
     for (_, error) in refusals {
         tally.error(code_label(error.code()), || error.to_string());
     }
-    let worst = refusals
+    // Temporary beats out-of-memory beats permanent: nothing ran, so one
+    // temporary refusal is reason enough to retry everything.
+    let classes: Vec<ErrorClass> = refusals
         .iter()
         .map(|(_, e)| classify_code(e.code()))
-        .fold(None, |worst, class| match (worst, class) {
-            (Some(ErrorClass::Temporary), _) | (_, ErrorClass::Temporary) => {
-                Some(ErrorClass::Temporary)
-            }
-            (Some(ErrorClass::OutOfMemory), _) | (_, ErrorClass::OutOfMemory) => {
-                Some(ErrorClass::OutOfMemory)
-            }
-            _ => Some(ErrorClass::Permanent),
-        });
-    match worst {
-        Some(ErrorClass::Temporary) => {
-            return Decision::RetryLater {
-                timed_out: false,
-                out_of_memory: false,
-            };
-        }
-        Some(ErrorClass::OutOfMemory) => {
-            return Decision::RetryLater {
-                timed_out: false,
-                out_of_memory: true,
-            };
-        }
-        Some(ErrorClass::Permanent) | None => {}
+        .collect();
+    let worst = [ErrorClass::Temporary, ErrorClass::OutOfMemory]
+        .into_iter()
+        .find(|class| classes.contains(class))
+        .unwrap_or(ErrorClass::Permanent);
+    if let Some(retry) = retry(worst) {
+        return retry;
     }
     let mut excluded_any = false;
     for (index, _) in refusals {

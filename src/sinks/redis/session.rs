@@ -167,25 +167,21 @@ impl Fence {
             }
         }
         self.suspects.clear();
+        let no_reply = || {
+            FenceError::Lost(RedisError::from(std::io::Error::other(
+                "no reply to the marker read",
+            )))
+        };
         let applied = match marker_reply {
             Some(Ok(Value::Nil)) => 0,
             Some(Ok(value)) => redis::from_redis_value::<u64>(value).unwrap_or(0),
             Some(Err(error)) => {
-                let server = error
+                return Err(error
                     .into_server_errors()
-                    .and_then(|errors| errors.first().map(|(_, e)| e.clone()));
-                return match server {
-                    Some(error) => Err(FenceError::Refused(error)),
-                    None => Err(FenceError::Lost(RedisError::from(std::io::Error::other(
-                        "no reply to the marker read",
-                    )))),
-                };
+                    .and_then(|errors| errors.first().map(|(_, e)| e.clone()))
+                    .map_or_else(no_reply, FenceError::Refused));
             }
-            None => {
-                return Err(FenceError::Lost(RedisError::from(std::io::Error::other(
-                    "no reply to the marker read",
-                ))));
-            }
+            None => return Err(no_reply()),
         };
         self.unresolved = false;
         Ok(applied)
