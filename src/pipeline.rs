@@ -220,7 +220,20 @@ struct RecordSink {
     peer_host: String,
     peer: Option<IpAddr>,
     input: Input,
+    /// Sizes of the last Redis batch taken, to size the next one.
+    redis_hint: BatchHint,
 }
+
+/// How much room a new batch starts with.
+#[derive(Debug, Default, Clone, Copy)]
+struct BatchHint {
+    bytes: usize,
+    ops: usize,
+}
+
+/// The largest head start a batch gets: an idle connection that once saw a
+/// burst keeps nothing, a busy one regrows at most from here.
+const BATCH_HINT_MAX_BYTES: usize = 1024 * 1024;
 
 impl RecordSink {
     fn set_peer(&mut self, peer: IpAddr) {
@@ -292,6 +305,12 @@ impl RecordSink {
                 console.show(self.input.label(), record, Some(&route.name), &fate);
             }
             return;
+        }
+        if self.redis.data.capacity() == 0 {
+            // A fresh batch: start at the size of the last one (bounded), so
+            // that a burst does not regrow the buffer through every doubling.
+            self.redis.data.reserve(self.redis_hint.bytes);
+            self.redis.ops.reserve(self.redis_hint.ops);
         }
         let data = &mut self.redis.data;
         let key_start = data.len();
@@ -431,6 +450,7 @@ impl Processor {
                 peer_host: String::new(),
                 peer: None,
                 input,
+                redis_hint: BatchHint::default(),
             },
             clock: Clock { now, time },
         }
@@ -559,8 +579,16 @@ impl Processor {
             self.scratch = String::new();
         }
         self.decompressor.release_oversized();
+        let redis = take_if_any(&mut self.sink.redis);
+        if let Some(batch) = &redis {
+            let bytes = batch.data.len().min(BATCH_HINT_MAX_BYTES);
+            self.sink.redis_hint = BatchHint {
+                bytes,
+                ops: batch.ops.len().min(bytes / 64),
+            };
+        }
         Batches {
-            redis: take_if_any(&mut self.sink.redis),
+            redis,
             forward: take_if_any(&mut self.sink.forward),
         }
     }

@@ -254,7 +254,7 @@ pub struct Route {
     /// Its name.
     pub name: String,
     containers: Vec<Vec<u8>>,
-    programs: Vec<Vec<u8>>,
+    programs: Vec<Wildcard>,
     messages: Option<RegexSet>,
     facilities: Vec<Facility>,
     severities: Vec<Severity>,
@@ -271,11 +271,9 @@ impl Route {
                 .container
                 .is_some_and(|c| self.containers.iter().any(|s| container_runs_service(c, s))))
             && (self.programs.is_empty()
-                || record.program.is_some_and(|p| {
-                    self.programs
-                        .iter()
-                        .any(|pattern| wildcard_match(pattern, p))
-                }))
+                || record
+                    .program
+                    .is_some_and(|p| self.programs.iter().any(|pattern| pattern.matches(p))))
             && self
                 .syslog_line
                 .is_none_or(|want| record.inner_syslog == want)
@@ -428,7 +426,7 @@ impl Route {
             programs: config
                 .program
                 .iter()
-                .map(|p| p.as_bytes().to_vec())
+                .map(|p| Wildcard::new(p.as_bytes()))
                 .collect(),
             messages,
             facilities,
@@ -441,23 +439,40 @@ impl Route {
 }
 
 /// `*` matches any run of bytes (including `/`); everything else literally.
-fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
-    let mut parts = pattern.split(|&b| b == b'*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = text.strip_prefix(first) else {
-        return false;
-    };
-    let mut parts: Vec<&[u8]> = parts.collect();
-    let Some(last) = parts.pop() else {
-        return rest.is_empty();
-    };
-    for middle in parts {
-        match memchr::memmem::find(rest, middle) {
-            Some(at) => rest = &rest[at + middle.len()..],
-            None => return false,
+/// A `program` pattern split at its `*`s once, when the routes are built:
+/// matching runs for every record and must not allocate.
+#[derive(Debug, Clone)]
+struct Wildcard {
+    /// The text between the stars; one part means no star.
+    parts: Vec<Vec<u8>>,
+}
+
+impl Wildcard {
+    fn new(pattern: &[u8]) -> Wildcard {
+        Wildcard {
+            parts: pattern.split(|&b| b == b'*').map(<[u8]>::to_vec).collect(),
         }
     }
-    rest.len() >= last.len() && rest.ends_with(last)
+
+    fn matches(&self, text: &[u8]) -> bool {
+        let (first, rest_parts) = match self.parts.split_first() {
+            Some(split) => split,
+            None => return text.is_empty(),
+        };
+        let Some(mut rest) = text.strip_prefix(first.as_slice()) else {
+            return false;
+        };
+        let Some((last, middles)) = rest_parts.split_last() else {
+            return rest.is_empty();
+        };
+        for middle in middles {
+            match memchr::memmem::find(rest, middle) {
+                Some(at) => rest = &rest[at + middle.len()..],
+                None => return false,
+            }
+        }
+        rest.len() >= last.len() && rest.ends_with(last)
+    }
 }
 
 #[cfg(test)]
@@ -480,6 +495,10 @@ mod tests {
         );
         let router = Router::build(&mailcow_profile(), 10_000).unwrap();
         router.route(&record).map(|(_, r)| r.name.clone())
+    }
+
+    fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
+        Wildcard::new(pattern).matches(text)
     }
 
     #[test]

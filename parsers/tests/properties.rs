@@ -262,6 +262,12 @@ proptest! {
         encode_channel_payload(&mut out, &message, ChannelSanitize::SyslogNg);
         let text = String::from_utf8(out).unwrap();
         prop_assert!(!text.bytes().any(|b| b < 0x20 || b == b'/'));
+        // Exactly the lossy text with controls and slashes mapped to `_`.
+        let expected: String = String::from_utf8_lossy(&message)
+            .chars()
+            .map(|c| if c < ' ' || c == '/' { '_' } else { c })
+            .collect();
+        prop_assert_eq!(text, expected);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! published on `F2B_CHANNEL` (byte-compatible with syslog-ng's
 //! `format-json` and `$(sanitize)`).
 
-use super::{InvalidUtf8, write_int, write_json_string};
+use super::{InvalidUtf8, has_byte, has_byte_below, write_int, write_json_string};
 use crate::record::Record;
 
 /// Appends the list entry for `record`:
@@ -61,13 +61,55 @@ pub enum ChannelSanitize {
 /// ```
 pub fn encode_channel_payload(out: &mut Vec<u8>, message: &[u8], mode: ChannelSanitize) {
     out.reserve(message.len());
+    let table = match mode {
+        ChannelSanitize::SyslogNg => &SANITIZE_SYSLOG_NG,
+        ChannelSanitize::ControlOnly => &SANITIZE_CONTROL_ONLY,
+    };
+    // No UTF-8 decoding for the usual ASCII line.
+    let slash = mode == ChannelSanitize::SyslogNg;
+    let append = |out: &mut Vec<u8>, valid: &[u8]| {
+        let start = out.len();
+        out.extend_from_slice(valid);
+        // Copy, then fix in place the eight-byte words that need it.
+        for word in out[start..].chunks_mut(8) {
+            if let Ok(bytes) = <[u8; 8]>::try_from(&*word) {
+                let value = u64::from_le_bytes(bytes);
+                if !(has_byte_below(value, 0x20) || slash && has_byte(value, b'/')) {
+                    continue;
+                }
+            }
+            for byte in word {
+                *byte = table[usize::from(*byte)];
+            }
+        }
+    };
+    if message.is_ascii() {
+        append(out, message);
+        return;
+    }
     for chunk in message.utf8_chunks() {
-        out.extend(chunk.valid().bytes().map(|b| match (b, mode) {
-            (0..=0x1f, _) | (b'/', ChannelSanitize::SyslogNg) => b'_',
-            _ => b,
-        }));
+        append(out, chunk.valid().as_bytes());
         if !chunk.invalid().is_empty() {
             out.extend_from_slice("\u{fffd}".as_bytes());
         }
     }
+}
+
+/// Byte maps of the two sanitize modes (only ASCII bytes change, so valid
+/// UTF-8 stays valid).
+const SANITIZE_SYSLOG_NG: [u8; 256] = sanitize_table(true);
+const SANITIZE_CONTROL_ONLY: [u8; 256] = sanitize_table(false);
+
+const fn sanitize_table(slash: bool) -> [u8; 256] {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = if b < 0x20 || (slash && b == b'/' as usize) {
+            b'_'
+        } else {
+            b as u8
+        };
+        b += 1;
+    }
+    table
 }

@@ -2,6 +2,8 @@
 //! the BSD form `Mmm dd hh:mm:ss` (RFC 3164 §4.1.2) with its missing year and
 //! zone resolved from a [`TimeContext`].
 
+use std::cell::Cell;
+
 use jiff::tz::TimeZone;
 use nom::bytes::complete::{tag, take_while_m_n};
 use nom::character::complete::{char, one_of};
@@ -30,6 +32,11 @@ pub struct TimeContext {
     fixed_offset_secs: Option<i32>,
     now_year: i16,
     now_month: i8,
+    /// The last local minute converted through the zone rules and the
+    /// epoch second it starts at: lines of one batch share their minute,
+    /// and a zone lookup costs ~1,000 instructions. Zones change offset
+    /// only on whole minutes, so the cache is exact.
+    last_minute: Cell<Option<(i64, i64)>>,
 }
 
 impl TimeContext {
@@ -53,6 +60,7 @@ impl TimeContext {
             fixed_offset_secs,
             now_year,
             now_month,
+            last_minute: Cell::new(None),
         }
     }
 
@@ -79,18 +87,30 @@ impl TimeContext {
         if let Some(offset) = self.fixed_offset_secs {
             return Some(civil.unix_seconds_utc() - i64::from(offset));
         }
+        let minute = civil.minute_number();
+        if let Some((cached, start)) = self.last_minute.get()
+            && cached == minute
+        {
+            return Some(start + i64::from(civil.second));
+        }
         let dt = jiff::civil::DateTime::new(
             i16::try_from(civil.year).ok()?,
             civil.month as i8,
             civil.day as i8,
             civil.hour as i8,
             civil.minute as i8,
-            civil.second.min(59) as i8,
+            0,
             0,
         )
         .ok()?;
-        let ts = self.zone.to_ambiguous_timestamp(dt).compatible().ok()?;
-        Some(ts.as_second())
+        let start = self
+            .zone
+            .to_ambiguous_timestamp(dt)
+            .compatible()
+            .ok()?
+            .as_second();
+        self.last_minute.set(Some((minute, start)));
+        Some(start + i64::from(civil.second))
     }
 }
 
@@ -121,6 +141,14 @@ impl Civil {
             // A leap second (:60) is read as :59; syslog senders rarely emit it.
             second: second.min(59) as u8,
         })
+    }
+
+    /// Minutes since 1970-01-01 00:00 of this civil time, zone ignored: a
+    /// key for the minute cache.
+    fn minute_number(self) -> i64 {
+        days_from_civil(self.year, self.month.into(), self.day.into()) * 1440
+            + i64::from(self.hour) * 60
+            + i64::from(self.minute)
     }
 
     fn unix_seconds_utc(self) -> i64 {
@@ -381,6 +409,33 @@ mod tests {
         let ctx = TimeContext::new(Timestamp::new(1795999799, 0), zone);
         let (_, summer) = bsd_timestamp(b"Jul  1 12:00:00", &ctx).unwrap();
         assert_eq!(summer.secs, days_from_civil(2026, 7, 1) * 86400 + 10 * 3600);
+    }
+
+    #[test]
+    fn minute_cache_agrees_with_the_zone_rules_across_a_dst_change() {
+        let zone =
+            TimeZone::get("Europe/Berlin").expect("tz database missing: apt-get install tzdata");
+        // One context for the whole sequence (as a batch has), a fresh one
+        // per line for the reference: 2026-03-29 02:00 CET does not exist.
+        let shared = TimeContext::new(Timestamp::new(1774000000, 0), zone.clone());
+        for line in [
+            "Mar 29 01:59:58",
+            "Mar 29 01:59:59",
+            "Mar 29 02:30:00",
+            "Mar 29 03:00:00",
+            "Mar 29 03:00:01",
+            "Mar 29 01:59:59",
+            "Oct 25 02:30:00",
+            "Oct 25 03:30:00",
+        ] {
+            let fresh = TimeContext::new(Timestamp::new(1774000000, 0), zone.clone());
+            let (_, cached) = bsd_timestamp(line.as_bytes(), &shared).unwrap();
+            let (_, reference) = bsd_timestamp(line.as_bytes(), &fresh).unwrap();
+            assert_eq!(cached, reference, "{line}");
+        }
+        let (_, before) = bsd_timestamp(b"Mar 29 01:59:59", &shared).unwrap();
+        let (_, after) = bsd_timestamp(b"Mar 29 03:00:00", &shared).unwrap();
+        assert_eq!(after.secs - before.secs, 1, "the clock jumps an hour");
     }
 
     #[test]

@@ -10,6 +10,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use crate::pipeline::RedisBatch;
 
 /// A message's place in [`Pending`].
@@ -253,7 +255,8 @@ impl<'a> Plan<'a> {
         // Keys in order of first appearance, each with its cap and entries.
         let mut keys: Vec<&'a [u8]> = Vec::new();
         let mut lists: Vec<(usize, Vec<&'a [u8]>)> = Vec::new();
-        let mut index: HashMap<&'a [u8], usize> = HashMap::new();
+        // One lookup per message: SipHash showed in profiles at ~4%.
+        let mut index: HashMap<&'a [u8], usize, RandomState> = HashMap::default();
         let mut excluded = 0;
         let mut publishes = 0;
         for (batch, op) in pending.ops(window) {
@@ -273,7 +276,7 @@ impl<'a> Plan<'a> {
             lists[slot].1.push(batch.slice(&op.entry));
             publishes += usize::from(op.publish.is_some() && !exclusions.publish);
         }
-        let mut pipeline = redis::pipe();
+        let mut pipeline = redis::Pipeline::with_capacity(1 + keys.len() * 2 + publishes);
         pipeline.atomic().ignore_errors();
         let mut steps = Vec::with_capacity(1 + keys.len() * 2 + publishes);
         pipeline
@@ -284,7 +287,11 @@ impl<'a> Plan<'a> {
             .arg(marker.ttl_s);
         steps.push(Step::Marker);
         for (slot, (key, (cap, entries))) in keys.iter().zip(&lists).enumerate() {
-            pipeline.cmd("LPUSH").arg(*key).arg(entries.as_slice());
+            // Sized up front: the entries are most of a window's bytes.
+            let bytes = key.len() + entries.iter().map(|e| e.len()).sum::<usize>();
+            let mut push = redis::Cmd::with_capacity(2 + entries.len(), 5 + bytes);
+            push.arg("LPUSH").arg(*key).arg(entries.as_slice());
+            pipeline.add_command(push);
             steps.push(Step::Push {
                 key: slot,
                 entries: entries.len(),
@@ -302,7 +309,10 @@ impl<'a> Plan<'a> {
                 if exclusions.is_key_excluded(batch.slice(&op.key)) {
                     continue;
                 }
-                pipeline.cmd("PUBLISH").arg(channel).arg(batch.slice(range));
+                let payload = batch.slice(range);
+                let mut publish = redis::Cmd::with_capacity(3, 7 + channel.len() + payload.len());
+                publish.arg("PUBLISH").arg(channel).arg(payload);
+                pipeline.add_command(publish);
                 steps.push(Step::Publish);
             }
         }
