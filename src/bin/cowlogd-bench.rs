@@ -69,6 +69,10 @@ struct Args {
     /// Share of GELF messages long enough to be chunked (0.0–1.0).
     #[arg(long, default_value_t = 0.0)]
     chunked: f64,
+    /// Incompressible bytes added to each chunked message (6000 gzip to
+    /// five 1420-byte chunks; 8192 makes "8 KiB messages").
+    #[arg(long, default_value_t = 6000)]
+    chunk_pad: usize,
     /// Redis to count deliveries in (list growth and channel payloads).
     #[arg(long)]
     redis: Option<String>,
@@ -296,7 +300,7 @@ fn generate(args: &Args, run: u32) -> anyhow::Result<Vec<Vec<Vec<u8>>>> {
         .map(|seq| {
             let chunked =
                 args.target == Target::GelfUdp && chunk_every > 0 && seq % chunk_every == 0;
-            let line = line(run, seq, if chunked { 6000 } else { 0 });
+            let line = line(run, seq, if chunked { args.chunk_pad } else { 0 });
             Ok(match args.target {
                 Target::GelfUdp => {
                     compressor.compress(&docker_gelf(&line, created), &mut compressed);
