@@ -33,6 +33,8 @@ pub struct Config {
     pub graylog: GraylogConfig,
     /// Every record printed as it is routed.
     pub console: ConsoleConfig,
+    /// netfilter's ban rules evaluated in cowlogd.
+    pub f2b: F2bConfig,
     /// Routing rules, first match wins. Absent: the mailcow profile.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -47,6 +49,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             graylog: GraylogConfig::default(),
             console: ConsoleConfig::default(),
+            f2b: F2bConfig::default(),
             routes: crate::router::mailcow_profile(),
         }
     }
@@ -67,6 +70,10 @@ pub struct RedisConfig {
     /// `"syslog-ng"` (replace bytes < 0x20 and `/` with `_`, what netfilter
     /// expects today) or `"control-only"` (keep `/`, reviving the SOGo rule).
     pub channel_sanitize: String,
+    /// `"all"` (what syslog-ng publishes) or `"matches"`: only payloads on
+    /// which an `F2B_REGEX` rule matches with a public address (needs
+    /// `[f2b] enabled`).
+    pub publish: String,
     /// Messages held while Redis is slow or away; then the oldest are dropped.
     pub queue_messages: usize,
     /// Bytes held while Redis is slow or away.
@@ -102,6 +109,7 @@ impl Default for RedisConfig {
             list_cap: 10_000,
             channel: "F2B_CHANNEL".into(),
             channel_sanitize: "syslog-ng".into(),
+            publish: "all".into(),
             queue_messages: 200_000,
             queue_bytes: 128 * 1024 * 1024,
             batch_max: 10_000,
@@ -238,6 +246,31 @@ impl Default for LimitsConfig {
             http_max_body_bytes: 8 * 1024 * 1024,
             max_message_bytes: 64 * 1024,
             tcp_buffers_total_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[f2b]`: netfilter-mailcow's rules (`F2B_REGEX`, `F2B_OPTIONS`) read
+/// from the Redis cowlogd writes to and evaluated on every published
+/// payload: metrics, `GET /f2b`, `cowlogd bans`. Never writes those keys.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct F2bConfig {
+    /// Evaluate the rules.
+    pub enabled: bool,
+    /// Seconds between reads of `F2B_REGEX`, `F2B_OPTIONS` and
+    /// `F2B_ACTIVE_BANS`.
+    pub poll_interval_s: u64,
+    /// Ban networks tracked (least recently seen evicted); ~200 bytes each.
+    pub max_offenders: usize,
+}
+
+impl Default for F2bConfig {
+    fn default() -> Self {
+        F2bConfig {
+            enabled: false,
+            poll_interval_s: 5,
+            max_offenders: 10_000,
         }
     }
 }
@@ -388,6 +421,16 @@ impl Config {
                 bail!("redis.channel_sanitize: {other:?} is not \"syslog-ng\" or \"control-only\"")
             }
         };
+        let publish_matches_only = match redis.publish.as_str() {
+            "all" => false,
+            "matches" if self.f2b.enabled => true,
+            "matches" => bail!("redis.publish = \"matches\" needs [f2b] enabled = true"),
+            other => bail!("redis.publish: {other:?} is not \"all\" or \"matches\""),
+        };
+        if self.f2b.enabled {
+            positive("f2b.poll_interval_s", self.f2b.poll_interval_s as usize)?;
+            positive("f2b.max_offenders", self.f2b.max_offenders)?;
+        }
         if !redis.tls_ca_file.is_empty() && !Path::new(&redis.tls_ca_file).is_file() {
             bail!(
                 "redis.tls_ca_file: {} is not a readable file",
@@ -531,6 +574,8 @@ impl Config {
             },
             metrics_listen,
             console: self.console.enabled,
+            publish_matches_only,
+            f2b: self.f2b.enabled.then(|| self.f2b.clone()),
             router,
         })
     }
@@ -793,6 +838,10 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// Print every routed record on stdout.
     pub console: bool,
+    /// `redis.publish = "matches"`.
+    pub publish_matches_only: bool,
+    /// `[f2b]`, when enabled.
+    pub f2b: Option<F2bConfig>,
     /// Who may scrape.
     pub metrics_allow: Vec<IpNet>,
     /// Metrics connections at once.

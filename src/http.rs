@@ -1,5 +1,6 @@
 //! cowlogd's HTTP endpoint: `GET /metrics` (Prometheus text), `/health`
-//! (the process answers) and `/ready` (Redis takes writes).
+//! (the process answers), `/ready` (Redis takes writes) and `/f2b` (ban
+//! insight: rules, options, top offenders, as JSON).
 //!
 //! Bounded like an input: `metrics.allow`, a small connection pool of its
 //! own (the longest idle makes room), and a short header timeout, so
@@ -20,6 +21,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::f2b::F2b;
 use crate::inputs::Allowlist;
 use crate::inputs::slots::ConnectionSlots;
 use crate::sinks::redis::RedisHealth;
@@ -90,6 +92,7 @@ pub async fn serve(
     metrics: PrometheusHandle,
     health: Arc<RedisHealth>,
     admission: Admission,
+    f2b: Option<Arc<F2b>>,
     shutdown: CancellationToken,
 ) {
     let slots = ConnectionSlots::new(
@@ -114,11 +117,12 @@ pub async fn serve(
         };
         let metrics = metrics.clone();
         let health = health.clone();
+        let f2b = f2b.clone();
         tokio::spawn(async move {
             let activity = slot.activity();
             let service = service_fn(move |request: Request<Incoming>| {
                 activity.touch();
-                let response = respond(&request, &metrics, &health);
+                let response = respond(&request, &metrics, &health, f2b.as_deref());
                 async move { Ok::<_, Infallible>(response) }
             });
             let connection = http1::Builder::new()
@@ -137,6 +141,7 @@ fn respond(
     request: &Request<Incoming>,
     metrics: &PrometheusHandle,
     health: &RedisHealth,
+    f2b: Option<&F2b>,
 ) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => (
@@ -153,7 +158,19 @@ fn respond(
             };
             (status, "text/plain", health.report())
         }
-        (_, "/metrics" | "/health" | "/ready") => (
+        (&Method::GET, "/f2b") => match f2b {
+            Some(f2b) => (
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_string(&f2b.snapshot()).unwrap_or_default(),
+            ),
+            None => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "[f2b] is not enabled\n".to_owned(),
+            ),
+        },
+        (_, "/metrics" | "/health" | "/ready" | "/f2b") => (
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "GET only\n".to_owned(),

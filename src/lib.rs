@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod console;
+pub mod f2b;
 pub mod http;
 pub mod inputs;
 pub mod metrics;
@@ -107,8 +108,16 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
                 allow: inputs::Allowlist::new(settings.metrics_allow.clone()),
                 max_connections: settings.metrics_max_connections,
             },
+            shared.f2b.clone(),
             stop_http.clone(),
         ));
+    }
+    if let (Some(f2b), Some(config)) = (shared.f2b.clone(), &settings.f2b)
+        && !settings.redis_url.is_empty()
+    {
+        let client = sinks::redis::client(&settings)?;
+        let interval = std::time::Duration::from_secs(config.poll_interval_s);
+        tokio::spawn(f2b.poll(client, interval, stop_http.clone()));
     }
 
     let writer = if settings.redis_url.is_empty() {

@@ -26,6 +26,8 @@ use metrics::{Counter, gauge};
 
 use crate::config::{ForwardFilter, Settings};
 use crate::console::{Console, Fate};
+use crate::f2b::rules::RuleHit;
+use crate::f2b::{F2b, Loaded};
 use crate::metrics::{DropReason, Input, InputMetrics, drop_counter, dropped, parse_error, routed};
 use crate::queue::{BatchQueue, Weighed};
 use crate::router::{RouteAction, Router};
@@ -136,6 +138,10 @@ pub struct Shared {
     console: Option<Console>,
     /// `redis.url = ""`: routes still decide, nothing is written.
     redis_off: bool,
+    /// Ban insight: rules evaluated on every published payload.
+    pub f2b: Option<Arc<F2b>>,
+    /// `redis.publish = "matches"`.
+    publish_matches_only: bool,
     /// Chunked GELF reassembly, one for all GELF UDP sockets (chunks of one
     /// message may land on different sockets).
     pub reassembler: Mutex<Reassembler<SocketAddr>>,
@@ -168,6 +174,11 @@ impl Shared {
             forwarding,
             console,
             redis_off: settings.redis_url.is_empty(),
+            f2b: settings
+                .f2b
+                .as_ref()
+                .map(|c| Arc::new(F2b::new(c.max_offenders))),
+            publish_matches_only: settings.publish_matches_only,
             reassembler: Mutex::new(Reassembler::new(settings.reassembly)),
             clock_origin: Instant::now(),
         }
@@ -222,6 +233,9 @@ struct RecordSink {
     input: Input,
     /// Sizes of the last Redis batch taken, to size the next one.
     redis_hint: BatchHint,
+    /// The ban rules of this read cycle, and their generation.
+    f2b_rules: Option<(u64, Arc<Loaded>)>,
+    f2b_hits: Vec<RuleHit>,
 }
 
 /// How much room a new batch starts with.
@@ -340,6 +354,22 @@ impl RecordSink {
             }
             entry_end..data.len()
         });
+        let publish = match (publish, &self.shared.f2b, &self.f2b_rules) {
+            (Some(range), Some(f2b), Some((_, loaded))) => {
+                // The payload is valid UTF-8 by construction.
+                let payload = std::str::from_utf8(&data[range.clone()]).unwrap_or_default();
+                self.f2b_hits.clear();
+                loaded.rules.evaluate(payload, &mut self.f2b_hits);
+                let acted = !self.f2b_hits.is_empty() && f2b.record(loaded, &self.f2b_hits);
+                if self.shared.publish_matches_only && !acted {
+                    data.truncate(range.start);
+                    None
+                } else {
+                    Some(range)
+                }
+            }
+            (publish, ..) => publish,
+        };
         if let Some(console) = &self.shared.console {
             let fate = Fate::Stored {
                 key: &data[key_start..entry_start],
@@ -451,6 +481,8 @@ impl Processor {
                 peer: None,
                 input,
                 redis_hint: BatchHint::default(),
+                f2b_rules: None,
+                f2b_hits: Vec::new(),
             },
             clock: Clock { now, time },
         }
@@ -463,6 +495,17 @@ impl Processor {
             self.clock.time = TimeContext::new(now, self.sink.shared.timezone.clone());
         }
         self.clock.now = now;
+        if let Some(f2b) = &self.sink.shared.f2b {
+            let generation = f2b.generation();
+            if self
+                .sink
+                .f2b_rules
+                .as_ref()
+                .is_none_or(|(g, _)| *g != generation)
+            {
+                self.sink.f2b_rules = Some((generation, f2b.current()));
+            }
+        }
     }
 
     /// Sets the sender of what follows.

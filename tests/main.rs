@@ -11,6 +11,8 @@ mod connections;
 mod deploy;
 /// Exactly once into Redis: stalls, splits, temporary refusals, shutdown.
 mod exactly_once;
+/// Ban insight: netfilter's rules, `publish = "matches"`, `/f2b`.
+mod f2b;
 /// Redis going away, SIGTERM, drops accounted.
 mod faults;
 /// GELF over TCP: NUL frames.

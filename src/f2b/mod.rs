@@ -1,0 +1,452 @@
+//! Ban insight: netfilter-mailcow's own rules, evaluated on every payload
+//! cowlogd publishes, so that an attack shows in metrics, in `GET /f2b` and
+//! in `cowlogd bans` while it happens.
+//!
+//! - [`rules`]: `F2B_REGEX` compiled (a `RegexSet` prefilter, fancy-regex
+//!   for look-around), evaluated like Python's `re.search`.
+//! - [`address`]: group 1 judged like Python's `ipaddress` (private and
+//!   loopback ignored, text that is no address flagged: it would make
+//!   netfilter exit).
+//! - [`F2b`]: the loaded rules (swapped when `F2B_REGEX` changes), the
+//!   recent offenders (netfilter's own counting: per ban network, reset
+//!   after `retry_window` of quiet), and the Redis poller.
+//!
+//! Listener tasks take a snapshot of the rules once per read cycle (an
+//! atomic generation check, a lock only after a change) and record hits
+//! under one short lock; lines no rule matches cost one `RegexSet` pass
+//! plus rule 3's backtracking search.
+
+pub mod address;
+pub mod rules;
+
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use metrics::{Counter, counter, gauge};
+use redis::AsyncCommands;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use self::address::{AddressClass, ban_network};
+use self::rules::{MAX_RULE_LABELS, RuleHit, RuleSet};
+
+/// The keys netfilter keeps its state in.
+pub const REGEX_KEY: &str = "F2B_REGEX";
+/// netfilter's options (JSON).
+pub const OPTIONS_KEY: &str = "F2B_OPTIONS";
+/// Network → unban time (epoch seconds).
+pub const ACTIVE_BANS_KEY: &str = "F2B_ACTIVE_BANS";
+/// Active bans read in full only up to this many (the gauge counts all).
+const ACTIVE_BANS_READ_MAX: usize = 10_000;
+/// Offenders shown by `GET /f2b`.
+const SHOWN_OFFENDERS: usize = 100;
+
+/// netfilter's options as far as counting needs them (its defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Options {
+    /// Attempts within the window that make a ban.
+    pub max_attempts: u64,
+    /// Seconds of quiet after which the count starts again.
+    pub retry_window: u64,
+    /// Prefix length banned for IPv4.
+    pub netban_ipv4: u8,
+    /// Prefix length banned for IPv6.
+    pub netban_ipv6: u8,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            max_attempts: 10,
+            retry_window: 600,
+            netban_ipv4: 32,
+            netban_ipv6: 128,
+        }
+    }
+}
+
+impl Options {
+    /// Reads `F2B_OPTIONS`; fields that are absent or unreadable keep
+    /// netfilter's defaults (numbers may be JSON numbers or strings).
+    pub fn from_json(text: &str) -> Options {
+        let mut options = Options::default();
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(text)
+        else {
+            return options;
+        };
+        let number = |key: &str| -> Option<u64> {
+            match map.get(key)? {
+                serde_json::Value::Number(n) => n.as_u64(),
+                serde_json::Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            }
+        };
+        if let Some(v) = number("max_attempts") {
+            options.max_attempts = v.max(1);
+        }
+        if let Some(v) = number("retry_window") {
+            options.retry_window = v;
+        }
+        if let Some(v) = number("netban_ipv4") {
+            options.netban_ipv4 = v.min(32) as u8;
+        }
+        if let Some(v) = number("netban_ipv6") {
+            options.netban_ipv6 = v.min(128) as u8;
+        }
+        options
+    }
+}
+
+/// Rules with their metric handles.
+pub struct Loaded {
+    /// The rules.
+    pub rules: RuleSet,
+    matches: Vec<Counter>,
+}
+
+impl Loaded {
+    fn new(rules: RuleSet) -> Loaded {
+        let matches = rules
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| {
+                let label = if index < MAX_RULE_LABELS {
+                    rule.id.clone()
+                } else {
+                    "other".to_owned()
+                };
+                counter!("cowlogd_f2b_matches_total", "rule" => label)
+            })
+            .collect();
+        Loaded { rules, matches }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Offender {
+    attempts: u64,
+    total: u64,
+    first_seen: f64,
+    last_attempt: f64,
+    /// Bit `i`: rule `i` matched (rules past 64 share bit 63).
+    rules: u64,
+}
+
+struct State {
+    offenders: lru::LruCache<String, Offender>,
+    options: Options,
+    active_bans: Vec<(String, i64)>,
+    active_ban_count: u64,
+}
+
+/// Shared ban-insight state; see the module docs.
+pub struct F2b {
+    loaded: RwLock<Arc<Loaded>>,
+    generation: AtomicU64,
+    state: Mutex<State>,
+    ignored_private: Counter,
+    ignored_not_address: Counter,
+}
+
+/// One offender as `GET /f2b` shows it.
+#[derive(Debug, Serialize)]
+pub struct OffenderView {
+    /// The network netfilter bans (`netban_ipv4`/`netban_ipv6`).
+    pub network: String,
+    /// Attempts in the current window (netfilter's count).
+    pub attempts: u64,
+    /// Attempts seen since cowlogd first saw it.
+    pub total: u64,
+    /// The ban threshold.
+    pub max_attempts: u64,
+    /// Ids of the rules that matched.
+    pub rules: Vec<String>,
+    /// Epoch seconds.
+    pub first_seen: f64,
+    /// Epoch seconds.
+    pub last_seen: f64,
+    /// When netfilter lifts its ban (epoch seconds), if banned.
+    pub banned_until: Option<i64>,
+}
+
+/// What `GET /f2b` returns.
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    /// Rules loaded and failed.
+    pub rules: Vec<RuleView>,
+    /// Options in force.
+    pub options: Options,
+    /// `HLEN F2B_ACTIVE_BANS` at the last poll.
+    pub active_bans: u64,
+    /// Offenders tracked (at most `f2b.max_offenders`).
+    pub tracked: usize,
+    /// The top offenders by attempts.
+    pub offenders: Vec<OffenderView>,
+}
+
+/// A rule as `GET /f2b` shows it.
+#[derive(Debug, Serialize)]
+pub struct RuleView {
+    /// Its id.
+    pub id: String,
+    /// The pattern.
+    pub pattern: String,
+    /// Why it does not compile.
+    pub error: Option<String>,
+}
+
+fn now_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl F2b {
+    /// State with netfilter's default rules, tracking up to `max_offenders`.
+    pub fn new(max_offenders: usize) -> F2b {
+        let f2b = F2b {
+            loaded: RwLock::new(Arc::new(Loaded::new(RuleSet::defaults()))),
+            generation: AtomicU64::new(0),
+            state: Mutex::new(State {
+                offenders: lru::LruCache::new(
+                    NonZeroUsize::new(max_offenders.max(1)).unwrap_or(NonZeroUsize::MIN),
+                ),
+                options: Options::default(),
+                active_bans: Vec::new(),
+                active_ban_count: 0,
+            }),
+            ignored_private: counter!("cowlogd_f2b_ignored_total", "reason" => "private"),
+            ignored_not_address: counter!("cowlogd_f2b_ignored_total", "reason" => "not_an_address"),
+        };
+        f2b.report_rules(&f2b.current());
+        f2b
+    }
+
+    /// Generation of the loaded rules: changes when they are swapped.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The loaded rules.
+    pub fn current(&self) -> Arc<Loaded> {
+        self.loaded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn swap(&self, rules: RuleSet) {
+        let loaded = Arc::new(Loaded::new(rules));
+        self.report_rules(&loaded);
+        *self
+            .loaded
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = loaded;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn report_rules(&self, loaded: &Loaded) {
+        gauge!("cowlogd_f2b_rules").set(loaded.rules.loaded() as f64);
+        for (index, rule) in loaded.rules.rules.iter().enumerate().take(MAX_RULE_LABELS) {
+            gauge!("cowlogd_f2b_rule_errors", "rule" => rule.id.clone())
+                .set(if rule.error.is_some() { 1.0 } else { 0.0 });
+            if let Some(error) = &rule.error {
+                tracing::error!(rule = %rule.id, index, %error, "F2B_REGEX rule does not compile; the other rules keep working");
+            }
+        }
+    }
+
+    /// Counts `hits` of `loaded` and updates the offenders; `true` when some
+    /// hit has a public address (what netfilter acts on).
+    pub fn record(&self, loaded: &Loaded, hits: &[RuleHit]) -> bool {
+        let mut acted = false;
+        let now = now_s();
+        for hit in hits {
+            if let Some(counter) = loaded.matches.get(hit.rule) {
+                counter.increment(1);
+            }
+            match hit.class {
+                AddressClass::Private => self.ignored_private.increment(1),
+                AddressClass::NotAnAddress => self.ignored_not_address.increment(1),
+                AddressClass::Public(ip) => {
+                    acted = true;
+                    let mut state = self
+                        .state
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let options = state.options;
+                    let network = ban_network(ip, options.netban_ipv4, options.netban_ipv6);
+                    let bit = 1u64 << hit.rule.min(63);
+                    match state.offenders.get_mut(&network) {
+                        Some(offender) => {
+                            // netfilter: a gap longer than the window restarts the count.
+                            if now - offender.last_attempt > options.retry_window as f64 {
+                                offender.attempts = 0;
+                            }
+                            offender.attempts += 1;
+                            offender.total += 1;
+                            offender.last_attempt = now;
+                            offender.rules |= bit;
+                        }
+                        None => {
+                            state.offenders.put(
+                                network,
+                                Offender {
+                                    attempts: 1,
+                                    total: 1,
+                                    first_seen: now,
+                                    last_attempt: now,
+                                    rules: bit,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        acted
+    }
+
+    /// The view `GET /f2b` serves.
+    pub fn snapshot(&self) -> Snapshot {
+        let loaded = self.current();
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut offenders: Vec<(&String, &Offender)> = state.offenders.iter().collect();
+        offenders.sort_by(|a, b| {
+            b.1.attempts
+                .cmp(&a.1.attempts)
+                .then(b.1.last_attempt.total_cmp(&a.1.last_attempt))
+        });
+        let rule_ids = |bits: u64| -> Vec<String> {
+            loaded
+                .rules
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| bits & (1u64 << (*i).min(63)) != 0)
+                .map(|(_, r)| r.id.clone())
+                .collect()
+        };
+        let views = offenders
+            .into_iter()
+            .take(SHOWN_OFFENDERS)
+            .map(|(network, o)| OffenderView {
+                network: network.clone(),
+                attempts: o.attempts,
+                total: o.total,
+                max_attempts: state.options.max_attempts,
+                rules: rule_ids(o.rules),
+                first_seen: o.first_seen,
+                last_seen: o.last_attempt,
+                banned_until: state
+                    .active_bans
+                    .iter()
+                    .find(|(n, _)| n == network)
+                    .map(|(_, until)| *until),
+            })
+            .collect();
+        Snapshot {
+            rules: loaded
+                .rules
+                .rules
+                .iter()
+                .map(|r| RuleView {
+                    id: r.id.clone(),
+                    pattern: r.pattern.clone(),
+                    error: r.error.clone(),
+                })
+                .collect(),
+            options: state.options,
+            active_bans: state.active_ban_count,
+            tracked: state.offenders.len(),
+            offenders: views,
+        }
+    }
+
+    /// Polls netfilter's keys every `interval` until `shutdown`: rules
+    /// swapped when `F2B_REGEX` changes (defaults when it is absent),
+    /// options, and the active bans. Never writes.
+    pub async fn poll(
+        self: Arc<Self>,
+        client: redis::Client,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(5)));
+        let mut connection = None;
+        let mut last_regex: Option<String> = None;
+        loop {
+            if connection.is_none() {
+                connection = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(|error| crate::warn_limited!(%error, "f2b: cannot reach Redis"))
+                    .ok();
+            }
+            if let Some(conn) = connection.as_mut()
+                && let Err(error) = self.poll_once(conn, &mut last_regex).await
+            {
+                crate::warn_limited!(%error, "f2b: polling netfilter's keys failed");
+                connection = None;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn poll_once(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        last_regex: &mut Option<String>,
+    ) -> redis::RedisResult<()> {
+        let regex: Option<String> = conn.get(REGEX_KEY).await?;
+        if regex != *last_regex {
+            match &regex {
+                None => self.swap(RuleSet::defaults()),
+                Some(text) => match RuleSet::from_json(text) {
+                    Ok(rules) => {
+                        tracing::info!(rules = rules.loaded(), "f2b: F2B_REGEX loaded");
+                        self.swap(rules);
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "f2b: F2B_REGEX unreadable; keeping the rules in force")
+                    }
+                },
+            }
+            *last_regex = regex;
+        }
+        let options: Option<String> = conn.get(OPTIONS_KEY).await?;
+        let options = options.map_or_else(Options::default, |t| Options::from_json(&t));
+        let count: u64 = conn.hlen(ACTIVE_BANS_KEY).await?;
+        let bans: Vec<(String, i64)> = if count as usize <= ACTIVE_BANS_READ_MAX {
+            let raw: Vec<(String, String)> = conn.hgetall(ACTIVE_BANS_KEY).await?;
+            raw.into_iter()
+                .map(|(network, until)| {
+                    let until = until.trim().parse::<f64>().map_or(0, |v| v as i64);
+                    (network, until)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        gauge!("cowlogd_f2b_active_bans").set(count as f64);
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.options = options;
+        state.active_bans = bans;
+        state.active_ban_count = count;
+        Ok(())
+    }
+}

@@ -1,0 +1,271 @@
+//! netfilter-mailcow's rules (`F2B_REGEX`), compiled once per change and
+//! run on every published payload as Python's `re.search` would.
+//!
+//! Rules the `regex` crate can compile (all defaults but rule 3) go into one
+//! `RegexSet`: a single pass over the payload says which of them match, and
+//! only those are run again for group 1. Rules with look-around or
+//! back-references (rule 3's negative lookahead) run through fancy-regex,
+//! a backtracking engine with Python's syntax for them.
+
+use super::address::{AddressClass, classify};
+
+/// netfilter's defaults, used when `F2B_REGEX` is absent (netfilter writes
+/// these into Redis itself; cowlogd never writes them).
+pub const DEFAULT_RULES: [(&str, &str); 9] = [
+    (
+        "1",
+        r"mailcow UI: Invalid password for .+ by ([0-9a-f\.:]+)",
+    ),
+    ("2", r"Rspamd UI: Invalid password by ([0-9a-f\.:]+)"),
+    (
+        "3",
+        r"warning: .*\[([0-9a-f\.:]+)\]: SASL .+ authentication failed: (?!.*Connection lost to authentication server).+",
+    ),
+    (
+        "4",
+        r"warning: non-SMTP command from .*\[([0-9a-f\.:]+)]:.+",
+    ),
+    (
+        "5",
+        r"NOQUEUE: reject: RCPT from \[([0-9a-f\.:]+)].+Protocol error.+",
+    ),
+    (
+        "6",
+        r"\w+\([^,]+,([0-9a-f\.:]+),<[^>]+>\): Password mismatch \(SHA1 of given password: [a-f0-9]+\)",
+    ),
+    (
+        "7",
+        r"\w+\([^,]+,([0-9a-f\.:]+),<[^>]+>\): unknown user \(SHA1 of given password: [a-f0-9]+\)",
+    ),
+    (
+        "8",
+        r"SOGo.+ Login from '([0-9a-f\.:]+)' for user .+ might not have worked",
+    ),
+    ("9", r#"([0-9a-f\.:]+) \"GET \/SOGo\/.* HTTP.+\" 403 .+"#),
+];
+
+/// Rules beyond this many share the metric label `other`.
+pub const MAX_RULE_LABELS: usize = 64;
+
+enum Engine {
+    /// In the prefilter set; run again only when the set says it matches.
+    Plain(regex::Regex),
+    /// Look-around or back-references: run on every payload.
+    Fancy(fancy_regex::Regex),
+}
+
+/// One rule as loaded.
+pub struct Rule {
+    /// Its key in `F2B_REGEX` (`"3"`).
+    pub id: String,
+    /// The pattern as written.
+    pub pattern: String,
+    engine: Option<Engine>,
+    /// Why it could not be compiled.
+    pub error: Option<String>,
+}
+
+/// One rule that matched a payload, and what group 1 turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleHit {
+    /// Index into [`RuleSet::rules`].
+    pub rule: usize,
+    /// The address verdict.
+    pub class: AddressClass,
+}
+
+/// The compiled rules.
+pub struct RuleSet {
+    /// In id order (numeric ids numerically).
+    pub rules: Vec<Rule>,
+    prefilter: regex::RegexSet,
+    /// `prefilter` index → rule index.
+    plain: Vec<usize>,
+    fancy: Vec<usize>,
+}
+
+impl RuleSet {
+    /// netfilter's nine defaults.
+    pub fn defaults() -> RuleSet {
+        RuleSet::compile(
+            DEFAULT_RULES
+                .iter()
+                .map(|(id, pattern)| ((*id).to_owned(), (*pattern).to_owned()))
+                .collect(),
+        )
+    }
+
+    /// The rules of an `F2B_REGEX` value: a JSON object of id → pattern.
+    ///
+    /// # Errors
+    /// When the value is not such an object (netfilter would exit).
+    pub fn from_json(text: &str) -> Result<RuleSet, String> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("F2B_REGEX is not JSON: {e}"))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| "F2B_REGEX is not a JSON object".to_owned())?;
+        let mut rules = Vec::with_capacity(object.len());
+        for (id, pattern) in object {
+            let pattern = pattern
+                .as_str()
+                .ok_or_else(|| format!("F2B_REGEX rule {id:?} is not a string"))?;
+            rules.push((id.clone(), pattern.to_owned()));
+        }
+        Ok(RuleSet::compile(rules))
+    }
+
+    fn compile(mut specs: Vec<(String, String)>) -> RuleSet {
+        specs.sort_by(|a, b| match (a.0.parse::<u64>(), b.0.parse::<u64>()) {
+            (Ok(x), Ok(y)) => x.cmp(&y),
+            _ => a.0.cmp(&b.0),
+        });
+        let mut rules = Vec::with_capacity(specs.len());
+        let mut plain_patterns = Vec::new();
+        let mut plain = Vec::new();
+        let mut fancy = Vec::new();
+        for (index, (id, pattern)) in specs.into_iter().enumerate() {
+            let (engine, error) = match regex::Regex::new(&pattern) {
+                Ok(compiled) => {
+                    plain_patterns.push(pattern.clone());
+                    plain.push(index);
+                    (Some(Engine::Plain(compiled)), None)
+                }
+                Err(_) => match fancy_regex::Regex::new(&pattern) {
+                    Ok(compiled) => {
+                        fancy.push(index);
+                        (Some(Engine::Fancy(compiled)), None)
+                    }
+                    Err(error) => (None, Some(error.to_string())),
+                },
+            };
+            rules.push(Rule {
+                id,
+                pattern,
+                engine,
+                error,
+            });
+        }
+        // Every pattern compiled alone, so the set does too; an empty set
+        // is the fallback should the combined size exceed regex's limit.
+        let prefilter = regex::RegexSet::new(&plain_patterns).unwrap_or_else(|_| {
+            plain.clear();
+            regex::RegexSet::empty()
+        });
+        if plain.is_empty() {
+            // Set too large: run the plain rules one by one instead.
+            for (index, rule) in rules.iter().enumerate() {
+                if matches!(rule.engine, Some(Engine::Plain(_))) && !fancy.contains(&index) {
+                    fancy.push(index);
+                }
+            }
+        }
+        RuleSet {
+            rules,
+            prefilter,
+            plain,
+            fancy,
+        }
+    }
+
+    /// Rules that compiled.
+    pub fn loaded(&self) -> usize {
+        self.rules.iter().filter(|r| r.engine.is_some()).count()
+    }
+
+    /// Appends a hit for every rule whose search matches `payload`, in rule
+    /// order (netfilter counts every matching rule, not only the first).
+    pub fn evaluate(&self, payload: &str, hits: &mut Vec<RuleHit>) {
+        let start = hits.len();
+        if !self.plain.is_empty() {
+            for set_index in self.prefilter.matches(payload).iter() {
+                let rule = self.plain[set_index];
+                if let Some(Engine::Plain(re)) = &self.rules[rule].engine {
+                    let group = re
+                        .captures(payload)
+                        .and_then(|c| c.get(1).map(|m| m.as_str()));
+                    hits.push(RuleHit {
+                        rule,
+                        class: group.map_or(AddressClass::NotAnAddress, classify),
+                    });
+                }
+            }
+        }
+        for &rule in &self.fancy {
+            let group = match &self.rules[rule].engine {
+                Some(Engine::Fancy(re)) => match re.captures(payload) {
+                    Ok(Some(captures)) => Some(captures.get(1).map(|m| m.as_str())),
+                    // No match, or the backtracking limit: no attempt.
+                    Ok(None) | Err(_) => None,
+                },
+                Some(Engine::Plain(re)) => {
+                    re.captures(payload).map(|c| c.get(1).map(|m| m.as_str()))
+                }
+                None => None,
+            };
+            if let Some(group) = group {
+                hits.push(RuleHit {
+                    rule,
+                    class: group.map_or(AddressClass::NotAnAddress, classify),
+                });
+            }
+        }
+        hits[start..].sort_by_key(|hit| hit.rule);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hits(rules: &RuleSet, payload: &str) -> Vec<(String, AddressClass)> {
+        let mut out = Vec::new();
+        rules.evaluate(payload, &mut out);
+        out.into_iter()
+            .map(|h| (rules.rules[h.rule].id.clone(), h.class))
+            .collect()
+    }
+
+    #[test]
+    fn the_nine_defaults_compile_and_rule_3_needs_the_backtracking_engine() {
+        let rules = RuleSet::defaults();
+        assert_eq!(rules.loaded(), 9);
+        assert_eq!(rules.fancy, vec![2]);
+    }
+
+    #[test]
+    fn rule_3s_lookahead_excludes_lost_connections() {
+        let rules = RuleSet::defaults();
+        let failed =
+            "warning: unknown[185.12.64.1]: SASL LOGIN authentication failed: UGFzc3dvcmQ6";
+        assert_eq!(
+            hits(&rules, failed),
+            vec![(
+                "3".to_owned(),
+                AddressClass::Public("185.12.64.1".parse().unwrap())
+            )]
+        );
+        let lost = "warning: unknown[185.12.64.1]: SASL LOGIN authentication failed: Connection lost to authentication server";
+        assert!(hits(&rules, lost).is_empty());
+    }
+
+    #[test]
+    fn a_rule_that_does_not_compile_is_reported_and_the_others_work() {
+        let rules = RuleSet::from_json(
+            r#"{"1": "Invalid password by ([0-9.]+", "2": "bad login from ([0-9.]+)"}"#,
+        )
+        .unwrap();
+        assert_eq!(rules.loaded(), 1);
+        assert!(rules.rules[0].error.is_some());
+        assert_eq!(hits(&rules, "bad login from 8.8.8.8").len(), 1);
+    }
+
+    #[test]
+    fn a_capture_that_is_no_address_is_classified_so() {
+        let rules = RuleSet::from_json(r#"{"1": "from ([0-9a-f.:]+) x"}"#).unwrap();
+        assert_eq!(
+            hits(&rules, "from 1.2.3 x"),
+            vec![("1".to_owned(), AddressClass::NotAnAddress)]
+        );
+    }
+}

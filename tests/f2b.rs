@@ -1,0 +1,269 @@
+//! Ban insight: netfilter's rules evaluated in cowlogd, against a real
+//! redis-server and (for the rule semantics) Python's own `re` and
+//! `ipaddress`.
+
+use std::io::Write;
+use std::process::Command;
+
+use cowlogd::f2b::address::AddressClass;
+use cowlogd::f2b::rules::{DEFAULT_RULES, RuleSet};
+
+use crate::support::{Daemon, POSTFIX, RedisServer, Subscriber, docker_gelf, wait_for};
+
+/// Channel payloads as syslog-ng sanitizes them, for every default rule
+/// and for lines that look close but must not match.
+const SAMPLES: &[&str] = &[
+    "mailcow UI: Invalid password for admin by 185.12.64.1",
+    "Rspamd UI: Invalid password by 2a01:4f8::7",
+    "warning: unknown[185.12.64.2]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
+    "warning: unknown[185.12.64.2]: SASL LOGIN authentication failed: Connection lost to authentication server",
+    "warning: non-SMTP command from unknown[185.12.64.3]: GET _ HTTP_1.1",
+    "NOQUEUE: reject: RCPT from [185.12.64.4]: 550 5.7.1 Protocol error; from=<a@b>",
+    "auth: passwd-file(admin@example.org,185.12.64.5,<AbCdEf>): Password mismatch (SHA1 of given password: 0a1b2c)",
+    "auth: passwd-file(x@example.org,185.12.64.6,<AbCdEf>): unknown user (SHA1 of given password: 0a1b2c)",
+    "SOGo[123]: [WARN] <0x55> Login from '185.12.64.7' for user bob might not have worked - password policy",
+    "185.12.64.8 \"GET _SOGo_so_bob HTTP_1.1\" 403 12 \"-\"",
+    "warning: unknown[192.168.1.5]: SASL PLAIN authentication failed: x",
+    "warning: unknown[203.0.113.9]: SASL PLAIN authentication failed: x",
+    "warning: unknown[1.2.3]: SASL PLAIN authentication failed: x",
+    "mailcow UI: Invalid password for admin by ::1",
+    "connect from unknown[185.12.64.9]",
+    "warning: hostname x does not resolve to address 185.12.64.10",
+    "disconnect from unknown[185.12.64.11] ehlo=1 auth=0_1 quit=1 commands=2_3",
+];
+
+fn rust_verdicts(rules: &RuleSet, line: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    rules.evaluate(line, &mut hits);
+    hits.iter()
+        .map(|h| {
+            let id = &rules.rules[h.rule].id;
+            match h.class {
+                AddressClass::Public(ip) => format!("{id}:public:{ip}"),
+                AddressClass::Private => format!("{id}:private"),
+                AddressClass::NotAnAddress => format!("{id}:not_an_address"),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn default_rules_fire_exactly_as_pythons_re_search_and_ipaddress() {
+    let rules = RuleSet::defaults();
+    let expected: Vec<Vec<&str>> = vec![
+        vec!["1:public:185.12.64.1"],
+        vec!["2:public:2a01:4f8::7"],
+        vec!["3:public:185.12.64.2"],
+        vec![],
+        vec!["4:public:185.12.64.3"],
+        vec!["5:public:185.12.64.4"],
+        vec!["6:public:185.12.64.5"],
+        vec!["7:public:185.12.64.6"],
+        vec!["8:public:185.12.64.7"],
+        vec![],
+        vec!["3:private"],
+        vec!["3:private"],
+        vec!["3:not_an_address"],
+        vec!["1:private"],
+        vec![],
+        vec![],
+        vec![],
+    ];
+    for (line, want) in SAMPLES.iter().zip(&expected) {
+        assert_eq!(rust_verdicts(&rules, line), *want, "{line}");
+    }
+    // The same verdicts from Python itself, where python3 is installed.
+    let Ok(python) = which_python() else {
+        eprintln!(
+            "python3 not found: the comparison with Python's re was skipped (apt-get install python3)"
+        );
+        return;
+    };
+    let script = r#"
+import ipaddress, json, re, sys
+data = json.load(sys.stdin)
+out = []
+for line in data["lines"]:
+    verdicts = []
+    for rule_id, pattern in data["rules"]:
+        m = re.search(pattern, line)
+        if not m:
+            continue
+        try:
+            ip = ipaddress.ip_address(m.group(1))
+        except ValueError:
+            verdicts.append(rule_id + ":not_an_address")
+            continue
+        if ip.is_private or ip.is_loopback:
+            verdicts.append(rule_id + ":private")
+        else:
+            verdicts.append(rule_id + ":public:" + str(ip))
+    out.append(verdicts)
+print(json.dumps(out))
+"#;
+    let input = serde_json::json!({
+        "rules": DEFAULT_RULES.iter().map(|(id, p)| vec![*id, *p]).collect::<Vec<_>>(),
+        "lines": SAMPLES,
+    });
+    let mut child = Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let python: Vec<Vec<String>> = serde_json::from_slice(&output.stdout).unwrap();
+    for (line, verdicts) in SAMPLES.iter().zip(python) {
+        assert_eq!(
+            rust_verdicts(&rules, line),
+            verdicts,
+            "Python disagrees on {line}"
+        );
+    }
+}
+
+fn which_python() -> Result<&'static str, ()> {
+    Command::new("python3")
+        .arg("--version")
+        .output()
+        .map(|_| "python3")
+        .map_err(|_| ())
+}
+
+fn sasl_failure(address: &str) -> String {
+    format!(
+        "Nov 24 13:49:59 mail postfix/smtpd[77]: warning: unknown[{address}]: SASL LOGIN authentication failed: UGFzc3dvcmQ6"
+    )
+}
+
+fn send_lines(daemon: &Daemon, lines: &[String]) {
+    let mut stream = std::io::BufWriter::new(daemon.tcp(daemon.ports.gelf));
+    for line in lines {
+        stream.write_all(&docker_gelf(POSTFIX, line)).unwrap();
+        stream.write_all(b"\0").unwrap();
+    }
+    stream.flush().unwrap();
+}
+
+#[test]
+fn publish_matches_sends_only_what_netfilter_acts_on_and_f2b_shows_the_attack() {
+    let redis = RedisServer::start();
+    let subscriber = Subscriber::start(&redis, "F2B_CHANNEL");
+    let daemon = Daemon::start(
+        &redis.url(),
+        "[redis]\npublish = \"matches\"\n[f2b]\nenabled = true\npoll_interval_s = 1\n",
+    );
+    let mut lines: Vec<String> = (0..12).map(|_| sasl_failure("185.12.64.9")).collect();
+    lines.extend((0..3).map(|_| sasl_failure("192.168.1.5")));
+    lines.push(sasl_failure("1.2.3"));
+    lines.push("Nov 24 13:49:59 mail postfix/smtpd[77]: connect from unknown[185.12.64.9]".into());
+    lines.push("Nov 24 13:49:59 mail postfix/smtpd[77]: warning: unknown[185.12.64.9]: SASL LOGIN authentication failed: Connection lost to authentication server".into());
+    send_lines(&daemon, &lines);
+    // Every line is stored; only the twelve public-address failures are published.
+    redis.wait_list("POSTFIX_MAILLOG", lines.len());
+    let published = subscriber.wait(12);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(subscriber.count(), 12, "published: {published:?}");
+    assert!(
+        published
+            .iter()
+            .all(|p| p.windows(13).any(|w| w == b"[185.12.64.9]"))
+    );
+    assert_eq!(daemon.metric("cowlogd_f2b_matches_total{rule=\"3\"}"), 16.0);
+    assert_eq!(
+        daemon.metric("cowlogd_f2b_ignored_total{reason=\"private\"}"),
+        3.0
+    );
+    assert_eq!(
+        daemon.metric("cowlogd_f2b_ignored_total{reason=\"not_an_address\"}"),
+        1.0
+    );
+    assert_eq!(daemon.metric("cowlogd_f2b_rules"), 9.0);
+
+    // netfilter bans it; the next poll shows for how long.
+    redis.raw("HSET F2B_ACTIVE_BANS 185.12.64.9/32 4102444800");
+    let view = wait_for("the ban in /f2b", || {
+        let (status, body) = daemon.http_get("/f2b");
+        assert_eq!(status, 200);
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (view["active_bans"] == 1).then_some(view)
+    });
+    let top = &view["offenders"][0];
+    assert_eq!(top["network"], "185.12.64.9/32");
+    assert_eq!(top["attempts"], 12);
+    assert_eq!(top["max_attempts"], 10);
+    assert_eq!(top["rules"], serde_json::json!(["3"]));
+    assert_eq!(top["banned_until"], 4102444800i64);
+    assert_eq!(view["tracked"], 1);
+    assert_eq!(daemon.metric("cowlogd_f2b_active_bans"), 1.0);
+}
+
+#[test]
+fn an_edit_of_f2b_regex_applies_within_the_poll_interval_and_a_broken_rule_is_reported() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "[f2b]\nenabled = true\npoll_interval_s = 1\n");
+    redis.raw(r#"SET F2B_REGEX "{\"1\": \"bad login from ([0-9.]+)\", \"2\": \"unclosed ([\"}""#);
+    wait_for("the edited rules", || {
+        (daemon.metric("cowlogd_f2b_rules") == 1.0
+            && daemon.metric("cowlogd_f2b_rule_errors{rule=\"2\"}") == 1.0)
+            .then_some(())
+    });
+    send_lines(
+        &daemon,
+        &[
+            "Nov 24 13:49:59 mail postfix/smtpd[77]: bad login from 8.8.8.8".to_owned(),
+            sasl_failure("185.12.64.9"),
+        ],
+    );
+    redis.wait_list("POSTFIX_MAILLOG", 2);
+    wait_for("the match of the new rule", || {
+        (daemon.metric("cowlogd_f2b_matches_total{rule=\"1\"}") == 1.0).then_some(())
+    });
+    // The default rule 3 is gone with the edit.
+    assert_eq!(daemon.metric("cowlogd_f2b_matches_total{rule=\"3\"}"), 0.0);
+    assert!(
+        daemon.log().contains("does not compile"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn a_flood_of_distinct_addresses_keeps_the_offender_table_and_metrics_bounded() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        &redis.url(),
+        "[redis]\nlist_cap = 100\n[f2b]\nenabled = true\nmax_offenders = 500\n",
+    );
+    let lines: Vec<String> = (0..5000u32)
+        .map(|n| {
+            sasl_failure(&format!(
+                "185.{}.{}.{}",
+                12 + n / 65536,
+                (n / 256) % 256,
+                n % 256
+            ))
+        })
+        .collect();
+    send_lines(&daemon, &lines);
+    wait_for("every match counted", || {
+        (daemon.metric("cowlogd_f2b_matches_total{rule=\"3\"}") == 5000.0).then_some(())
+    });
+    let (_, body) = daemon.http_get("/f2b");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["tracked"], 500);
+    assert_eq!(view["offenders"].as_array().unwrap().len(), 100);
+    let series = daemon
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("cowlogd_f2b_"))
+        .count();
+    assert!(series <= 9 * 2 + 4, "{series} f2b series");
+}
