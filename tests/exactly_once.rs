@@ -91,21 +91,12 @@ fn what_a_lost_transaction_applied_beyond_the_split_window_is_not_written_again(
     // one go when it wakes, before the retry's fence.
     let total = 60;
     let frames: Vec<u8> = (0..total).flat_map(postfix_frame).collect();
-    let sleeper = {
-        let client = redis.client();
-        std::thread::spawn(move || {
-            let mut client = client;
-            redis::cmd("DEBUG")
-                .arg("SLEEP")
-                .arg(1.5)
-                .query::<()>(&mut client)
-                .unwrap();
-        })
-    };
-    std::thread::sleep(Duration::from_millis(50));
-    let mut stream = daemon.tcp(daemon.ports.syslog);
-    stream.write_all(&frames).unwrap();
-    sleeper.join().unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(|| debug_sleep(&redis, 1.5));
+        std::thread::sleep(Duration::from_millis(50));
+        let mut stream = daemon.tcp(daemon.ports.syslog);
+        stream.write_all(&frames).unwrap();
+    });
     let indices = exactly(&redis, "POSTFIX_MAILLOG", total);
     assert_eq!(indices, (0..total).collect());
     assert!(

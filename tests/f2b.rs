@@ -8,7 +8,9 @@ use std::process::Command;
 use cowlogd::f2b::address::AddressClass;
 use cowlogd::f2b::rules::{DEFAULT_RULES, RuleSet};
 
-use crate::support::{Daemon, POSTFIX, RedisServer, Subscriber, docker_gelf, wait_for};
+use crate::support::{
+    Daemon, POSTFIX, RedisServer, Subscriber, docker_gelf, run_with_stdin, wait_for,
+};
 
 /// Channel payloads as syslog-ng sanitizes them, for every default rule
 /// and for lines that look close but must not match.
@@ -105,20 +107,12 @@ print(json.dumps(out))
         "rules": DEFAULT_RULES.iter().map(|(id, p)| vec![*id, *p]).collect::<Vec<_>>(),
         "lines": SAMPLES,
     });
-    let mut child = Command::new(python)
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
+    let output = run_with_stdin(python, &["-c", script], input.to_string().as_bytes());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let python: Vec<Vec<String>> = serde_json::from_slice(&output.stdout).unwrap();
     for (line, verdicts) in SAMPLES.iter().zip(python) {
         assert_eq!(

@@ -1,5 +1,4 @@
 use std::io::Write;
-use std::process::{Command, Stdio};
 
 use crate::support::*;
 
@@ -60,20 +59,7 @@ fn metrics_pass_promtool_check() {
     ] {
         assert!(text.contains(family), "missing {family}");
     }
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = run_with_stdin(promtool, &["check", "metrics"], text.as_bytes());
     assert!(
         output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
         "promtool: {}{}",

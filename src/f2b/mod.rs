@@ -19,6 +19,7 @@
 pub mod address;
 pub mod rules;
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -138,7 +139,8 @@ struct Offender {
 struct State {
     offenders: lru::LruCache<String, Offender>,
     options: Options,
-    active_bans: Vec<(String, i64)>,
+    /// `F2B_ACTIVE_BANS`: network → unban time.
+    active_bans: HashMap<String, i64>,
     active_ban_count: u64,
 }
 
@@ -215,7 +217,7 @@ impl F2b {
                     NonZeroUsize::new(max_offenders.max(1)).unwrap_or(NonZeroUsize::MIN),
                 ),
                 options: Options::default(),
-                active_bans: Vec::new(),
+                active_bans: HashMap::new(),
                 active_ban_count: 0,
             }),
             ignored_private: counter!("cowlogd_f2b_ignored_total", "reason" => "private"),
@@ -344,11 +346,7 @@ impl F2b {
                 rules: rule_ids(o.rules),
                 first_seen: o.first_seen,
                 last_seen: o.last_attempt,
-                banned_until: state
-                    .active_bans
-                    .iter()
-                    .find(|(n, _)| n == network)
-                    .map(|(_, until)| *until),
+                banned_until: state.active_bans.get(network).copied(),
             })
             .collect();
         Snapshot {
@@ -428,7 +426,7 @@ impl F2b {
         let options: Option<String> = conn.get(OPTIONS_KEY).await?;
         let options = options.map_or_else(Options::default, |t| Options::from_json(&t));
         let count: u64 = conn.hlen(ACTIVE_BANS_KEY).await?;
-        let bans: Vec<(String, i64)> = if count as usize <= ACTIVE_BANS_READ_MAX {
+        let bans: HashMap<String, i64> = if count as usize <= ACTIVE_BANS_READ_MAX {
             let raw: Vec<(String, String)> = conn.hgetall(ACTIVE_BANS_KEY).await?;
             raw.into_iter()
                 .map(|(network, until)| {
@@ -437,7 +435,7 @@ impl F2b {
                 })
                 .collect()
         } else {
-            Vec::new()
+            HashMap::new()
         };
         gauge!("cowlogd_f2b_active_bans").set(count as f64);
         let mut state = self

@@ -81,7 +81,8 @@ pub struct RuleSet {
     prefilter: regex::RegexSet,
     /// `prefilter` index → rule index.
     plain: Vec<usize>,
-    fancy: Vec<usize>,
+    /// Rules searched on every payload (look-around, or no prefilter).
+    one_by_one: Vec<usize>,
 }
 
 impl RuleSet {
@@ -123,7 +124,7 @@ impl RuleSet {
         let mut rules = Vec::with_capacity(specs.len());
         let mut plain_patterns = Vec::new();
         let mut plain = Vec::new();
-        let mut fancy = Vec::new();
+        let mut one_by_one = Vec::new();
         for (index, (id, pattern)) in specs.into_iter().enumerate() {
             let (engine, error) = match regex::Regex::new(&pattern) {
                 Ok(compiled) => {
@@ -133,7 +134,7 @@ impl RuleSet {
                 }
                 Err(_) => match fancy_regex::Regex::new(&pattern) {
                     Ok(compiled) => {
-                        fancy.push(index);
+                        one_by_one.push(index);
                         (Some(Engine::Fancy(compiled)), None)
                     }
                     Err(error) => (None, Some(error.to_string())),
@@ -146,25 +147,18 @@ impl RuleSet {
                 error,
             });
         }
-        // Every pattern compiled alone, so the set does too; an empty set
-        // is the fallback should the combined size exceed regex's limit.
+        // Every pattern compiled alone; only regex's size limit can refuse
+        // the set, and then the plain rules run one by one like the rest.
         let prefilter = regex::RegexSet::new(&plain_patterns).unwrap_or_else(|_| {
-            plain.clear();
+            one_by_one.append(&mut plain);
+            one_by_one.sort_unstable();
             regex::RegexSet::empty()
         });
-        if plain.is_empty() {
-            // Set too large: run the plain rules one by one instead.
-            for (index, rule) in rules.iter().enumerate() {
-                if matches!(rule.engine, Some(Engine::Plain(_))) && !fancy.contains(&index) {
-                    fancy.push(index);
-                }
-            }
-        }
         RuleSet {
             rules,
             prefilter,
             plain,
-            fancy,
+            one_by_one,
         }
     }
 
@@ -177,21 +171,19 @@ impl RuleSet {
     /// order (netfilter counts every matching rule, not only the first).
     pub fn evaluate(&self, payload: &str, hits: &mut Vec<RuleHit>) {
         let start = hits.len();
-        if !self.plain.is_empty() {
-            for set_index in self.prefilter.matches(payload).iter() {
-                let rule = self.plain[set_index];
-                if let Some(Engine::Plain(re)) = &self.rules[rule].engine {
-                    let group = re
-                        .captures(payload)
-                        .and_then(|c| c.get(1).map(|m| m.as_str()));
-                    hits.push(RuleHit {
-                        rule,
-                        class: group.map_or(AddressClass::NotAnAddress, classify),
-                    });
-                }
+        for set_index in self.prefilter.matches(payload).iter() {
+            let rule = self.plain[set_index];
+            if let Some(Engine::Plain(re)) = &self.rules[rule].engine {
+                let group = re
+                    .captures(payload)
+                    .and_then(|c| c.get(1).map(|m| m.as_str()));
+                hits.push(RuleHit {
+                    rule,
+                    class: group.map_or(AddressClass::NotAnAddress, classify),
+                });
             }
         }
-        for &rule in &self.fancy {
+        for &rule in &self.one_by_one {
             let group = match &self.rules[rule].engine {
                 Some(Engine::Fancy(re)) => match re.captures(payload) {
                     Ok(Some(captures)) => Some(captures.get(1).map(|m| m.as_str())),
@@ -230,7 +222,7 @@ mod tests {
     fn the_nine_defaults_compile_and_rule_3_needs_the_backtracking_engine() {
         let rules = RuleSet::defaults();
         assert_eq!(rules.loaded(), 9);
-        assert_eq!(rules.fancy, vec![2]);
+        assert_eq!(rules.one_by_one, vec![2]);
     }
 
     #[test]

@@ -46,6 +46,26 @@ pub fn run_cowlogd(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String
 }
 
 /// A port free for both TCP and UDP on 127.0.0.1.
+/// Runs `program` with `args`, `input` on its stdin; its output.
+pub fn run_with_stdin(program: &str, args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input)
+        .unwrap_or_else(|e| panic!("{program} stdin: {e}"));
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
 pub fn free_port() -> u16 {
     loop {
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
