@@ -227,6 +227,11 @@ fn an_edit_of_f2b_regex_applies_within_the_poll_interval_and_a_broken_rule_is_re
         "{}",
         daemon.log()
     );
+    // Removing the broken rule clears its error.
+    redis.raw(r#"SET F2B_REGEX "{\"1\": \"bad login from ([0-9.]+)\"}""#);
+    wait_for("the broken rule's error cleared", || {
+        (daemon.metric("cowlogd_f2b_rule_errors{rule=\"2\"}") == 0.0).then_some(())
+    });
 }
 
 #[test]

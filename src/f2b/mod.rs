@@ -242,6 +242,13 @@ impl F2b {
 
     fn swap(&self, rules: RuleSet) {
         let loaded = Arc::new(Loaded::new(rules));
+        // A rule that is gone no longer fails: clear its error gauge, or an
+        // alert on it would fire forever.
+        for old in self.current().rules.rules.iter().take(MAX_RULE_LABELS) {
+            if !loaded.rules.rules.iter().any(|r| r.id == old.id) {
+                gauge!("cowlogd_f2b_rule_errors", "rule" => old.id.clone()).set(0.0);
+            }
+        }
         self.report_rules(&loaded);
         *self
             .loaded
