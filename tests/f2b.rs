@@ -235,6 +235,22 @@ fn an_edit_of_f2b_regex_applies_within_the_poll_interval_and_a_broken_rule_is_re
 }
 
 #[test]
+fn an_unreadable_f2b_regex_is_counted_and_the_rules_in_force_keep_working() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "[f2b]\nenabled = true\npoll_interval_s = 1\n");
+    redis.raw("SET F2B_REGEX not-json");
+    wait_for("the unreadable F2B_REGEX counted", || {
+        (daemon.metric("cowlogd_f2b_poll_errors_total{reason=\"regex_unreadable\"}") == 1.0)
+            .then_some(())
+    });
+    assert_eq!(daemon.metric("cowlogd_f2b_rules"), 9.0);
+    send_lines(&daemon, &[sasl_failure("185.12.64.9")]);
+    wait_for("the default rule still matching", || {
+        (daemon.metric("cowlogd_f2b_matches_total{rule=\"3\"}") == 1.0).then_some(())
+    });
+}
+
+#[test]
 fn a_flood_of_distinct_addresses_keeps_the_offender_table_and_metrics_bounded() {
     let redis = RedisServer::start();
     let daemon = Daemon::start(

@@ -393,12 +393,16 @@ impl F2b {
                 connection = client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
-                    .map_err(|error| crate::warn_limited!(%error, "f2b: cannot reach Redis"))
+                    .map_err(|error| {
+                        counter!("cowlogd_f2b_poll_errors_total", "reason" => "redis").increment(1);
+                        crate::warn_limited!(%error, "f2b: cannot reach Redis");
+                    })
                     .ok();
             }
             if let Some(conn) = connection.as_mut()
                 && let Err(error) = self.poll_once(conn, &mut last_regex).await
             {
+                counter!("cowlogd_f2b_poll_errors_total", "reason" => "redis").increment(1);
                 crate::warn_limited!(%error, "f2b: polling netfilter's keys failed");
                 connection = None;
             }
@@ -424,7 +428,9 @@ impl F2b {
                         self.swap(rules);
                     }
                     Err(error) => {
-                        tracing::error!(%error, "f2b: F2B_REGEX unreadable; keeping the rules in force")
+                        counter!("cowlogd_f2b_poll_errors_total", "reason" => "regex_unreadable")
+                            .increment(1);
+                        tracing::error!(%error, "f2b: F2B_REGEX unreadable; keeping the rules in force");
                     }
                 },
             }

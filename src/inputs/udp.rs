@@ -119,10 +119,14 @@ pub async fn serve(
                 let datagram = &slots[start..start + len.min(MAX_DATAGRAM)];
                 match peer {
                     Some(peer) => handle(&mut processor, input, &allow, datagram, peer),
-                    None => crate::warn_limited!(
-                        input = input.label(),
-                        "UDP datagram without a sender address; dropped"
-                    ),
+                    None => {
+                        // No sender to check against inputs.allow: refused as not allowed.
+                        dropped(DropReason::NotAllowed, 1);
+                        crate::warn_limited!(
+                            input = input.label(),
+                            "UDP datagram without a sender address; dropped"
+                        );
+                    }
                 }
             }
             handled += received.len();
