@@ -3,9 +3,12 @@
 //!
 //! Rules the `regex` crate can compile (all defaults but rule 3) go into one
 //! `RegexSet`: a single pass over the payload says which of them match, and
-//! only those are run again for group 1. Rules with look-around or
-//! back-references (rule 3's negative lookahead) run through fancy-regex,
-//! a backtracking engine with Python's syntax for them.
+//! only those are run again for group 1. Rules with look-around (rule 3's
+//! negative lookahead) run through fancy-regex, a backtracking engine with
+//! Python's syntax for them; the set holds such a rule without its
+//! look-arounds (which only ever narrow a match), so the backtracking
+//! search runs only on the few lines that pass that. A rule with
+//! back-references has no such stand-in and is searched on every line.
 
 use super::address::{AddressClass, classify};
 
@@ -80,7 +83,7 @@ pub struct RuleSet {
     pub rules: Vec<Rule>,
     prefilter: regex::RegexSet,
     /// `prefilter` index → rule index.
-    plain: Vec<usize>,
+    prefiltered: Vec<usize>,
     /// Rules searched on every payload (look-around, or no prefilter).
     one_by_one: Vec<usize>,
 }
@@ -122,19 +125,27 @@ impl RuleSet {
             _ => a.0.cmp(&b.0),
         });
         let mut rules = Vec::with_capacity(specs.len());
-        let mut plain_patterns = Vec::new();
-        let mut plain = Vec::new();
+        let mut set_patterns = Vec::new();
+        let mut prefiltered = Vec::new();
         let mut one_by_one = Vec::new();
         for (index, (id, pattern)) in specs.into_iter().enumerate() {
             let (engine, error) = match regex::Regex::new(&pattern) {
                 Ok(compiled) => {
-                    plain_patterns.push(pattern.clone());
-                    plain.push(index);
+                    set_patterns.push(pattern.clone());
+                    prefiltered.push(index);
                     (Some(Engine::Plain(compiled)), None)
                 }
                 Err(_) => match fancy_regex::Regex::new(&pattern) {
                     Ok(compiled) => {
-                        one_by_one.push(index);
+                        match without_lookaround(&pattern)
+                            .filter(|relaxed| regex::Regex::new(relaxed).is_ok())
+                        {
+                            Some(relaxed) => {
+                                set_patterns.push(relaxed);
+                                prefiltered.push(index);
+                            }
+                            None => one_by_one.push(index),
+                        }
                         (Some(Engine::Fancy(compiled)), None)
                     }
                     Err(error) => (None, Some(error.to_string())),
@@ -148,16 +159,16 @@ impl RuleSet {
             });
         }
         // Every pattern compiled alone; only regex's size limit can refuse
-        // the set, and then the plain rules run one by one like the rest.
-        let prefilter = regex::RegexSet::new(&plain_patterns).unwrap_or_else(|_| {
-            one_by_one.append(&mut plain);
+        // the set, and then every rule is searched one by one.
+        let prefilter = regex::RegexSet::new(&set_patterns).unwrap_or_else(|_| {
+            one_by_one.append(&mut prefiltered);
             one_by_one.sort_unstable();
             regex::RegexSet::empty()
         });
         RuleSet {
             rules,
             prefilter,
-            plain,
+            prefiltered,
             one_by_one,
         }
     }
@@ -171,31 +182,14 @@ impl RuleSet {
     /// order (netfilter counts every matching rule, not only the first).
     pub fn evaluate(&self, payload: &str, hits: &mut Vec<RuleHit>) {
         let start = hits.len();
-        for set_index in self.prefilter.matches(payload).iter() {
-            let rule = self.plain[set_index];
-            if let Some(Engine::Plain(re)) = &self.rules[rule].engine {
-                let group = re
-                    .captures(payload)
-                    .and_then(|c| c.get(1).map(|m| m.as_str()));
-                hits.push(RuleHit {
-                    rule,
-                    class: group.map_or(AddressClass::NotAnAddress, classify),
-                });
-            }
-        }
-        for &rule in &self.one_by_one {
-            let group = match &self.rules[rule].engine {
-                Some(Engine::Fancy(re)) => match re.captures(payload) {
-                    Ok(Some(captures)) => Some(captures.get(1).map(|m| m.as_str())),
-                    // No match, or the backtracking limit: no attempt.
-                    Ok(None) | Err(_) => None,
-                },
-                Some(Engine::Plain(re)) => {
-                    re.captures(payload).map(|c| c.get(1).map(|m| m.as_str()))
-                }
-                None => None,
-            };
-            if let Some(group) = group {
+        let candidates = self
+            .prefilter
+            .matches(payload)
+            .into_iter()
+            .map(|set_index| self.prefiltered[set_index])
+            .chain(self.one_by_one.iter().copied());
+        for rule in candidates {
+            if let Some(group) = self.search(rule, payload) {
                 hits.push(RuleHit {
                     rule,
                     class: group.map_or(AddressClass::NotAnAddress, classify),
@@ -203,6 +197,107 @@ impl RuleSet {
             }
         }
         hits[start..].sort_by_key(|hit| hit.rule);
+    }
+
+    /// `re.search` of rule `rule`: `None` when it does not match, else its
+    /// group 1 (`None` when the group took no part).
+    fn search<'p>(&self, rule: usize, payload: &'p str) -> Option<Option<&'p str>> {
+        match &self.rules[rule].engine {
+            Some(Engine::Plain(re)) => re.captures(payload).map(|c| c.get(1).map(|m| m.as_str())),
+            // An error is the backtracking limit: no attempt counted.
+            Some(Engine::Fancy(re)) => re
+                .captures(payload)
+                .ok()
+                .flatten()
+                .map(|c| c.get(1).map(|m| m.as_str())),
+            None => None,
+        }
+    }
+}
+
+/// `pattern` with its look-around groups (`(?=…)`, `(?!…)`, `(?<=…)`,
+/// `(?<!…)`) removed: a pattern that matches wherever `pattern` does, and
+/// that the `regex` crate may compile. `None` when `pattern` has
+/// back-references (no such stand-in) or unbalanced groups.
+///
+/// `warning: .*\[(x)\]: (?!.*lost).+` → `warning: .*\[(x)\]: .+`
+pub fn without_lookaround(pattern: &str) -> Option<String> {
+    let bytes = pattern.as_bytes();
+    let mut out = String::with_capacity(pattern.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &pattern[i..];
+        if ["(?=", "(?!", "(?<=", "(?<!"]
+            .iter()
+            .any(|p| rest.starts_with(p))
+        {
+            i += group_len(rest)?;
+            continue;
+        }
+        if rest.starts_with("(?P=") || rest.starts_with("(?P>") {
+            return None;
+        }
+        let token = token_len(rest)?;
+        if token == 2
+            && bytes[i] == b'\\'
+            && (bytes[i + 1].is_ascii_digit() || bytes[i + 1] == b'k')
+        {
+            return None;
+        }
+        out.push_str(&rest[..token]);
+        i += token;
+    }
+    Some(out)
+}
+
+/// Length of the group `text` starts with, through its closing paren.
+fn group_len(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < text.len() {
+        match text.as_bytes()[i] {
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+        i += token_len(&text[i..])?;
+    }
+    None
+}
+
+/// Length of one token: an escape (`\x`, two characters), a character
+/// class (`[…]`, whose `(`, `)` and `\` are literal or escaped), or one
+/// character.
+fn token_len(text: &str) -> Option<usize> {
+    let mut chars = text.char_indices();
+    let (_, first) = chars.next()?;
+    match first {
+        '\\' => chars.next().map(|(at, c)| at + c.len_utf8()),
+        '[' => {
+            let bytes = text.as_bytes();
+            // `]` right after `[` or `[^` is a literal member.
+            let mut i = 1;
+            if bytes.get(i) == Some(&b'^') {
+                i += 1;
+            }
+            if bytes.get(i) == Some(&b']') {
+                i += 1;
+            }
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'\\' => i += 2,
+                    b']' => return Some(i + 1),
+                    _ => i += 1,
+                }
+            }
+            None
+        }
+        c => Some(c.len_utf8()),
     }
 }
 
@@ -222,7 +317,34 @@ mod tests {
     fn the_nine_defaults_compile_and_rule_3_needs_the_backtracking_engine() {
         let rules = RuleSet::defaults();
         assert_eq!(rules.loaded(), 9);
-        assert_eq!(rules.one_by_one, vec![2]);
+        assert!(
+            rules.one_by_one.is_empty(),
+            "rule 3 has a stand-in in the set"
+        );
+        assert_eq!(rules.prefiltered.len(), 9);
+    }
+
+    #[test]
+    fn look_arounds_come_out_and_back_references_have_no_stand_in() {
+        assert_eq!(
+            without_lookaround(DEFAULT_RULES[2].1).as_deref(),
+            Some(r"warning: .*\[([0-9a-f\.:]+)\]: SASL .+ authentication failed: .+")
+        );
+        assert_eq!(
+            without_lookaround(r"a(?<=[)(]\)(x))b(?<!c)d[\](]").as_deref(),
+            Some(r"abd[\](]")
+        );
+        assert_eq!(without_lookaround(r"(a)\1"), None);
+        assert_eq!(without_lookaround(r"(?P<n>a)(?P=n)"), None);
+        assert_eq!(without_lookaround(r"a(?!b"), None);
+    }
+
+    #[test]
+    fn a_rule_with_a_back_reference_is_searched_on_every_line() {
+        let rules = RuleSet::from_json(r#"{"1": "(\\w+) again \\1 from ([0-9.]+)"}"#).unwrap();
+        assert_eq!(rules.one_by_one, vec![0]);
+        assert_eq!(hits(&rules, "x again x from 8.8.8.8").len(), 1);
+        assert!(hits(&rules, "x again y from 8.8.8.8").is_empty());
     }
 
     #[test]
