@@ -43,6 +43,32 @@ pub struct Admission {
 /// # Errors
 /// When nothing answers within `timeout` or the answer is not 200.
 pub fn check_health(addr: SocketAddr, timeout: std::time::Duration) -> Result<(), String> {
+    let (status, body) = get(addr, "/health", timeout)?;
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{addr}: answered {status}: {}",
+            String::from_utf8_lossy(&body).trim_end()
+        ))
+    }
+}
+
+/// Largest answer [`get`] reads (a `/metrics` page with every series is
+/// far smaller).
+const MAX_ANSWER_BYTES: u64 = 16 << 20;
+
+/// `GET path` of a cowlogd listening on `addr` (an unspecified address
+/// means this host): its status and body. For the CLI's `health` and
+/// `bans`; the endpoint answers with a length and closes the connection.
+///
+/// # Errors
+/// When nothing answers within `timeout` or the answer is not HTTP.
+pub fn get(
+    addr: SocketAddr,
+    path: &str,
+    timeout: std::time::Duration,
+) -> Result<(u16, Vec<u8>), String> {
     use std::io::{Read, Write};
     let mut target = addr;
     if target.ip().is_unspecified() {
@@ -51,27 +77,33 @@ pub fn check_health(addr: SocketAddr, timeout: std::time::Duration) -> Result<()
             SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
-    let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)
-        .map_err(|e| format!("{target}: {e}"))?;
+    let failed = |e: std::io::Error| format!("{target}: {e}");
+    let mut stream = std::net::TcpStream::connect_timeout(&target, timeout).map_err(failed)?;
     stream
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.set_write_timeout(Some(timeout)))
-        .map_err(|e| format!("{target}: {e}"))?;
+        .map_err(failed)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: cowlogd\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(failed)?;
+    let mut answer = Vec::new();
     stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: cowlogd\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("{target}: {e}"))?;
-    let mut head = [0u8; 12];
-    stream
-        .read_exact(&mut head)
+        .take(MAX_ANSWER_BYTES)
+        .read_to_end(&mut answer)
         .map_err(|e| format!("{target}: no answer: {e}"))?;
-    if head.starts_with(b"HTTP/1.1 200") {
-        Ok(())
-    } else {
-        Err(format!(
-            "{target}: answered {}",
-            String::from_utf8_lossy(&head[9..])
-        ))
-    }
+    let not_http = || format!("{target}: not an HTTP answer");
+    let head_end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(not_http)?;
+    let status = answer
+        .strip_prefix(b"HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| std::str::from_utf8(code).ok()?.parse().ok())
+        .ok_or_else(not_http)?;
+    Ok((status, answer.split_off(head_end + 4)))
 }
 
 /// Binds the endpoint.

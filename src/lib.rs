@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bans;
 pub mod config;
 pub mod console;
 pub mod f2b;

@@ -56,6 +56,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The top offenders as the running daemon's `[f2b]` sees them (its
+    /// `GET /f2b` on `metrics.listen`): attempts against netfilter's
+    /// `max_attempts`, the rules that matched, and which networks netfilter
+    /// has banned and for how long.
+    Bans {
+        /// Offenders shown.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        top: usize,
+        /// Redraw every `--interval` seconds until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// Seconds between redraws with `--follow`.
+        #[arg(long, default_value_t = 2.0, value_parser = positive_seconds)]
+        interval: f64,
+        /// Print `/f2b` as the daemon answers it (JSON).
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the running daemon's `/health` (on `metrics.listen`); exit 0 if it
     /// answers 200, 1 otherwise. For container health checks: the image has
     /// no curl.
@@ -108,6 +126,29 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Bans {
+        top,
+        follow,
+        interval,
+        json,
+    }) = cli.command
+    {
+        let options = cowlogd::bans::BansOptions {
+            top,
+            follow,
+            interval: std::time::Duration::from_secs_f64(interval),
+            json,
+            redraw: std::io::stdout().is_terminal(),
+            color: cowlogd::console::Console::wants_color(),
+        };
+        return match cowlogd::bans::run(&settings, &options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("cowlogd bans: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Health) = cli.command {
         let Some(addr) = settings.metrics_listen else {
             eprintln!("cowlogd health: metrics.listen is off; nothing to ask");
@@ -151,6 +192,16 @@ fn main() -> ExitCode {
             eprintln!("cowlogd: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--interval`: a number of seconds, at least 0.1.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if (0.1..=86_400.0).contains(&seconds) => Ok(seconds),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds from 0.1 to 86400"
+        )),
     }
 }
 

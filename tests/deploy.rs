@@ -280,14 +280,16 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
 #[test]
 fn the_dashboard_and_the_alerts_use_only_metrics_the_binary_exports() {
     let redis = RedisServer::start();
-    let daemon = Daemon::start(&redis.url(), "");
+    // [f2b] on, so that its series exist too.
+    let daemon = Daemon::start(&redis.url(), "[f2b]\nenabled = true\npoll_interval_s = 1\n");
     daemon.udp(daemon.ports.gelf, &docker_gelf(POSTFIX, &postfix_line(1)));
     daemon.udp(daemon.ports.gelf, b"not gelf");
     redis.wait_list("POSTFIX_MAILLOG", 1);
-    let exported = wait_for("the write counted", || {
+    let exported = wait_for("the write counted and F2B_ACTIVE_BANS polled", || {
         let text = daemon.metrics();
-        text.contains("cowlogd_redis_write_duration_seconds_bucket")
-            .then_some(text)
+        (text.contains("cowlogd_redis_write_duration_seconds_bucket")
+            && text.contains("cowlogd_f2b_active_bans"))
+        .then_some(text)
     });
     let used = read("deploy/grafana/cowlogd.json") + &read("deploy/prometheus/cowlogd.rules.yml");
     let names: std::collections::BTreeSet<&str> = used

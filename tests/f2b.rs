@@ -2,14 +2,14 @@
 //! redis-server and (for the rule semantics) Python's own `re` and
 //! `ipaddress`.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::process::Command;
 
 use cowlogd::f2b::address::AddressClass;
 use cowlogd::f2b::rules::{DEFAULT_RULES, RuleSet};
 
 use crate::support::{
-    Daemon, POSTFIX, RedisServer, Subscriber, docker_gelf, run_with_stdin, wait_for,
+    Daemon, POSTFIX, RedisServer, Subscriber, docker_gelf, run_cowlogd, run_with_stdin, wait_for,
 };
 
 /// Channel payloads as syslog-ng sanitizes them, for every default rule
@@ -197,6 +197,43 @@ fn publish_matches_sends_only_what_netfilter_acts_on_and_f2b_shows_the_attack() 
     assert_eq!(top["banned_until"], 4102444800i64);
     assert_eq!(view["tracked"], 1);
     assert_eq!(daemon.metric("cowlogd_f2b_active_bans"), 1.0);
+
+    // The admin's view: `cowlogd bans` against the same config.
+    let config = daemon.dir.path().join("cowlogd.toml");
+    let (ok, stdout, stderr) = run_cowlogd(&["bans", "--config", config.to_str().unwrap()], &[]);
+    assert!(ok, "cowlogd bans failed: {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("9 rules · ban after 10 attempts in 600 s · netfilter bans 1 network · 1 offender tracked"),
+        "{stdout}"
+    );
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with("185.12.64.9/32 "))
+        .unwrap_or_else(|| panic!("no row for the attacker: {stdout}"));
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&columns[1..4], ["12/10", "12", "3"], "{row}");
+    assert!(row.contains("banned, ") && row.ends_with(" left"), "{row}");
+    assert_eq!(lines.len(), 3, "{stdout}");
+
+    // --follow shows a new view every interval (one after another when
+    // stdout is not a terminal).
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_cowlogd"))
+        .args(["bans", "--follow", "--interval", "0.2", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(follow.stdout.take().unwrap());
+    let mut views = 0;
+    let mut line = String::new();
+    while views < 3 && reader.read_line(&mut line).unwrap() > 0 {
+        views += usize::from(line.starts_with("9 rules "));
+        line.clear();
+    }
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    assert_eq!(views, 3);
 }
 
 #[test]

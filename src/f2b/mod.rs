@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::{Counter, counter, gauge};
 use redis::AsyncCommands;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use self::address::{AddressClass, ban_network};
@@ -45,7 +45,7 @@ const ACTIVE_BANS_READ_MAX: usize = 10_000;
 const SHOWN_OFFENDERS: usize = 100;
 
 /// netfilter's options as far as counting needs them (its defaults).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Options {
     /// Attempts within the window that make a ban.
     pub max_attempts: u64,
@@ -154,7 +154,7 @@ pub struct F2b {
 }
 
 /// One offender as `GET /f2b` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct OffenderView {
     /// The network netfilter bans (`netban_ipv4`/`netban_ipv6`).
     pub network: String,
@@ -175,7 +175,7 @@ pub struct OffenderView {
 }
 
 /// What `GET /f2b` returns.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Rules loaded and failed.
     pub rules: Vec<RuleView>,
@@ -190,7 +190,7 @@ pub struct Snapshot {
 }
 
 /// A rule as `GET /f2b` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RuleView {
     /// Its id.
     pub id: String,
@@ -224,6 +224,11 @@ impl F2b {
             ignored_not_address: counter!("cowlogd_f2b_ignored_total", "reason" => "not_an_address"),
         };
         f2b.report_rules(&f2b.current());
+        // Registered at 0, so that the first failure is an increase an
+        // alert can see.
+        for reason in ["redis", "regex_unreadable"] {
+            counter!("cowlogd_f2b_poll_errors_total", "reason" => reason).absolute(0);
+        }
         f2b
     }
 
