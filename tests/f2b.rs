@@ -317,5 +317,7 @@ fn a_flood_of_distinct_addresses_keeps_the_offender_table_and_metrics_bounded() 
         .lines()
         .filter(|l| l.starts_with("cowlogd_f2b_"))
         .count();
-    assert!(series <= 9 * 2 + 4, "{series} f2b series");
+    // Per rule: matches and errors; then rules, active bans, two ignored
+    // reasons and two poll error reasons. None per address.
+    assert_eq!(series, 9 * 2 + 6, "{series} f2b series");
 }

@@ -82,6 +82,10 @@ pub struct RuleSet {
     /// In id order (numeric ids numerically).
     pub rules: Vec<Rule>,
     prefilter: regex::RegexSet,
+    /// One literal every `prefilter` pattern requires, per pattern: a line
+    /// with none of them cannot match any, and skips the set's pass over
+    /// it. `None` when some pattern requires no literal.
+    gate: Option<Gate>,
     /// `prefilter` index → rule index.
     prefiltered: Vec<usize>,
     /// Rules searched on every payload (look-around, or no prefilter).
@@ -160,6 +164,7 @@ impl RuleSet {
         }
         // Every pattern compiled alone; only regex's size limit can refuse
         // the set, and then every rule is searched one by one.
+        let gate = literal_gate(&set_patterns);
         let prefilter = regex::RegexSet::new(&set_patterns).unwrap_or_else(|_| {
             one_by_one.append(&mut prefiltered);
             one_by_one.sort_unstable();
@@ -168,6 +173,7 @@ impl RuleSet {
         RuleSet {
             rules,
             prefilter,
+            gate,
             prefiltered,
             one_by_one,
         }
@@ -182,10 +188,14 @@ impl RuleSet {
     /// order (netfilter counts every matching rule, not only the first).
     pub fn evaluate(&self, payload: &str, hits: &mut Vec<RuleHit>) {
         let start = hits.len();
-        let candidates = self
-            .prefilter
-            .matches(payload)
+        let gated_out = self
+            .gate
+            .as_ref()
+            .is_some_and(|gate| !gate.any_in(payload.as_bytes()));
+        let set_matches = (!gated_out).then(|| self.prefilter.matches(payload));
+        let candidates = set_matches
             .into_iter()
+            .flatten()
             .map(|set_index| self.prefiltered[set_index])
             .chain(self.one_by_one.iter().copied());
         for rule in candidates {
@@ -212,6 +222,88 @@ impl RuleSet {
                 .map(|c| c.get(1).map(|m| m.as_str())),
             None => None,
         }
+    }
+}
+
+/// Literals shorter than this do not gate: too common to skip many lines.
+const MIN_GATE_LITERAL: usize = 4;
+
+/// Finds whether a line holds any of the required literals.
+enum Gate {
+    /// SIMD (Teddy): the literals here start with common bytes (` `),
+    /// which defeat an automaton's start-byte prefilter.
+    Packed(aho_corasick::packed::Searcher),
+    /// Where Teddy is not available (no SSSE3/AVX2, too many literals).
+    Automaton(aho_corasick::AhoCorasick),
+}
+
+impl Gate {
+    fn any_in(&self, line: &[u8]) -> bool {
+        match self {
+            Gate::Packed(searcher) => searcher.find(line).is_some(),
+            Gate::Automaton(automaton) => automaton.is_match(line),
+        }
+    }
+}
+
+/// A gate on one required literal of each pattern (the longest), or `None`
+/// when a pattern has none of at least [`MIN_GATE_LITERAL`] bytes (then
+/// every line goes to the set).
+fn literal_gate(patterns: &[String]) -> Option<Gate> {
+    let literals = patterns
+        .iter()
+        .map(|pattern| {
+            let hir = regex_syntax::parse(pattern).ok()?;
+            required_literal(&hir).filter(|l| l.len() >= MIN_GATE_LITERAL)
+        })
+        .collect::<Option<Vec<Vec<u8>>>>()?;
+    if literals.is_empty() {
+        return None;
+    }
+    let packed = aho_corasick::packed::Config::new()
+        .builder()
+        .extend(&literals)
+        .build();
+    match packed {
+        Some(searcher) => Some(Gate::Packed(searcher)),
+        None => aho_corasick::AhoCorasick::new(literals)
+            .ok()
+            .map(Gate::Automaton),
+    }
+}
+
+/// The longest byte string every match of `hir` contains, if any: a run of
+/// literals in a concatenation, looked for through groups and repetitions
+/// of at least one.
+///
+/// `warning: .*\[(x)\]: SASL .+ authentication failed: .+` → ` authentication failed: `
+pub fn required_literal(hir: &regex_syntax::hir::Hir) -> Option<Vec<u8>> {
+    use regex_syntax::hir::HirKind;
+    let longer = |a: Option<Vec<u8>>, b: Option<Vec<u8>>| match (a, b) {
+        (Some(a), Some(b)) => Some(if b.len() > a.len() { b } else { a }),
+        (a, b) => a.or(b),
+    };
+    match hir.kind() {
+        HirKind::Literal(literal) => Some(literal.0.to_vec()),
+        HirKind::Capture(capture) => required_literal(&capture.sub),
+        HirKind::Repetition(repetition) if repetition.min >= 1 => required_literal(&repetition.sub),
+        HirKind::Concat(parts) => {
+            let mut best = None;
+            let mut run: Vec<u8> = Vec::new();
+            for part in parts {
+                if let HirKind::Literal(literal) = part.kind() {
+                    run.extend_from_slice(&literal.0);
+                    continue;
+                }
+                best = longer(
+                    best,
+                    Some(std::mem::take(&mut run)).filter(|r| !r.is_empty()),
+                );
+                best = longer(best, required_literal(part));
+            }
+            longer(best, Some(run).filter(|r| !r.is_empty()))
+        }
+        _ => None,
     }
 }
 
@@ -322,6 +414,54 @@ mod tests {
             "rule 3 has a stand-in in the set"
         );
         assert_eq!(rules.prefiltered.len(), 9);
+    }
+
+    fn public(address: &str) -> AddressClass {
+        AddressClass::Public(address.parse().unwrap())
+    }
+
+    #[test]
+    fn every_default_rule_requires_a_literal_so_most_lines_skip_the_set() {
+        let literal = |pattern: &str| {
+            let hir = regex_syntax::parse(pattern).unwrap();
+            String::from_utf8(required_literal(&hir).unwrap_or_default()).unwrap()
+        };
+        assert_eq!(
+            literal(&without_lookaround(DEFAULT_RULES[2].1).unwrap()),
+            " authentication failed: "
+        );
+        assert_eq!(
+            literal(DEFAULT_RULES[0].1),
+            "mailcow UI: Invalid password for "
+        );
+        assert_eq!(literal(r"a(bcd)+e|xyz"), "");
+        assert_eq!(literal(r"(?i)warning: x"), ": ");
+        assert_eq!(literal(r"ab(?:cdef)?gh\d"), "ab");
+        let rules = RuleSet::defaults();
+        assert!(rules.gate.is_some());
+        let attack =
+            "warning: unknown[185.12.64.9]: SASL LOGIN authentication failed: UGFzc3dvcmQ6";
+        assert_eq!(
+            hits(&rules, attack),
+            [("3".to_owned(), public("185.12.64.9"))]
+        );
+        assert_eq!(hits(&rules, "connect from unknown[185.12.64.9]"), []);
+    }
+
+    #[test]
+    fn a_rule_without_a_literal_turns_the_gate_off_and_still_matches() {
+        let rules =
+            RuleSet::from_json(r#"{"1": "(?i)LOGIN FAILED from ([0-9.]+)", "2": "Rspamd UI: Invalid password by ([0-9a-f\\.:]+)"}"#)
+                .unwrap();
+        assert!(rules.gate.is_none());
+        assert_eq!(
+            hits(&rules, "login failed from 185.12.64.9"),
+            [("1".to_owned(), public("185.12.64.9"))]
+        );
+        assert_eq!(
+            hits(&rules, "Rspamd UI: Invalid password by 185.12.64.9"),
+            [("2".to_owned(), public("185.12.64.9"))]
+        );
     }
 
     #[test]
