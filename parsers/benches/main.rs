@@ -9,6 +9,9 @@ use cowlogd_parsers::decompress::Decompressor;
 use cowlogd_parsers::encode::mailcow::{
     ChannelSanitize, encode_channel_payload, encode_list_entry,
 };
+use cowlogd_parsers::fluent::docker::to_gelf;
+use cowlogd_parsers::fluent::forward::{Entries, parse_event};
+use cowlogd_parsers::fluent::msgpack::object_len;
 use cowlogd_parsers::gelf::parse_gelf;
 use cowlogd_parsers::normalize::{normalize_gelf, normalize_syslog};
 use cowlogd_parsers::syslog::{TimeContext, parse_syslog};
@@ -95,6 +98,61 @@ fn gelf(c: &mut Criterion) {
     group.finish();
 }
 
+/// Docker's fluentd driver with `fluentd-request-ack` and sub-second
+/// precision: `[tag, EventTime, record, {"chunk": id}]`, the same postfix
+/// line as the GELF benchmark.
+fn docker_forward() -> Vec<u8> {
+    fn str(out: &mut Vec<u8>, s: &[u8]) {
+        if s.len() < 32 {
+            out.push(0xa0 | s.len() as u8);
+        } else {
+            out.extend([0xd9, s.len() as u8]);
+        }
+        out.extend_from_slice(s);
+    }
+    let mut out = vec![0x94];
+    str(&mut out, b"3b2f6e0c9a1d");
+    out.extend([0xd7, 0x00, 0x66, 0x32, 0x00, 0x20, 0x07, 0x54, 0xd4, 0xc0]);
+    out.push(0x84);
+    for (k, v) in [
+        (&b"container_id"[..], &b"3b2f6e0c9a1d4e5f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f"[..]),
+        (b"container_name", b"/mailcowdockerized-postfix-mailcow-1"),
+        (b"source", b"stdout"),
+        (b"log", b"Nov 24 13:49:59 mail postfix/smtpd[12345]: warning: unknown[203.0.113.5]: SASL LOGIN authentication failed: UGFzc3dvcmQ6"),
+    ] {
+        str(&mut out, k);
+        str(&mut out, v);
+    }
+    out.push(0x81);
+    str(&mut out, b"chunk");
+    str(&mut out, b"p8n9gmxTQVC8/nh2wlKKeQ==");
+    out
+}
+
+fn fluent(c: &mut Criterion) {
+    let frame = docker_forward();
+    let ctx = ctx();
+    let mut group = c.benchmark_group("fluent");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("docker_forward_frame_parse_normalize", |b| {
+        b.iter(|| {
+            let frame = black_box(&frame[..]);
+            let len = object_len(frame, 1 << 20).unwrap().unwrap();
+            let event = parse_event(&frame[..len]).unwrap();
+            let Entries::Message { time, record } = event.entries else {
+                unreachable!()
+            };
+            let gelf = to_gelf(event.tag, time, record, None).unwrap();
+            black_box(
+                normalize_gelf(&gelf, &ctx, Timestamp::default())
+                    .message
+                    .len(),
+            )
+        })
+    });
+    group.finish();
+}
+
 fn mailcow(c: &mut Criterion) {
     let json = docker_gelf();
     let ctx = ctx();
@@ -118,5 +176,5 @@ fn mailcow(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, syslog, gelf, mailcow);
+criterion_group!(benches, syslog, gelf, fluent, mailcow);
 criterion_main!(benches);

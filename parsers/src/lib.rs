@@ -5,6 +5,7 @@
 //! In flow order:
 //! - [`framing`]: split TCP streams into frames (octet counting, newline, NUL).
 //! - [`gelf`]: reassemble chunked UDP GELF, parse GELF JSON.
+//! - [`fluent`]: Fluent Forward events (Docker's fluentd driver) as GELF messages.
 //! - [`decompress`]: undo gzip/zlib, capped.
 //! - [`syslog`]: parse RFC 5424 / RFC 3164 lines.
 //! - [`normalize`]: parsed message → [`Record`] (Docker fields, nested
@@ -31,6 +32,7 @@
 
 pub mod decompress;
 pub mod encode;
+pub mod fluent;
 pub mod framing;
 pub mod gelf;
 pub mod limits;
