@@ -141,6 +141,16 @@ pub struct InputsConfig {
     pub gelf_http: String,
     /// Accept several newline-separated GELF messages per HTTP body.
     pub gelf_http_bulk: bool,
+    /// Fluent Forward protocol over TCP (Docker's `fluentd` driver,
+    /// `fluentd-address = tcp://...`, usually port 24224); "" (the default)
+    /// turns it off.
+    pub fluent_tcp: String,
+    /// Fluent Forward protocol on a unix socket (`fluentd-address =
+    /// unix:///path`); "" (the default) turns it off. A stale socket file
+    /// is replaced.
+    pub fluent_unix: String,
+    /// Permissions of the unix socket, octal (`"0660"`): who may connect.
+    pub fluent_unix_mode: String,
     /// Networks that may send; everything else is dropped before parsing.
     pub allow: Vec<String>,
     /// Zone of BSD syslog timestamps (`UTC`, `Europe/Berlin`, `+01:00`).
@@ -180,6 +190,9 @@ impl Default for InputsConfig {
             syslog_tcp: "0.0.0.0:5140".into(),
             gelf_http: String::new(),
             gelf_http_bulk: false,
+            fluent_tcp: String::new(),
+            fluent_unix: String::new(),
+            fluent_unix_mode: "0660".into(),
             allow: [
                 "127.0.0.0/8",
                 "::1/128",
@@ -230,6 +243,12 @@ pub struct LimitsConfig {
     /// TCP read buffer bytes, all connections together, beyond 128 KiB each;
     /// a frame that needs more closes its connection (counted).
     pub tcp_buffers_total_bytes: usize,
+    /// Deadline for the last part of a line Docker's fluentd driver split
+    /// (lines over 16 KiB), from its first part, in ms.
+    pub fluent_partial_timeout_ms: u64,
+    /// Split lines being reassembled at once on one fluent connection (each
+    /// up to `max_message_bytes`); one more drops the oldest (counted).
+    pub fluent_partial_pending: usize,
 }
 
 impl Default for LimitsConfig {
@@ -246,6 +265,8 @@ impl Default for LimitsConfig {
             http_max_body_bytes: 8 * 1024 * 1024,
             max_message_bytes: 64 * 1024,
             tcp_buffers_total_bytes: 256 * 1024 * 1024,
+            fluent_partial_timeout_ms: 10_000,
+            fluent_partial_pending: 8,
         }
     }
 }
@@ -546,6 +567,23 @@ impl Config {
             syslog_tcp: listen("syslog_tcp", &inputs.syslog_tcp)?,
             gelf_http: listen("gelf_http", &inputs.gelf_http)?,
             gelf_http_bulk: inputs.gelf_http_bulk,
+            fluent_tcp: listen("fluent_tcp", &inputs.fluent_tcp)?,
+            fluent_unix: (!inputs.fluent_unix.is_empty())
+                .then(|| inputs.fluent_unix.clone().into()),
+            fluent_unix_mode: u32::from_str_radix(
+                inputs.fluent_unix_mode.trim_start_matches("0o"),
+                8,
+            )
+            .ok()
+            .filter(|mode| *mode <= 0o777)
+            .with_context(|| {
+                format!(
+                    "inputs.fluent_unix_mode: {:?} is not an octal mode like \"0660\"",
+                    inputs.fluent_unix_mode
+                )
+            })?,
+            partial_timeout: Duration::from_millis(limits.fluent_partial_timeout_ms),
+            partial_pending: limits.fluent_partial_pending.max(1),
             http_max_body: limits.http_max_body_bytes,
             graylog,
             allow,
@@ -804,6 +842,16 @@ pub struct Settings {
     pub gelf_http: Option<SocketAddr>,
     /// Newline-separated messages per HTTP body.
     pub gelf_http_bulk: bool,
+    /// Fluent Forward over TCP.
+    pub fluent_tcp: Option<SocketAddr>,
+    /// Fluent Forward on a unix socket.
+    pub fluent_unix: Option<std::path::PathBuf>,
+    /// The unix socket's permissions.
+    pub fluent_unix_mode: u32,
+    /// Deadline for the last part of a line Docker split.
+    pub partial_timeout: Duration,
+    /// Split lines reassembled at once per fluent connection.
+    pub partial_pending: usize,
     /// Largest HTTP body.
     pub http_max_body: usize,
     /// Forwarding, when configured.

@@ -23,6 +23,10 @@ pub enum Input {
     SyslogTcp,
     /// GELF over HTTP (`POST /gelf`).
     GelfHttp,
+    /// Fluent Forward over TCP.
+    FluentTcp,
+    /// Fluent Forward on a unix socket.
+    FluentUnix,
 }
 
 impl Input {
@@ -34,6 +38,8 @@ impl Input {
             Input::SyslogUdp => "syslog_udp",
             Input::SyslogTcp => "syslog_tcp",
             Input::GelfHttp => "gelf_http",
+            Input::FluentTcp => "fluent_tcp",
+            Input::FluentUnix => "fluent_unix",
         }
     }
 
@@ -94,6 +100,18 @@ pub enum DropReason {
     /// A frame that would take the TCP read buffers past
     /// `limits.tcp_buffers_total_bytes` (the connection is closed).
     BufferBudget,
+    /// Not a Forward event (wrong types, cut short, unknown compression):
+    /// the event (or, when the stream cannot be followed, the connection).
+    InvalidForward,
+    /// A part of a split line came out of order, or its beginning is
+    /// missing: the line is dropped.
+    PartialGap,
+    /// More split lines at once than `limits.fluent_partial_pending`: the
+    /// oldest is dropped.
+    PartialEvicted,
+    /// A split line whose last part did not come within
+    /// `limits.fluent_partial_timeout_ms`.
+    PartialTimeout,
 }
 
 impl DropReason {
@@ -123,6 +141,10 @@ impl DropReason {
             DropReason::HttpBodyTooLarge => ("input", "http_body_too_large"),
             DropReason::SlowSender => ("input", "slow_sender"),
             DropReason::BufferBudget => ("input", "buffer_budget"),
+            DropReason::InvalidForward => ("parse", "invalid_forward"),
+            DropReason::PartialGap => ("fluent", "partial_gap"),
+            DropReason::PartialEvicted => ("fluent", "partial_evicted"),
+            DropReason::PartialTimeout => ("fluent", "partial_timeout"),
         }
     }
 }

@@ -18,6 +18,10 @@ use cowlogd_parsers::encode::gelf::{ForwardContext, encode_gelf};
 use cowlogd_parsers::encode::mailcow::{
     ChannelSanitize, encode_channel_payload, encode_list_entry,
 };
+use cowlogd_parsers::fluent::docker::{
+    PartialAssembler, PartialDrop, PartialLimits, PartialOutcome, partial_part, to_gelf,
+};
+use cowlogd_parsers::fluent::forward::{Entries, entries, parse_event};
 use cowlogd_parsers::gelf::{ChunkError, ChunkOutcome, Reassembler, is_chunk, parse_gelf_lossy};
 use cowlogd_parsers::normalize::{normalize_gelf, normalize_syslog};
 use cowlogd_parsers::syslog::{SyslogFormat, TimeContext, parse_syslog, trim_trailer};
@@ -145,6 +149,8 @@ pub struct Shared {
     /// Chunked GELF reassembly, one for all GELF UDP sockets (chunks of one
     /// message may land on different sockets).
     pub reassembler: Mutex<Reassembler<SocketAddr>>,
+    /// Bounds for lines Docker's fluentd driver split (per connection).
+    partial_limits: PartialLimits,
     clock_origin: Instant,
 }
 
@@ -180,6 +186,11 @@ impl Shared {
                 .map(|c| Arc::new(F2b::new(c.max_offenders))),
             publish_matches_only: settings.publish_matches_only,
             reassembler: Mutex::new(Reassembler::new(settings.reassembly)),
+            partial_limits: PartialLimits {
+                max_pending: settings.partial_pending,
+                max_line_bytes: settings.max_message,
+                timeout_ms: settings.partial_timeout.as_millis() as u64,
+            },
             clock_origin: Instant::now(),
         }
     }
@@ -446,6 +457,10 @@ pub struct Processor {
     scratch: String,
     sink: RecordSink,
     clock: Clock,
+    /// Fluent inputs: lines Docker split, being put together again.
+    partials: Option<PartialAssembler>,
+    /// Fluent inputs: a CompressedPackedForward event's entries.
+    inflated: Vec<u8>,
 }
 
 /// How many messages of a GELF body were taken and rejected.
@@ -485,6 +500,8 @@ impl Processor {
                 f2b_hits: Vec::new(),
             },
             clock: Clock { now, time },
+            partials: None,
+            inflated: Vec::new(),
         }
     }
 
@@ -511,6 +528,147 @@ impl Processor {
     /// Sets the sender of what follows.
     pub fn set_peer(&mut self, peer: IpAddr) {
         self.sink.set_peer(peer);
+    }
+
+    /// Sets the `host` forwarded for records that name none, when the
+    /// sender has no address (a unix socket).
+    pub fn set_peer_host(&mut self, host: &str) {
+        self.sink.peer = None;
+        self.sink.peer_host.clear();
+        self.sink.peer_host.push_str(host);
+    }
+
+    /// One complete Fluent Forward event (one MessagePack object): every
+    /// entry normalized as Docker's GELF message for the same line would
+    /// be, split lines put together first. Returns the `chunk` the sender
+    /// wants acknowledged once this read cycle's batches are queued; `None`
+    /// for an event that is not one (counted).
+    pub fn fluent_event<'f>(&mut self, frame: &'f [u8]) -> Option<&'f [u8]> {
+        let event = match parse_event(frame) {
+            Ok(event) => event,
+            Err(error) => {
+                self.metrics.received.increment(1);
+                self.invalid_forward(&error);
+                return None;
+            }
+        };
+        match event.entries {
+            Entries::Message { time, record } => self.fluent_entry(event.tag, time, record),
+            Entries::Forward { raw, .. }
+            | Entries::Packed {
+                raw,
+                compressed: false,
+            } => self.fluent_entries(event.tag, raw),
+            Entries::Packed {
+                raw,
+                compressed: true,
+            } => {
+                let mut inflated = std::mem::take(&mut self.inflated);
+                inflated.clear();
+                match self.decompressor.decompress_as(raw, Compression::Gzip) {
+                    Ok(plain) => {
+                        inflated.extend_from_slice(plain);
+                        self.fluent_entries(event.tag, &inflated);
+                    }
+                    Err(error) => {
+                        self.metrics.received.increment(1);
+                        let reason = match error {
+                            DecompressError::TooLarge { .. } => DropReason::DecompressCap,
+                            _ => DropReason::DecompressError,
+                        };
+                        dropped(reason, 1);
+                        crate::warn_limited!(input = self.input.label(), %error, "CompressedPackedForward entries not decompressed");
+                    }
+                }
+                if inflated.capacity() > SCRATCH_KEEP {
+                    inflated = Vec::new();
+                }
+                self.inflated = inflated;
+            }
+        }
+        event.chunk
+    }
+
+    fn fluent_entries(&mut self, tag: &[u8], raw: &[u8]) {
+        for entry in entries(raw) {
+            match entry {
+                Ok((time, record)) => self.fluent_entry(tag, time, record),
+                Err(error) => {
+                    // The rest of the entries cannot be found.
+                    self.metrics.received.increment(1);
+                    self.invalid_forward(&error);
+                }
+            }
+        }
+    }
+
+    fn fluent_entry(&mut self, tag: &[u8], time: Timestamp, record: &[u8]) {
+        self.metrics.received.increment(1);
+        let assembled;
+        let text = match partial_part(record) {
+            Err(error) => return self.invalid_forward(&error),
+            Ok(None) => None,
+            Ok(Some(part)) => {
+                let limits = self.sink.shared.partial_limits;
+                let now_ms = self.sink.shared.clock_ms();
+                let partials = self
+                    .partials
+                    .get_or_insert_with(|| PartialAssembler::new(limits));
+                let (outcome, lost) =
+                    partials.add(part.id, part.ordinal, part.last, part.text, now_ms);
+                if let Some(lost) = lost {
+                    let reason = match lost {
+                        PartialDrop::Gap => DropReason::PartialGap,
+                        PartialDrop::TooManyPending => DropReason::PartialEvicted,
+                        PartialDrop::Expired => DropReason::PartialTimeout,
+                    };
+                    dropped(reason, 1);
+                    crate::warn_limited!(
+                        input = self.input.label(),
+                        reason = reason.labels().1,
+                        "a line Docker split was lost"
+                    );
+                }
+                match outcome {
+                    PartialOutcome::Complete { text } => {
+                        assembled = text;
+                        Some(&assembled[..])
+                    }
+                    PartialOutcome::Pending | PartialOutcome::Duplicate => return,
+                }
+            }
+        };
+        match to_gelf(tag, time, record, text) {
+            Ok(message) => {
+                let record = normalize_gelf(&message, &self.clock.time, self.clock.now);
+                self.sink.record(&record);
+            }
+            Err(error) => self.invalid_forward(&error),
+        }
+    }
+
+    fn invalid_forward(&self, error: &dyn std::fmt::Display) {
+        parse_error(self.input, "invalid_forward");
+        dropped(DropReason::InvalidForward, 1);
+        crate::warn_limited!(input = self.input.label(), %error, "Forward event rejected");
+    }
+
+    /// Drops split lines whose last part is overdue (counted).
+    pub fn expire_partials(&mut self) {
+        let now_ms = self.sink.shared.clock_ms();
+        if let Some(partials) = self.partials.as_mut()
+            && partials.pending() > 0
+        {
+            let expired = partials.expire(now_ms);
+            if expired > 0 {
+                dropped(DropReason::PartialTimeout, expired as u64);
+                crate::warn_limited!(
+                    input = self.input.label(),
+                    expired,
+                    "split lines incomplete at their deadline"
+                );
+            }
+        }
     }
 
     /// Counts bytes read from the network.
@@ -645,6 +803,20 @@ impl Processor {
             shared.queue.push(batch);
         }
         push_forward(shared, batches.forward);
+    }
+
+    /// Ends a read cycle whose senders wait for an ack: waits for room for
+    /// all of it in the Redis queue, however long that takes, so that an
+    /// ack always means queued. `false`, with nothing of it queued, when
+    /// `cancel` fires or the queue closes first (the sender sends again).
+    pub async fn flush_for_ack(&mut self, cancel: &tokio_util::sync::CancellationToken) -> bool {
+        let batches = self.take_batches();
+        let shared = self.sink.shared.clone();
+        push_forward(&shared, batches.forward);
+        match batches.redis {
+            Some(batch) => shared.queue.push_when_room(batch, cancel).await,
+            None => true,
+        }
     }
 
     /// Ends a read cycle, waiting up to `wait` for Redis queue space (TCP,

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use metrics::Gauge;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{DropReason, dropped};
 
@@ -157,6 +158,41 @@ impl<T: Weighed> BatchQueue<T> {
             }
         }
         self.push(batch)
+    }
+
+    /// Queues `batch` once there is room for all of it, however long that
+    /// takes, so that nothing queued before is dropped for it: for senders
+    /// that are told "taken" only once it is queued (fluentd acks). `false`,
+    /// with nothing queued, when `cancel` fires or the queue closes first;
+    /// such a sender sends again. A batch larger than the whole queue is
+    /// queued at once (it could never fit).
+    pub async fn push_when_room(&self, batch: T, cancel: &CancellationToken) -> bool {
+        if batch.messages() == 0 {
+            return true;
+        }
+        // A batch larger than the whole queue could never fit: it goes in
+        // at once, as with `push`.
+        let fits_at_all = batch.messages() <= self.max_messages && batch.bytes() <= self.max_bytes;
+        if fits_at_all {
+            loop {
+                let notified = self.not_full.notified();
+                {
+                    let state = self.lock();
+                    if state.closed {
+                        return false;
+                    }
+                    if self.fits(&state, &batch) {
+                        break;
+                    }
+                }
+                tokio::select! {
+                    () = notified => {}
+                    () = cancel.cancelled() => return false,
+                }
+            }
+        }
+        self.push(batch);
+        true
     }
 
     /// Waits until something is queued or the queue is closed.

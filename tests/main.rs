@@ -15,6 +15,8 @@ mod exactly_once;
 mod f2b;
 /// Redis going away, SIGTERM, drops accounted.
 mod faults;
+/// Docker's fluentd driver: the Forward protocol, acks, split lines.
+mod fluent;
 /// GELF over TCP: NUL frames.
 mod gelf_tcp;
 /// GELF over UDP: go-gelf's bytes, compressed, chunked.

@@ -2,6 +2,7 @@
 //!
 //! The sender allowlist is checked before a byte is parsed.
 
+pub mod fluent;
 pub mod http;
 pub mod slots;
 pub mod tcp;
@@ -102,6 +103,36 @@ pub async fn start(
             shutdown: stop.clone(),
         };
         tasks.spawn(tcp::serve(listener, context, tasks.clone()));
+    }
+    let fluent = |input: Input, slots: Arc<ConnectionSlots>| fluent::FluentContext {
+        input,
+        shared: shared.clone(),
+        allow: allow.clone(),
+        slots,
+        buffers: buffers.clone(),
+        limits,
+        shutdown: stop.clone(),
+    };
+    if let Some(addr) = settings.fluent_tcp {
+        let listener = tcp::bind(addr, Input::FluentTcp).await?;
+        let context = fluent(Input::FluentTcp, slots.clone());
+        tasks.spawn(fluent::serve_tcp(listener, context, tasks.clone()));
+    }
+    if let Some(path) = &settings.fluent_unix {
+        let listener = fluent::bind_unix(path, settings.fluent_unix_mode)?;
+        // A pool of its own: every unix peer counts as one source.
+        let slots = ConnectionSlots::new(
+            settings.tcp_max_connections,
+            settings.tcp_max_connections,
+            "fluent_unix",
+        );
+        let context = fluent(Input::FluentUnix, slots);
+        tasks.spawn(fluent::serve_unix(
+            listener,
+            path.clone(),
+            context,
+            tasks.clone(),
+        ));
     }
     if let Some(addr) = settings.gelf_http {
         let listener = tcp::bind(addr, Input::GelfHttp).await?;

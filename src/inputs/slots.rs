@@ -148,6 +148,20 @@ impl ConnectionSlots {
         slot
     }
 
+    /// Admits a connection on a unix socket: its file permissions decided
+    /// who may connect, so only the cap applies (as for one address).
+    pub fn admit_local(self: &Arc<Self>, what: &str) -> Option<Slot> {
+        let slot = self.try_take(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        if slot.is_none() {
+            self.refused(DropReason::ConnectionLimit);
+            crate::warn_limited!(
+                listener = what,
+                "connection limit reached; connection closed"
+            );
+        }
+        slot
+    }
+
     /// Inputs count a refused connection as a dropped message (its
     /// messages are lost); the metrics endpoint only as a closed connection.
     fn refused(&self, reason: DropReason) {

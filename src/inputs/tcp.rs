@@ -21,11 +21,11 @@ use crate::metrics::{DropReason, Input, dropped, tcp_connections};
 use crate::pipeline::{Processor, Shared};
 
 /// Bytes asked of the socket per read.
-const READ_SIZE: usize = 64 * 1024;
+pub(super) const READ_SIZE: usize = 64 * 1024;
 /// Read buffer capacity every connection may keep without charging the
 /// shared budget; a buffer grown past it by a large frame is given back
 /// once the frame is done.
-const FREE_CAPACITY: usize = 2 * READ_SIZE;
+pub(super) const FREE_CAPACITY: usize = 2 * READ_SIZE;
 
 /// Read buffer bytes above the 128 KiB each connection keeps free, across
 /// all connections.
@@ -58,15 +58,20 @@ impl BufferBudget {
 }
 
 /// One connection's share of the [`BufferBudget`]; given back on drop.
-struct Charge {
+pub(super) struct Charge {
     budget: Arc<BufferBudget>,
     held: usize,
 }
 
 impl Charge {
+    /// Nothing charged yet.
+    pub(super) fn new(budget: Arc<BufferBudget>) -> Charge {
+        Charge { budget, held: 0 }
+    }
+
     /// Charges for `buf`'s capacity above [`FREE_CAPACITY`]; `false` if the
     /// budget has no room for it.
-    fn fit(&mut self, capacity: usize) -> bool {
+    pub(super) fn fit(&mut self, capacity: usize) -> bool {
         let wanted = capacity.saturating_sub(FREE_CAPACITY);
         if wanted > self.held {
             if !self.budget.take(wanted - self.held) {

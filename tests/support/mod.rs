@@ -604,6 +604,31 @@ impl Daemon {
         })
     }
 
+    /// Stops cowlogd with SIGTERM and starts it again on the same config
+    /// and ports (its log and stdout appended to).
+    pub fn restart(&mut self) {
+        assert!(self.terminate().success());
+        let append = |name: &str| {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(self.dir.path().join(name))
+                .unwrap()
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_cowlogd"))
+            .arg("--config")
+            .arg(self.dir.path().join("cowlogd.toml"))
+            .env("RUST_LOG", "info")
+            .env_remove("COWLOGD_REDIS_URL")
+            .stdout(append("cowlogd.out"))
+            .stderr(append("cowlogd.log"))
+            .spawn()
+            .expect("starting cowlogd again");
+        self.child = Some(child);
+        wait_for("cowlogd /health after the restart", || {
+            (self.http_get("/health").0 == 200).then_some(())
+        });
+    }
+
     pub fn udp(&self, port: u16, datagram: &[u8]) {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.send_to(datagram, ("127.0.0.1", port)).unwrap();

@@ -32,6 +32,8 @@ pub struct PartialPart<'a> {
     pub ordinal: u64,
     /// `partial_last = "true"`.
     pub last: bool,
+    /// This part's text (`log`).
+    pub text: &'a [u8],
 }
 
 /// One record's part in a split line, if it is one: `partial_message =
@@ -42,13 +44,14 @@ pub struct PartialPart<'a> {
 /// // {"log": "a", "partial_message": "true", "partial_id": "p1", "partial_ordinal": "2", "partial_last": "true"}
 /// let record = b"\x85\xa3log\xa1a\xafpartial_message\xa4true\xaapartial_id\xa2p1\xafpartial_ordinal\xa12\xacpartial_last\xa4true";
 /// let part = partial_part(record).unwrap().unwrap();
-/// assert_eq!((part.id, part.ordinal, part.last), (&b"p1"[..], 2, true));
+/// assert_eq!((part.id, part.ordinal, part.last, part.text), (&b"p1"[..], 2, true, &b"a"[..]));
 /// ```
 ///
 /// # Errors
 /// A record that is not a map of fields.
 pub fn partial_part(record: &[u8]) -> Result<Option<PartialPart<'_>>, MsgpackError> {
     let (mut partial, mut id, mut ordinal, mut last) = (false, None, None, false);
+    let mut text: &[u8] = b"";
     for field in record_fields(record) {
         let (key, value) = field?;
         let FieldRef::Str(value) = value else {
@@ -61,11 +64,17 @@ pub fn partial_part(record: &[u8]) -> Result<Option<PartialPart<'_>>, MsgpackErr
                 ordinal = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
             }
             b"partial_last" => last = value == b"true",
+            b"log" => text = value,
             _ => {}
         }
     }
     Ok(match (partial, id, ordinal) {
-        (true, Some(id), Some(ordinal)) => Some(PartialPart { id, ordinal, last }),
+        (true, Some(id), Some(ordinal)) => Some(PartialPart {
+            id,
+            ordinal,
+            last,
+            text,
+        }),
         _ => None,
     })
 }

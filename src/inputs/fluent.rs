@@ -1,0 +1,275 @@
+//! Fluent Forward listeners (Docker's `fluentd` driver), on TCP and on a
+//! unix socket: MessagePack events cut from the stream by
+//! [`object_len`], bounded by `limits.max_frame_bytes`; an event that asks
+//! for it (`fluentd-request-ack`) is acknowledged only once the read
+//! cycle's records are in the Redis queue. A full queue delays the ack —
+//! the backpressure Docker's driver understands (it buffers, up to
+//! `fluentd-buffer-limit`) — instead of acking and dropping.
+//!
+//! The same caps, allowlist and timeouts apply as to the other TCP inputs;
+//! a unix socket's peers are trusted by the socket file's permissions.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use cowlogd_parsers::fluent::msgpack::{MsgpackError, object_len};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::Allowlist;
+use super::slots::{ConnectionSlots, Slot, closed};
+use super::tcp::{BufferBudget, Charge, FREE_CAPACITY, READ_SIZE, TcpLimits};
+use crate::metrics::{DropReason, Input, dropped, tcp_connections};
+use crate::pipeline::{Processor, Shared};
+
+/// Everything a connection task needs.
+#[derive(Clone)]
+pub struct FluentContext {
+    /// Which input.
+    pub input: Input,
+    /// Processing state shared by all tasks.
+    pub shared: Arc<Shared>,
+    /// Who may send (TCP).
+    pub allow: Arc<Allowlist>,
+    /// Connection slots.
+    pub slots: Arc<ConnectionSlots>,
+    /// Read buffer bytes shared by all connections.
+    pub buffers: Arc<BufferBudget>,
+    /// Limits.
+    pub limits: TcpLimits,
+    /// Stops accepting and reading.
+    pub shutdown: CancellationToken,
+}
+
+/// Binds the unix socket at `path` with `mode`, replacing a stale socket
+/// file (not any other kind of file).
+///
+/// # Errors
+/// When the path is taken by something else or cannot be bound.
+pub fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            anyhow::bail!(
+                "inputs.fluent_unix: {} exists and is not a socket",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding fluent_unix on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    tracing::info!(input = "fluent_unix", path = %path.display(), mode = format!("{mode:o}"), "listening");
+    Ok(listener)
+}
+
+/// Accepts TCP connections until shutdown; each runs on `tasks`.
+pub async fn serve_tcp(listener: TcpListener, context: FluentContext, tasks: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = context.shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                crate::warn_limited!(input = context.input.label(), %error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = context
+            .slots
+            .admit(&context.allow, peer, context.input.label())
+        else {
+            continue;
+        };
+        tasks.spawn(connection(stream, Some(peer), slot, context.clone()));
+    }
+}
+
+/// Accepts unix socket connections until shutdown, then removes the socket
+/// file.
+pub async fn serve_unix(
+    listener: UnixListener,
+    path: std::path::PathBuf,
+    context: FluentContext,
+    tasks: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = context.shutdown.cancelled() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                crate::warn_limited!(input = context.input.label(), %error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = context.slots.admit_local(context.input.label()) else {
+            continue;
+        };
+        tasks.spawn(connection(stream, None, slot, context.clone()));
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+/// `{"ack": chunk}`, as fluentd answers.
+fn write_ack(out: &mut Vec<u8>, chunk: &[u8]) {
+    out.extend_from_slice(b"\x81\xa3ack");
+    match chunk.len() {
+        n if n < 32 => out.push(0xa0 | n as u8),
+        n if n < 256 => out.extend([0xd9, n as u8]),
+        n if n < 65536 => {
+            out.push(0xda);
+            out.extend((n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0xdb);
+            out.extend((n as u32).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(chunk);
+}
+
+async fn connection<S>(mut stream: S, peer: Option<SocketAddr>, slot: Slot, context: FluentContext)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let input = context.input;
+    let limits = context.limits;
+    let open = tcp_connections(input);
+    open.increment(1.0);
+    let mut processor = Processor::new(input, context.shared.clone());
+    match peer {
+        Some(peer) => processor.set_peer(peer.ip()),
+        None => processor.set_peer_host("localhost"),
+    }
+    let shown = peer.map_or_else(|| "unix socket".to_owned(), |p| p.to_string());
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_SIZE);
+    let mut acks: Vec<u8> = Vec::new();
+    let mut partial_since: Option<Instant> = None;
+    let mut silent = true;
+    let activity = slot.activity();
+    let mut charge = Charge::new(context.buffers.clone());
+    'read: loop {
+        if buf.capacity() - buf.len() < READ_SIZE / 2 {
+            if !charge.fit(buf.len() + READ_SIZE) {
+                dropped(DropReason::BufferBudget, 1);
+                crate::warn_limited!(input = input.label(), peer = %shown, "read buffers of all connections at limits.tcp_buffers_total_bytes; closing");
+                break;
+            }
+            buf.reserve_exact(READ_SIZE);
+        }
+        let wait = match partial_since {
+            Some(since) => limits
+                .idle_timeout
+                .min(limits.frame_timeout.saturating_sub(since.elapsed())),
+            None if silent => limits.first_byte_timeout,
+            None => limits.idle_timeout,
+        };
+        let read = tokio::select! {
+            read = tokio::time::timeout(wait, stream.read_buf(&mut buf)) => read,
+            () = context.shutdown.cancelled() => break,
+            () = slot.evicted() => break,
+        };
+        match read {
+            Err(_) if partial_since.is_some_and(|s| s.elapsed() >= limits.frame_timeout) => {
+                dropped(DropReason::SlowSender, 1);
+                crate::warn_limited!(input = input.label(), peer = %shown, "event not completed within inputs.tcp_frame_timeout_s; closing");
+                break;
+            }
+            Err(_) => {
+                let reason = if silent {
+                    "first_byte_timeout"
+                } else {
+                    "idle_timeout"
+                };
+                closed("tcp", reason);
+                break;
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(peer = %shown, %error, "read failed; closing");
+                break;
+            }
+            Ok(Ok(0)) => {
+                if !buf.is_empty() {
+                    dropped(DropReason::Truncated, 1);
+                    crate::warn_limited!(input = input.label(), peer = %shown, "connection closed inside an event; it is lost");
+                }
+                break;
+            }
+            Ok(Ok(len)) => processor.count_bytes(len),
+        }
+        silent = false;
+        activity.touch();
+        processor.begin();
+        processor.expire_partials();
+        let mut used = 0;
+        let mut fatal = None;
+        loop {
+            match object_len(&buf[used..], limits.max_frame) {
+                Ok(Some(len)) => {
+                    if let Some(chunk) = processor.fluent_event(&buf[used..used + len]) {
+                        write_ack(&mut acks, chunk);
+                    }
+                    used += len;
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    fatal = Some(error);
+                    break;
+                }
+            }
+        }
+        let progressed = used > 0;
+        buf.drain(..used);
+        if buf.capacity() > FREE_CAPACITY && buf.len() < READ_SIZE {
+            buf.shrink_to(READ_SIZE.max(buf.len()));
+            charge.fit(buf.capacity());
+        }
+        if buf.is_empty() {
+            partial_since = None;
+        } else if progressed || partial_since.is_none() {
+            partial_since = Some(Instant::now());
+        }
+        if acks.is_empty() {
+            processor.flush_waiting(limits.queue_wait).await;
+        } else {
+            if !processor.flush_for_ack(&context.shutdown).await {
+                // Not queued, not acked: the sender sends it again.
+                tracing::info!(peer = %shown, "stopping with acked events not queued; the sender resends them");
+                break 'read;
+            }
+            if let Err(error) = stream.write_all(&acks).await {
+                tracing::debug!(peer = %shown, %error, "ack not sent; closing");
+                break;
+            }
+            acks.clear();
+        }
+        if let Some(error) = fatal {
+            // The stream cannot be followed past a broken object.
+            let reason = match error {
+                MsgpackError::TooLarge { .. } => DropReason::Oversize,
+                _ => DropReason::InvalidForward,
+            };
+            dropped(reason, 1);
+            crate::warn_limited!(input = input.label(), peer = %shown, %error, "not a Forward stream; closing");
+            break;
+        }
+    }
+    processor.flush_waiting(limits.queue_wait).await;
+    let _ = stream.shutdown().await;
+    open.decrement(1.0);
+}

@@ -1,0 +1,411 @@
+//! Docker's fluentd driver as an input: the Forward protocol over TCP and a
+//! unix socket, from the real clients — fluent-logger-golang (the library
+//! Docker links, Debian's golang-github-fluent-fluent-logger-golang-dev)
+//! and Python's fluent-logger (PyPI) — with and without acks, sub-second
+//! time, split lines, a restart mid-stream, and broken input.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::support::{
+    Daemon, POSTFIX, RedisServer, Subscriber, free_port, message_indices, postfix_line,
+    send_postfix_gelf_tcp, wait_for,
+};
+
+/// The Go sender in tests/fluent_sender, built once; `None` (with the
+/// reason printed) when Go or the library is not installed.
+fn go_sender() -> Option<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fluent_sender");
+        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fluent_sender/main.go");
+        let output = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(source)
+            .env("GO111MODULE", "off")
+            .env("GOPATH", "/usr/share/gocode")
+            .env(
+                "GOCACHE",
+                PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gocache"),
+            )
+            .output()
+            .map_err(|e| format!("go not found ({e})"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "go build failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(out)
+    });
+    match built {
+        Ok(path) => Some(path.clone()),
+        Err(why) => {
+            eprintln!(
+                "SKIPPED: {why}; install with `apt-get install golang-go golang-github-fluent-fluent-logger-golang-dev` (.ci/run does)"
+            );
+            None
+        }
+    }
+}
+
+/// Runs the Go sender to completion; panics with its stderr on failure.
+fn run_go(sender: &PathBuf, args: &[&str]) {
+    let output = Command::new(sender).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "fluent_sender {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn fluent_daemon(redis: &RedisServer, extra: &str) -> (Daemon, u16) {
+    let port = free_port();
+    let daemon = Daemon::start(
+        &redis.url(),
+        &format!("[inputs]\nfluent_tcp = \"127.0.0.1:{port}\"\n{extra}"),
+    );
+    (daemon, port)
+}
+
+fn assert_lines(redis: &RedisServer, range: std::ops::Range<usize>) {
+    let list = redis.wait_list("POSTFIX_MAILLOG", range.len());
+    assert_eq!(list.len(), range.len(), "duplicates or extras");
+    let want: std::collections::BTreeSet<usize> = range.collect();
+    assert_eq!(message_indices(&list), want);
+}
+
+#[test]
+fn docker_shaped_records_with_acks_and_sub_second_time_round_trip_10000_lines() {
+    let Some(sender) = go_sender() else { return };
+    let redis = RedisServer::start();
+    let (daemon, port) = fluent_daemon(&redis, "");
+    let addr = format!("127.0.0.1:{port}");
+    run_go(
+        &sender,
+        &["-addr", &addr, "-n", "10000", "-ack", "-subsecond"],
+    );
+    assert_lines(&redis, 0..10_000);
+    assert_eq!(
+        daemon.metric("cowlogd_received_messages_total{input=\"fluent_tcp\"}"),
+        10_000.0
+    );
+    // Without ack and sub-second precision: plain integer time, no option.
+    redis.raw("DEL POSTFIX_MAILLOG");
+    run_go(&sender, &["-addr", &addr, "-n", "500", "-start", "10000"]);
+    assert_lines(&redis, 10_000..10_500);
+}
+
+#[test]
+fn a_unix_socket_takes_the_driver_with_and_without_acks_and_has_the_configured_mode() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let Some(sender) = go_sender() else { return };
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("fluent.sock");
+    // A stale socket file from an earlier run is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let daemon = Daemon::start(
+        &redis.url(),
+        &format!(
+            "[inputs]\nfluent_unix = \"{}\"\nfluent_unix_mode = \"0600\"\n",
+            socket.display()
+        ),
+    );
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let path = socket.to_str().unwrap();
+    run_go(&sender, &["-network", "unix", "-addr", path, "-n", "2000"]);
+    run_go(
+        &sender,
+        &[
+            "-network", "unix", "-addr", path, "-n", "2000", "-start", "2000", "-ack",
+        ],
+    );
+    assert_lines(&redis, 0..4000);
+    assert_eq!(
+        daemon.metric("cowlogd_received_messages_total{input=\"fluent_unix\"}"),
+        4000.0
+    );
+}
+
+#[test]
+fn a_40_kib_line_docker_split_in_three_is_stored_whole() {
+    let Some(sender) = go_sender() else { return };
+    let redis = RedisServer::start();
+    let (daemon, port) = fluent_daemon(&redis, "");
+    run_go(
+        &sender,
+        &[
+            "-addr",
+            &format!("127.0.0.1:{port}"),
+            "-long",
+            "40960",
+            "-ack",
+        ],
+    );
+    let list = redis.wait_list("POSTFIX_MAILLOG", 1);
+    let entry: serde_json::Value = serde_json::from_str(&list[0]).unwrap();
+    let message = entry["message"].as_str().unwrap();
+    let header = "Nov 24 13:49:59 mail postfix/smtpd[1]: ";
+    assert_eq!(message.len(), 40960 - header.len());
+    assert!(message.starts_with("long xxx") && message.ends_with("xxx"));
+    assert_eq!(entry["program"], "postfix/smtpd");
+    // Three parts received, one line stored, nothing dropped.
+    assert_eq!(
+        daemon.metric("cowlogd_received_messages_total{input=\"fluent_tcp\"}"),
+        3.0
+    );
+    assert_eq!(daemon.metric_sum("cowlogd_dropped_messages_total"), 0.0);
+}
+
+#[test]
+fn a_restart_while_the_driver_sends_with_acks_loses_and_duplicates_nothing() {
+    let Some(sender) = go_sender() else { return };
+    let redis = RedisServer::start();
+    let (mut daemon, port) = fluent_daemon(&redis, "");
+    let total = 3000;
+    let mut child = Command::new(&sender)
+        .args([
+            "-addr",
+            &format!("127.0.0.1:{port}"),
+            "-n",
+            &total.to_string(),
+            "-ack",
+            "-delay",
+            "1ms",
+            "-retry-wait-ms",
+            "100",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("a third of the lines", || {
+        (redis.llen("POSTFIX_MAILLOG") >= total / 3).then_some(())
+    });
+    daemon.restart();
+    let status = wait_for("the sender to finish", || child.try_wait().unwrap());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "sender failed: {stderr}");
+    assert_lines(&redis, 0..total);
+}
+
+#[test]
+fn python_fluent_logger_lines_are_stored_and_published_byte_identical_to_the_gelf_path() {
+    let probe = Command::new("python3")
+        .args(["-c", "import fluent.sender"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        probe.status.success(),
+        "Python's fluent-logger is missing: `pip install fluent-logger` (.ci/run does)"
+    );
+    let n = 10_000;
+    // The fluent path.
+    let redis = RedisServer::start();
+    let subscriber = Subscriber::start(&redis, "F2B_CHANNEL");
+    let (_daemon, port) = fluent_daemon(&redis, "");
+    let script = r#"
+import sys
+from fluent import sender
+port, n = int(sys.argv[1]), int(sys.argv[2])
+s = sender.FluentSender("4f9a1c0d2b3e", host="127.0.0.1", port=port, nanosecond_precision=True)
+for i in range(n):
+    line = "Nov 24 13:49:59 mail postfix/smtpd[%d]: connect from unknown[203.0.113.%d] msg %d" % (1000 + i % 1000, i % 250, i)
+    record = {"container_id": "4f9a1c0d2b3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a",
+              "container_name": "/mailcowdockerized-postfix-mailcow-1", "source": "stdout", "log": line}
+    if not s.emit_with_time(None, 1712345678.123, record):
+        sys.exit("emit failed: %r" % s.last_error)
+s.close()
+"#;
+    let output = Command::new("python3")
+        .args(["-c", script, &port.to_string(), &n.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let fluent_list = redis.wait_list("POSTFIX_MAILLOG", n);
+    let fluent_channel = subscriber.wait(n);
+    // The GELF path, same lines, same time.
+    let gelf_redis = RedisServer::start();
+    let gelf_subscriber = Subscriber::start(&gelf_redis, "F2B_CHANNEL");
+    let gelf_daemon = Daemon::start(&gelf_redis.url(), "");
+    send_postfix_gelf_tcp(&gelf_daemon, 0..n);
+    let gelf_list = gelf_redis.wait_list("POSTFIX_MAILLOG", n);
+    let gelf_channel = gelf_subscriber.wait(n);
+    assert_eq!(fluent_list.len(), n);
+    assert_eq!(fluent_list, gelf_list);
+    assert_eq!(fluent_channel, gelf_channel);
+    assert!(fluent_list[0].contains(&postfix_line(n - 1)[42..]));
+}
+
+/// `[tag, 1712345678, {"log": line}, {"chunk": id}]` in MessagePack.
+fn acked_event(line: &str, chunk: &str) -> Vec<u8> {
+    let mut out = vec![0x94, 0xa3];
+    out.extend_from_slice(b"app");
+    out.push(0xce);
+    out.extend(1_712_345_678u32.to_be_bytes());
+    out.push(0x83);
+    for (k, v) in [
+        ("container_name", "/mailcowdockerized-postfix-mailcow-1"),
+        ("source", "stdout"),
+        ("log", line),
+    ] {
+        for s in [k, v] {
+            out.push(0xd9);
+            out.push(s.len() as u8);
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+    out.extend([0x81, 0xa5]);
+    out.extend_from_slice(b"chunk");
+    out.push(0xa0 | chunk.len() as u8);
+    out.extend_from_slice(chunk.as_bytes());
+    out
+}
+
+fn read_ack(stream: &mut std::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = [0u8; 6];
+    stream.read_exact(&mut head)?;
+    assert_eq!(&head[..5], b"\x81\xa3ack");
+    let mut id = vec![0u8; usize::from(head[5] & 0x1f)];
+    stream.read_exact(&mut id)?;
+    Ok(id)
+}
+
+#[test]
+fn a_full_queue_delays_the_ack_instead_of_dropping() {
+    let mut redis = RedisServer::start();
+    let (daemon, port) = fluent_daemon(&redis, "[redis]\nqueue_messages = 5\n");
+    let mut stream = daemon.tcp(port);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(&acked_event(&postfix_line(0), "c0"))
+        .unwrap();
+    assert_eq!(read_ack(&mut stream).unwrap(), b"c0");
+    redis.wait_list("POSTFIX_MAILLOG", 1);
+    redis.stop();
+    // The queue (5) and the writer's batch in hand fill up; then the ack
+    // waits for room.
+    stream
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut held = None;
+    for n in 1..100 {
+        let chunk = format!("c{n}");
+        stream
+            .write_all(&acked_event(&postfix_line(n), &chunk))
+            .unwrap();
+        match read_ack(&mut stream) {
+            Ok(id) => assert_eq!(id, chunk.as_bytes()),
+            Err(_) => {
+                held = Some(n);
+                break;
+            }
+        }
+    }
+    let held = held.expect("every event acked with Redis down and a queue of 5");
+    assert!(held > 5, "held at {held}");
+    redis.restart();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    assert_eq!(
+        read_ack(&mut stream).unwrap(),
+        format!("c{held}").as_bytes()
+    );
+    assert_lines(&redis, 1..held + 1);
+    assert_eq!(daemon.metric_sum("cowlogd_dropped_messages_total"), 0.0);
+}
+
+#[test]
+fn broken_msgpack_costs_the_event_or_the_connection_never_the_process() {
+    let redis = RedisServer::start();
+    let (daemon, port) = fluent_daemon(&redis, "[limits]\nmax_frame_bytes = 65536\n");
+    let mut stream = daemon.tcp(port);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // A complete object of the wrong shape costs only itself.
+    stream
+        .write_all(&acked_event(&postfix_line(0), "a"))
+        .unwrap();
+    stream.write_all(b"\x93\x01\x02\x03").unwrap();
+    stream
+        .write_all(&acked_event(&postfix_line(1), "b"))
+        .unwrap();
+    assert_eq!(read_ack(&mut stream).unwrap(), b"a");
+    assert_eq!(read_ack(&mut stream).unwrap(), b"b");
+    // A declared length past the frame limit: the stream cannot go on.
+    stream
+        .write_all(b"\x94\xa3app\xdb\xff\xff\xff\xff")
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    // A record value nested 30,000 deep costs no stack: the line is kept.
+    let mut deep = vec![0x94, 0xa3];
+    deep.extend_from_slice(b"app");
+    deep.push(0xce);
+    deep.extend(1_712_345_678u32.to_be_bytes());
+    deep.extend([0x83, 0xae]);
+    deep.extend_from_slice(b"container_name");
+    deep.push(0xd9);
+    deep.push(POSTFIX.len() as u8 + 1);
+    deep.extend_from_slice(format!("/{POSTFIX}").as_bytes());
+    deep.push(0xa3);
+    deep.extend_from_slice(b"log");
+    let line = postfix_line(2);
+    deep.push(0xd9);
+    deep.push(line.len() as u8);
+    deep.extend_from_slice(line.as_bytes());
+    deep.push(0xa4);
+    deep.extend_from_slice(b"deep");
+    deep.extend(std::iter::repeat_n(0x91, 30_000));
+    deep.extend([0xc0, 0x81, 0xa5]);
+    deep.extend_from_slice(b"chunk");
+    deep.extend([0xa1, b'd']);
+    let mut deep_sender = daemon.tcp(port);
+    deep_sender
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    deep_sender.write_all(&deep).unwrap();
+    assert_eq!(read_ack(&mut deep_sender).unwrap(), b"d");
+    // Byte 0xc1 is no MessagePack: that connection is closed.
+    let mut invalid = daemon.tcp(port);
+    invalid.write_all(b"\x92\xc1").unwrap();
+    let _ = invalid.read_to_end(&mut rest);
+    // The process and a good sender are fine.
+    let mut good = daemon.tcp(port);
+    good.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    good.write_all(&acked_event(&postfix_line(3), "c")).unwrap();
+    assert_eq!(read_ack(&mut good).unwrap(), b"c");
+    assert_lines(&redis, 0..4);
+    let dropped = |reason: &str| {
+        daemon.metric(&format!(
+            "cowlogd_dropped_messages_total{{stage=\"parse\",reason=\"{reason}\"}}"
+        ))
+    };
+    assert_eq!(dropped("invalid_forward"), 2.0);
+    assert_eq!(
+        daemon.metric("cowlogd_dropped_messages_total{stage=\"input\",reason=\"oversize\"}"),
+        1.0
+    );
+}
