@@ -409,3 +409,37 @@ fn broken_msgpack_costs_the_event_or_the_connection_never_the_process() {
         1.0
     );
 }
+
+#[test]
+fn fluent_records_are_forwarded_to_graylog_with_dockers_fields() {
+    let Some(sender) = go_sender() else { return };
+    let redis = RedisServer::start();
+    let graylog = crate::support::graylog::GraylogTcp::start();
+    let (_daemon, port) = fluent_daemon(
+        &redis,
+        &format!(
+            "[graylog]\naddress = \"tcp://127.0.0.1:{}\"\n",
+            graylog.port
+        ),
+    );
+    run_go(
+        &sender,
+        &["-addr", &format!("127.0.0.1:{port}"), "-n", "100", "-ack"],
+    );
+    let messages = graylog.wait(100);
+    assert_eq!(messages.len(), 100);
+    let first = &messages[0];
+    assert_eq!(first["short_message"], postfix_line(0));
+    assert_eq!(first["_container_name"], POSTFIX);
+    assert_eq!(
+        first["_container_id"],
+        "4f9a1c0d2b3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a"
+    );
+    assert_eq!(first["_tag"], "4f9a1c0d2b3e");
+    assert_eq!(first["_source"], "stdout");
+    assert_eq!(first["_program"], "postfix/smtpd");
+    assert_eq!(first["_route"], "postfix");
+    assert_eq!(first["level"], 6);
+    assert_eq!(first["timestamp"], 1712345678);
+    assert_eq!(first["host"], "127.0.0.1");
+}

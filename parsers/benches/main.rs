@@ -134,6 +134,17 @@ fn fluent(c: &mut Criterion) {
     let ctx = ctx();
     let mut group = c.benchmark_group("fluent");
     group.throughput(Throughput::Elements(1));
+    group.bench_function("docker_forward_frame_decode", |b| {
+        b.iter(|| {
+            let frame = black_box(&frame[..]);
+            let len = object_len(frame, 1 << 20).unwrap().unwrap();
+            let event = parse_event(&frame[..len]).unwrap();
+            let Entries::Message { time, record } = event.entries else {
+                unreachable!()
+            };
+            black_box(to_gelf(event.tag, time, record, None).unwrap().fields.len())
+        })
+    });
     group.bench_function("docker_forward_frame_parse_normalize", |b| {
         b.iter(|| {
             let frame = black_box(&frame[..]);
