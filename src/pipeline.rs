@@ -634,7 +634,9 @@ impl Processor {
                         assembled = text;
                         Some(&assembled[..])
                     }
-                    PartialOutcome::Pending | PartialOutcome::Duplicate => return,
+                    PartialOutcome::Pending
+                    | PartialOutcome::Duplicate
+                    | PartialOutcome::Dropped => return,
                 }
             }
         };

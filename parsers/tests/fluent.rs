@@ -360,11 +360,15 @@ fn partial_lines_reassemble_in_order_within_their_bounds() {
     parts.add(b"b", 1, false, b"x", 4);
     assert_eq!(
         parts.add(b"b", 3, true, b"z", 5),
-        (PartialOutcome::Duplicate, Some(PartialDrop::Gap))
+        (PartialOutcome::Dropped, Some(PartialDrop::Gap))
     );
     assert_eq!(parts.pending(), 0);
-    // A line whose start was never seen.
-    assert_eq!(parts.add(b"c", 2, true, b"z", 5).1, Some(PartialDrop::Gap));
+    // A line whose start was never seen, counted once for all its parts.
+    assert_eq!(parts.add(b"c", 2, false, b"z", 5).1, Some(PartialDrop::Gap));
+    assert_eq!(
+        parts.add(b"c", 3, true, b"z", 5),
+        (PartialOutcome::Dropped, None)
+    );
     // The third line at once evicts the oldest.
     parts.add(b"d", 1, false, b"x", 6);
     parts.add(b"e", 1, false, b"x", 7);

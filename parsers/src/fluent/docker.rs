@@ -211,8 +211,11 @@ pub enum PartialOutcome {
     Pending,
     /// A part seen before (a sender's retry): ignored.
     Duplicate,
-    /// The line is complete: its text. `cut` when it was longer than
-    /// `max_line_bytes`.
+    /// A part of a line that is lost (see the [`PartialDrop`] given with
+    /// it): ignored.
+    Dropped,
+    /// The line is complete: its text, cut after `max_line_bytes + 1`
+    /// bytes when longer.
     Complete {
         /// The whole line, up to `max_line_bytes + 1` bytes.
         text: Vec<u8>,
@@ -239,6 +242,9 @@ struct Pending {
 pub struct PartialAssembler {
     limits: PartialLimits,
     pending: Vec<Pending>,
+    /// The last line dropped: its later parts are dropped without counting
+    /// the line again.
+    lost: Vec<u8>,
 }
 
 impl PartialAssembler {
@@ -247,6 +253,7 @@ impl PartialAssembler {
         PartialAssembler {
             limits,
             pending: Vec::new(),
+            lost: Vec::new(),
         }
     }
 
@@ -268,7 +275,11 @@ impl PartialAssembler {
         let Some(index) = self.pending.iter().position(|p| p.id == id) else {
             if ordinal != 1 {
                 // Its beginning was lost (or dropped before): so is the line.
-                return (PartialOutcome::Duplicate, Some(PartialDrop::Gap));
+                if self.lost == id {
+                    return (PartialOutcome::Dropped, None);
+                }
+                self.lost = id.to_vec();
+                return (PartialOutcome::Dropped, Some(PartialDrop::Gap));
             }
             let mut line = text[..text.len().min(cap)].to_vec();
             if last {
@@ -277,7 +288,7 @@ impl PartialAssembler {
             }
             let mut dropped = None;
             if self.pending.len() >= self.limits.max_pending.max(1) {
-                self.pending.remove(0);
+                self.lost = self.pending.remove(0).id;
                 dropped = Some(PartialDrop::TooManyPending);
             }
             self.pending.push(Pending {
@@ -293,8 +304,8 @@ impl PartialAssembler {
             return (PartialOutcome::Duplicate, None);
         }
         if ordinal > pending.next_ordinal {
-            self.pending.remove(index);
-            return (PartialOutcome::Duplicate, Some(PartialDrop::Gap));
+            self.lost = self.pending.remove(index).id;
+            return (PartialOutcome::Dropped, Some(PartialDrop::Gap));
         }
         let room = cap.saturating_sub(pending.text.len());
         pending
