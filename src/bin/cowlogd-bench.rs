@@ -33,6 +33,9 @@ enum Target {
     SyslogUdp,
     /// Docker's syslog driver (or `logger`) over TCP, octet-counted.
     SyslogTcp,
+    /// Docker's fluentd driver over TCP: Forward Message mode with
+    /// sub-second time, as `fluentd-async` sends it (no ack).
+    FluentTcp,
 }
 
 /// Which syslog header the lines carry.
@@ -54,7 +57,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Target::SyslogTcp)]
     target: Target,
     /// The collector's address (default: 127.0.0.1:12201 for GELF,
-    /// 127.0.0.1:5140 for syslog).
+    /// 127.0.0.1:5140 for syslog, 127.0.0.1:24224 for fluent).
     #[arg(long)]
     addr: Option<SocketAddr>,
     /// Messages to send.
@@ -196,6 +199,44 @@ fn docker_gelf(line: &Line, created_ns: u64) -> Vec<u8> {
     json
 }
 
+/// Docker's fluentd record for `line` as fluent-logger-golang sends it:
+/// `[tag, EventTime, {container_id, container_name, source, log}, {}]`.
+fn docker_forward(line: &Line, created_ns: u64) -> Vec<u8> {
+    fn str(out: &mut Vec<u8>, s: &[u8]) {
+        match s.len() {
+            n if n < 32 => out.push(0xa0 | n as u8),
+            n if n < 256 => out.extend([0xd9, n as u8]),
+            n => {
+                out.push(0xda);
+                out.extend((n.min(usize::from(u16::MAX)) as u16).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&s[..s.len().min(usize::from(u16::MAX))]);
+    }
+    let mut out = Vec::with_capacity(line.text.len() + 200);
+    out.push(0x94);
+    str(&mut out, b"3b2f6e0c9a1d");
+    out.extend([0xd7, 0x00]);
+    out.extend(((created_ns / 1_000_000_000) as u32).to_be_bytes());
+    out.extend(((created_ns % 1_000_000_000) as u32).to_be_bytes());
+    out.push(0x84);
+    let name = format!("/{}", line.container);
+    for (key, value) in [
+        (
+            &b"container_id"[..],
+            &b"3b2f6e0c9a1d4e5f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f"[..],
+        ),
+        (b"container_name", name.as_bytes()),
+        (b"source", b"stdout"),
+        (b"log", line.text.as_bytes()),
+    ] {
+        str(&mut out, key);
+        str(&mut out, value);
+    }
+    out.push(0x80);
+    out
+}
+
 /// The syslog frame of `line` (without octet count or newline).
 fn syslog(line: &Line, format: Format, seq: u64) -> String {
     match format {
@@ -322,6 +363,7 @@ fn generate(args: &Args, run: u32) -> anyhow::Result<Vec<Vec<Vec<u8>>>> {
                     let frame = syslog(&line, args.format, seq);
                     vec![format!("{} {frame}\n", frame.len() + 1).into_bytes()]
                 }
+                Target::FluentTcp => vec![docker_forward(&line, created)],
             })
         })
         .collect()
@@ -355,7 +397,7 @@ fn send(
             socket.connect(addr)?;
             udp = Some(socket);
         }
-        Target::GelfTcp | Target::SyslogTcp => {
+        Target::GelfTcp | Target::SyslogTcp | Target::FluentTcp => {
             let stream =
                 TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
             stream.set_nodelay(true)?;
@@ -436,6 +478,7 @@ fn main() -> anyhow::Result<()> {
     let addr = args.addr.unwrap_or_else(|| match args.target {
         Target::GelfUdp | Target::GelfTcp => SocketAddr::from(([127, 0, 0, 1], 12201)),
         Target::SyslogUdp | Target::SyslogTcp => SocketAddr::from(([127, 0, 0, 1], 5140)),
+        Target::FluentTcp => SocketAddr::from(([127, 0, 0, 1], 24224)),
     });
     let run = (now_ns() % 1_000_000) as u32;
     let messages = generate(&args, run)?;
