@@ -19,7 +19,7 @@ use cowlogd_parsers::encode::mailcow::{
     ChannelSanitize, encode_channel_payload, encode_list_entry,
 };
 use cowlogd_parsers::fluent::docker::{
-    PartialAssembler, PartialDrop, PartialLimits, PartialOutcome, partial_part, to_gelf,
+    PartialAssembler, PartialDrop, PartialLimits, PartialOutcome, to_gelf,
 };
 use cowlogd_parsers::fluent::forward::{Entries, entries, parse_event};
 use cowlogd_parsers::gelf::{ChunkError, ChunkOutcome, Reassembler, is_chunk, parse_gelf_lossy};
@@ -604,49 +604,44 @@ impl Processor {
 
     fn fluent_entry(&mut self, tag: &[u8], time: Timestamp, record: &[u8]) {
         self.metrics.received.increment(1);
-        let assembled;
-        let text = match partial_part(record) {
+        let entry = match to_gelf(tag, time, record, None) {
+            Ok(entry) => entry,
             Err(error) => return self.invalid_forward(&error),
-            Ok(None) => None,
-            Ok(Some(part)) => {
-                let limits = self.sink.shared.partial_limits;
-                let now_ms = self.sink.shared.clock_ms();
-                let partials = self
-                    .partials
-                    .get_or_insert_with(|| PartialAssembler::new(limits));
-                let (outcome, lost) =
-                    partials.add(part.id, part.ordinal, part.last, part.text, now_ms);
-                if let Some(lost) = lost {
-                    let reason = match lost {
-                        PartialDrop::Gap => DropReason::PartialGap,
-                        PartialDrop::TooManyPending => DropReason::PartialEvicted,
-                        PartialDrop::Expired => DropReason::PartialTimeout,
-                    };
-                    dropped(reason, 1);
-                    crate::warn_limited!(
-                        input = self.input.label(),
-                        reason = reason.labels().1,
-                        "a line Docker split was lost"
-                    );
-                }
-                match outcome {
-                    PartialOutcome::Complete { text } => {
-                        assembled = text;
-                        Some(&assembled[..])
-                    }
-                    PartialOutcome::Pending
-                    | PartialOutcome::Duplicate
-                    | PartialOutcome::Dropped => return,
-                }
-            }
         };
-        match to_gelf(tag, time, record, text) {
-            Ok(message) => {
-                let record = normalize_gelf(&message, &self.clock.time, self.clock.now);
-                self.sink.record(&record);
+        let mut message = entry.gelf;
+        if let Some(part) = entry.partial {
+            let limits = self.sink.shared.partial_limits;
+            let now_ms = self.sink.shared.clock_ms();
+            let partials = self
+                .partials
+                .get_or_insert_with(|| PartialAssembler::new(limits));
+            let (outcome, lost) = partials.add(part.id, part.ordinal, part.last, part.text, now_ms);
+            if let Some(lost) = lost {
+                let reason = match lost {
+                    PartialDrop::Gap => DropReason::PartialGap,
+                    PartialDrop::TooManyPending => DropReason::PartialEvicted,
+                    PartialDrop::Expired => DropReason::PartialTimeout,
+                };
+                dropped(reason, 1);
+                crate::warn_limited!(
+                    input = self.input.label(),
+                    reason = reason.labels().1,
+                    "a line Docker split was lost"
+                );
             }
-            Err(error) => self.invalid_forward(&error),
+            let PartialOutcome::Complete { text } = outcome else {
+                return;
+            };
+            // Parts are joined as bytes: Docker splits inside characters.
+            message.short_message = match String::from_utf8(text) {
+                Ok(text) => text.into(),
+                Err(error) => String::from_utf8_lossy(error.as_bytes())
+                    .into_owned()
+                    .into(),
+            };
         }
+        let record = normalize_gelf(&message, &self.clock.time, self.clock.now);
+        self.sink.record(&record);
     }
 
     fn invalid_forward(&self, error: &dyn std::fmt::Display) {

@@ -142,7 +142,13 @@ fn fluent(c: &mut Criterion) {
             let Entries::Message { time, record } = event.entries else {
                 unreachable!()
             };
-            black_box(to_gelf(event.tag, time, record, None).unwrap().fields.len())
+            black_box(
+                to_gelf(event.tag, time, record, None)
+                    .unwrap()
+                    .gelf
+                    .fields
+                    .len(),
+            )
         })
     });
     group.bench_function("docker_forward_frame_parse_normalize", |b| {
@@ -153,7 +159,7 @@ fn fluent(c: &mut Criterion) {
             let Entries::Message { time, record } = event.entries else {
                 unreachable!()
             };
-            let gelf = to_gelf(event.tag, time, record, None).unwrap();
+            let gelf = to_gelf(event.tag, time, record, None).unwrap().gelf;
             black_box(
                 normalize_gelf(&gelf, &ctx, Timestamp::default())
                     .message

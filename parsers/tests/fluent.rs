@@ -129,7 +129,7 @@ fn message_mode_as_docker_sends_it_with_and_without_ack_and_sub_second_time() {
         };
         let nanos = if subsecond { 123_456_789 } else { 0 };
         assert_eq!(time, Timestamp::new(1_764_000_000, nanos));
-        let gelf = to_gelf(event.tag, time, record, None).unwrap();
+        let gelf = to_gelf(event.tag, time, record, None).unwrap().gelf;
         assert_eq!(
             gelf.short_message,
             "Nov 24 13:49:59 mail postfix/smtpd[77]: connect from x"
@@ -182,7 +182,9 @@ fn forward_packed_and_compressed_modes_carry_every_entry() {
         entries(raw)
             .map(|e| {
                 let (_, record) = e.unwrap();
-                let gelf = to_gelf(b"app", Timestamp::default(), record, None).unwrap();
+                let gelf = to_gelf(b"app", Timestamp::default(), record, None)
+                    .unwrap()
+                    .gelf;
                 gelf.short_message.into_owned()
             })
             .collect()
@@ -241,7 +243,7 @@ fn wide_forms_and_fluent_bit_values_are_read() {
     };
     let (time, record) = entries(raw).next().unwrap().unwrap();
     assert_eq!(time.secs, 5);
-    let gelf = to_gelf(b"t", time, record, None).unwrap();
+    let gelf = to_gelf(b"t", time, record, None).unwrap().gelf;
     assert_eq!(gelf.short_message, "x");
     assert_eq!(gelf.str_field("kubernetes"), Some(r#"{"pod":["a",1]}"#));
     assert_eq!(gelf.str_field("n"), Some("-3"));
@@ -252,7 +254,9 @@ fn wide_forms_and_fluent_bit_values_are_read() {
 fn a_record_without_text_becomes_its_json_and_stderr_is_level_3() {
     let mut p = Pack::new(false);
     let record = p.record(&[("from", "userA"), ("source", "stderr")]).take();
-    let gelf = to_gelf(b"app.follow", Timestamp::default(), &record, None).unwrap();
+    let gelf = to_gelf(b"app.follow", Timestamp::default(), &record, None)
+        .unwrap()
+        .gelf;
     assert_eq!(gelf.short_message, r#"{"from":"userA","source":"stderr"}"#);
     assert_eq!(gelf.level, Some(3));
 }
@@ -298,7 +302,7 @@ fn deep_nesting_costs_no_stack_and_is_written_as_null_past_the_depth() {
     let Entries::Message { time, record } = event.entries else {
         panic!()
     };
-    let gelf = to_gelf(b"t", time, record, None).unwrap();
+    let gelf = to_gelf(b"t", time, record, None).unwrap().gelf;
     // Sixteen levels followed, then null.
     let expected = format!("{}null{}", "[".repeat(16), "]".repeat(16));
     assert_eq!(gelf.str_field("deep"), Some(expected.as_str()));
@@ -397,7 +401,13 @@ fn docker_partial_fields_are_recognised() {
         .take();
     let part = partial_part(&record).unwrap().unwrap();
     assert_eq!((part.id, part.ordinal, part.last), (&b"0f5c"[..], 3, false));
-    let gelf = to_gelf(b"t", Timestamp::default(), &record, Some(b"whole line")).unwrap();
+    assert_eq!(part.text, b"part");
+    // to_gelf finds the same part on its one pass over the record.
+    let entry = to_gelf(b"t", Timestamp::default(), &record, None).unwrap();
+    assert_eq!(entry.partial, Some(part));
+    let gelf = to_gelf(b"t", Timestamp::default(), &record, Some(b"whole line"))
+        .unwrap()
+        .gelf;
     assert_eq!(gelf.short_message, "whole line");
     assert!(gelf.fields.iter().all(|f| !f.name.starts_with("partial_")));
     let plain = p.record(&docker_record("x", &[])).take();
@@ -494,12 +504,12 @@ proptest! {
             let event = parse_event(frame).unwrap();
             let got: Vec<String> = match event.entries {
                 Entries::Message { record, time } => {
-                    vec![to_gelf(event.tag, time, record, None).unwrap().short_message.into_owned()]
+                    vec![to_gelf(event.tag, time, record, None).unwrap().gelf.short_message.into_owned()]
                 }
                 Entries::Forward { raw, .. } | Entries::Packed { raw, .. } => entries(raw)
                     .map(|e| {
                         let (time, record) = e.unwrap();
-                        to_gelf(event.tag, time, record, None).unwrap().short_message.into_owned()
+                        to_gelf(event.tag, time, record, None).unwrap().gelf.short_message.into_owned()
                     })
                     .collect(),
             };

@@ -50,33 +50,17 @@ pub struct PartialPart<'a> {
 /// # Errors
 /// A record that is not a map of fields.
 pub fn partial_part(record: &[u8]) -> Result<Option<PartialPart<'_>>, MsgpackError> {
-    let (mut partial, mut id, mut ordinal, mut last) = (false, None, None, false);
+    let mut partial = PartialFields::default();
     let mut text: &[u8] = b"";
     for field in record_fields(record) {
-        let (key, value) = field?;
-        let FieldRef::Str(value) = value else {
-            continue;
-        };
-        match key {
-            b"partial_message" => partial = value == b"true",
-            b"partial_id" => id = Some(value),
-            b"partial_ordinal" => {
-                ordinal = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
+        if let (key, FieldRef::Str(value)) = field? {
+            match key {
+                b"log" => text = value,
+                _ => partial.take(key, value),
             }
-            b"partial_last" => last = value == b"true",
-            b"log" => text = value,
-            _ => {}
         }
     }
-    Ok(match (partial, id, ordinal) {
-        (true, Some(id), Some(ordinal)) => Some(PartialPart {
-            id,
-            ordinal,
-            last,
-            text,
-        }),
-        _ => None,
-    })
+    Ok(partial.part(text))
 }
 
 /// A Forward entry as the GELF message Docker's gelf driver would have sent
@@ -92,7 +76,7 @@ pub fn partial_part(record: &[u8]) -> Result<Option<PartialPart<'_>>, MsgpackErr
 /// use cowlogd_parsers::fluent::docker::to_gelf;
 /// // {"container_name": "/mailcowdockerized-postfix-mailcow-1", "source": "stdout", "log": "hi"}
 /// let record = b"\x83\xaecontainer_name\xd9\x24/mailcowdockerized-postfix-mailcow-1\xa6source\xa6stdout\xa3log\xa2hi";
-/// let gelf = to_gelf(b"0123456789ab", Timestamp::new(1700000000, 0), record, None).unwrap();
+/// let gelf = to_gelf(b"0123456789ab", Timestamp::new(1700000000, 0), record, None).unwrap().gelf;
 /// assert_eq!(gelf.short_message, "hi");
 /// assert_eq!(gelf.level, Some(6));
 /// assert_eq!(gelf.str_field("container_name"), Some("mailcowdockerized-postfix-mailcow-1"));
@@ -106,15 +90,20 @@ pub fn to_gelf<'a>(
     time: Timestamp,
     record: &'a [u8],
     text: Option<&'a [u8]>,
-) -> Result<GelfMessage<'a>, MsgpackError> {
-    let mut fields = Vec::new();
+) -> Result<DockerEntry<'a>, MsgpackError> {
+    // Docker's records have four fields, plus labels and env extras.
+    let mut fields = Vec::with_capacity(8);
     // The best text field so far: its rank in TEXT_FIELDS and value.
     let mut found_text: Option<(usize, &'a [u8])> = None;
     let mut level = None;
     let mut has_tag = false;
+    let mut partial = PartialFields::default();
     for field in record_fields(record) {
         let (key, value) = field?;
         if key.starts_with(b"partial_") {
+            if let FieldRef::Str(value) = value {
+                partial.take(key, value);
+            }
             continue;
         }
         let value = match value {
@@ -136,7 +125,7 @@ pub fn to_gelf<'a>(
                     }
                     _ => value,
                 };
-                String::from_utf8_lossy(value)
+                lossy(value)
             }
             FieldRef::Other(raw) => {
                 let mut json = String::new();
@@ -145,7 +134,7 @@ pub fn to_gelf<'a>(
             }
         };
         fields.push(GelfField {
-            name: String::from_utf8_lossy(key),
+            name: lossy(key),
             value: FieldValue::Str(value),
         });
     }
@@ -157,12 +146,12 @@ pub fn to_gelf<'a>(
     if !has_tag {
         fields.push(GelfField {
             name: Cow::Borrowed("tag"),
-            value: FieldValue::Str(String::from_utf8_lossy(tag)),
+            value: FieldValue::Str(lossy(tag)),
         });
     }
     let short_message = match (text, found_text) {
-        (Some(text), _) => String::from_utf8_lossy(text),
-        (None, Some((_, text))) => String::from_utf8_lossy(text),
+        (Some(text), _) => lossy(text),
+        (None, Some((_, text))) => lossy(text),
         // No text field: the record itself, as JSON, so the line is not blank.
         (None, None) => {
             let mut json = String::new();
@@ -170,15 +159,73 @@ pub fn to_gelf<'a>(
             Cow::Owned(json)
         }
     };
-    Ok(GelfMessage {
-        version: None,
-        host: None,
-        short_message,
-        full_message: None,
-        timestamp: Some(time),
-        level,
-        fields,
+    let text = found_text.map_or(&b""[..], |(_, text)| text);
+    Ok(DockerEntry {
+        gelf: GelfMessage {
+            version: None,
+            host: None,
+            short_message,
+            full_message: None,
+            timestamp: Some(time),
+            level,
+            fields,
+        },
+        partial: partial.part(text),
     })
+}
+
+/// An entry as a GELF message, and its place in a split line if it is a
+/// part of one.
+#[derive(Debug)]
+pub struct DockerEntry<'a> {
+    /// The message (for a part: the part's text, unless given another).
+    pub gelf: GelfMessage<'a>,
+    /// The part, for a line Docker split.
+    pub partial: Option<PartialPart<'a>>,
+}
+
+/// The `partial_*` fields of a record, as read.
+#[derive(Default)]
+struct PartialFields<'a> {
+    partial: bool,
+    id: Option<&'a [u8]>,
+    ordinal: Option<u64>,
+    last: bool,
+}
+
+impl<'a> PartialFields<'a> {
+    fn take(&mut self, key: &[u8], value: &'a [u8]) {
+        match key {
+            b"partial_message" => self.partial = value == b"true",
+            b"partial_id" => self.id = Some(value),
+            b"partial_ordinal" => {
+                self.ordinal = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
+            }
+            b"partial_last" => self.last = value == b"true",
+            _ => {}
+        }
+    }
+
+    fn part(&self, text: &'a [u8]) -> Option<PartialPart<'a>> {
+        match (self.partial, self.id, self.ordinal) {
+            (true, Some(id), Some(ordinal)) => Some(PartialPart {
+                id,
+                ordinal,
+                last: self.last,
+                text,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Bytes as text without copying when they are UTF-8 (the common case;
+/// `from_utf8` checks it much faster than `from_utf8_lossy` walks it).
+fn lossy(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// Bounds for [`PartialAssembler`].
