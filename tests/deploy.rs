@@ -235,7 +235,7 @@ fn the_binary_needs_only_what_the_distroless_cc_image_has() {
     assert!(dockerfile.contains("FROM gcr.io/distroless/cc-debian12:nonroot"));
     assert!(dockerfile.contains("USER nonroot"));
     assert!(dockerfile.contains("strip target/release/cowlogd"));
-    assert!(dockerfile.contains("EXPOSE 12201/udp 12201/tcp 5140/udp 5140/tcp 9127/tcp"));
+    assert!(dockerfile.contains("EXPOSE 12201/udp 12201/tcp 5140/udp 5140/tcp 24224/tcp 9127/tcp"));
     assert!(dockerfile.contains(r#"CMD ["/usr/local/bin/cowlogd", "health"]"#));
 }
 
