@@ -188,7 +188,9 @@ impl Shared {
             reassembler: Mutex::new(Reassembler::new(settings.reassembly)),
             partial_limits: PartialLimits {
                 max_pending: settings.partial_pending,
-                max_line_bytes: settings.max_message,
+                // Room for the nested syslog header: the message after it
+                // must still come out over the limit, to be cut and marked.
+                max_line_bytes: settings.max_message.saturating_add(PARTIAL_HEADER_ROOM),
                 timeout_ms: settings.partial_timeout.as_millis() as u64,
             },
             clock_origin: Instant::now(),
@@ -399,6 +401,9 @@ impl RecordSink {
 
 /// Scratch capacity (invalid UTF-8 repair) kept between read cycles.
 const SCRATCH_KEEP: usize = 64 * 1024;
+/// Bytes a split line is kept past `limits.max_message_bytes`: more than
+/// any syslog header before the message.
+const PARTIAL_HEADER_ROOM: usize = 1024;
 
 /// What ends a message cut to `limits.max_message_bytes`.
 pub const TRUNCATION_MARKER: &[u8] = b"...[truncated by cowlogd]";

@@ -127,10 +127,30 @@ fn a_unix_socket_takes_the_driver_with_and_without_acks_and_has_the_configured_m
             "-network", "unix", "-addr", path, "-n", "2000", "-start", "2000", "-ack",
         ],
     );
-    assert_lines(&redis, 0..4000);
+    // Python's fluent-logger on the same socket.
+    let script = r#"
+import sys
+from fluent import sender
+s = sender.FluentSender("app", host="unix://" + sys.argv[1])
+for i in range(4000, 4500):
+    line = "Nov 24 13:49:59 mail postfix/smtpd[%d]: connect from unknown[203.0.113.%d] msg %d" % (1000 + i % 1000, i % 250, i)
+    if not s.emit(None, {"container_name": "/mailcowdockerized-postfix-mailcow-1", "source": "stdout", "log": line}):
+        sys.exit("emit failed: %r" % s.last_error)
+s.close()
+"#;
+    let output = Command::new("python3")
+        .args(["-c", script, path])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "Python's fluent-logger over the unix socket (`pip install fluent-logger`): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_lines(&redis, 0..4500);
     assert_eq!(
         daemon.metric("cowlogd_received_messages_total{input=\"fluent_unix\"}"),
-        4000.0
+        4500.0
     );
 }
 
@@ -162,6 +182,27 @@ fn a_40_kib_line_docker_split_in_three_is_stored_whole() {
         3.0
     );
     assert_eq!(daemon.metric_sum("cowlogd_dropped_messages_total"), 0.0);
+}
+
+#[test]
+fn a_split_line_longer_than_max_message_bytes_is_cut_marked_and_counted() {
+    let Some(sender) = go_sender() else { return };
+    let redis = RedisServer::start();
+    let (daemon, port) = fluent_daemon(&redis, "[limits]\nmax_message_bytes = 20000\n");
+    run_go(
+        &sender,
+        &["-addr", &format!("127.0.0.1:{port}"), "-long", "40960"],
+    );
+    let list = redis.wait_list("POSTFIX_MAILLOG", 1);
+    let entry: serde_json::Value = serde_json::from_str(&list[0]).unwrap();
+    let message = entry["message"].as_str().unwrap();
+    assert!(
+        message.ends_with("...[truncated by cowlogd]"),
+        "{}",
+        &message[message.len() - 40..]
+    );
+    assert!(message.len() <= 20000);
+    assert_eq!(daemon.metric("cowlogd_truncated_messages_total"), 1.0);
 }
 
 #[test]
