@@ -294,6 +294,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "Messages cut to limits.max_message_bytes."
     );
     describe_counter!(
+        "cowlogd_fluent_resent_total",
+        "Forward events sent again after cowlogd had queued them (their ack was lost): acked again, not queued twice."
+    );
+    describe_counter!(
         "cowlogd_graylog_truncated_total",
         "Forwarded messages cut to fit in 128 UDP chunks."
     );

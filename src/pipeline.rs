@@ -151,6 +151,8 @@ pub struct Shared {
     pub reassembler: Mutex<Reassembler<SocketAddr>>,
     /// Bounds for lines Docker's fluentd driver split (per connection).
     partial_limits: PartialLimits,
+    /// Fluent chunk ids recently queued and acked.
+    pub acked_chunks: AckedChunks,
     clock_origin: Instant,
 }
 
@@ -193,6 +195,7 @@ impl Shared {
                 max_line_bytes: settings.max_message.saturating_add(PARTIAL_HEADER_ROOM),
                 timeout_ms: settings.partial_timeout.as_millis() as u64,
             },
+            acked_chunks: AckedChunks::new(ACKED_CHUNKS_KEPT),
             clock_origin: Instant::now(),
         }
     }
@@ -448,6 +451,50 @@ fn gelf_json(
     }
 }
 
+/// Fluent chunk ids remembered, all connections together (about 64 bytes
+/// each).
+const ACKED_CHUNKS_KEPT: usize = 16_384;
+
+/// The chunk ids of the last Forward events queued and acked. A sender
+/// that never got its ack (the connection broke after cowlogd queued the
+/// event, or its own ack timeout passed) sends the event again, usually
+/// on a new connection: it is acked again, not queued twice.
+pub struct AckedChunks {
+    kept: Mutex<lru::LruCache<Vec<u8>, ()>>,
+    /// Events not queued again for it.
+    pub resent: Counter,
+}
+
+impl AckedChunks {
+    fn new(capacity: usize) -> AckedChunks {
+        let capacity = std::num::NonZeroUsize::new(capacity).unwrap_or(std::num::NonZeroUsize::MIN);
+        AckedChunks {
+            kept: Mutex::new(lru::LruCache::new(capacity)),
+            resent: metrics::counter!("cowlogd_fluent_resent_total"),
+        }
+    }
+
+    fn contains(&self, chunk: &[u8]) -> bool {
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        !kept.is_empty() && kept.contains(chunk)
+    }
+
+    /// Remembers `chunks` (queued and about to be acked), forgetting the
+    /// oldest beyond the capacity.
+    pub fn remember(&self, chunks: impl IntoIterator<Item = Vec<u8>>) {
+        let mut kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for chunk in chunks {
+            kept.put(chunk, ());
+        }
+    }
+}
+
 /// The receive time of the current read cycle.
 struct Clock {
     now: Timestamp,
@@ -557,6 +604,13 @@ impl Processor {
                 return None;
             }
         };
+        if let Some(chunk) = event.chunk
+            && self.sink.shared.acked_chunks.contains(chunk)
+        {
+            // Queued and acked before; the ack was lost on the way.
+            self.sink.shared.acked_chunks.resent.increment(1);
+            return Some(chunk);
+        }
         match event.entries {
             Entries::Message { time, record } => self.fluent_entry(event.tag, time, record),
             Entries::Forward { raw, .. }

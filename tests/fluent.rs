@@ -484,3 +484,29 @@ fn fluent_records_are_forwarded_to_graylog_with_dockers_fields() {
     assert_eq!(first["timestamp"], 1712345678);
     assert_eq!(first["host"], "127.0.0.1");
 }
+
+#[test]
+fn an_event_sent_again_after_its_ack_was_lost_is_acked_not_stored_twice() {
+    let redis = RedisServer::start();
+    let (daemon, port) = fluent_daemon(&redis, "");
+    let event = acked_event(&postfix_line(0), "k9");
+    for _ in 0..2 {
+        // Each time on a new connection, as a sender reconnects to resend.
+        let mut stream = daemon.tcp(port);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(&event).unwrap();
+        assert_eq!(read_ack(&mut stream).unwrap(), b"k9");
+    }
+    let mut stream = daemon.tcp(port);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(&acked_event(&postfix_line(1), "k10"))
+        .unwrap();
+    assert_eq!(read_ack(&mut stream).unwrap(), b"k10");
+    assert_lines(&redis, 0..2);
+    assert_eq!(daemon.metric("cowlogd_fluent_resent_total"), 1.0);
+}

@@ -159,6 +159,7 @@ where
     let shown = peer.map_or_else(|| "unix socket".to_owned(), |p| p.to_string());
     let mut buf: Vec<u8> = Vec::with_capacity(READ_SIZE);
     let mut acks: Vec<u8> = Vec::new();
+    let mut acked: Vec<Vec<u8>> = Vec::new();
     let mut partial_since: Option<Instant> = None;
     let mut silent = true;
     let activity = slot.activity();
@@ -223,6 +224,7 @@ where
                 Ok(Some(len)) => {
                     if let Some(chunk) = processor.fluent_event(&buf[used..used + len]) {
                         write_ack(&mut acks, chunk);
+                        acked.push(chunk.to_vec());
                     }
                     used += len;
                 }
@@ -252,6 +254,7 @@ where
                 tracing::info!(peer = %shown, "stopping with acked events not queued; the sender resends them");
                 break 'read;
             }
+            context.shared.acked_chunks.remember(acked.drain(..));
             if let Err(error) = stream.write_all(&acks).await {
                 tracing::debug!(peer = %shown, %error, "ack not sent; closing");
                 break;
