@@ -863,16 +863,23 @@ impl Processor {
 
     /// Ends a read cycle whose senders wait for an ack: waits for room for
     /// all of it in the Redis queue, however long that takes, so that an
-    /// ack always means queued. `false`, with nothing of it queued, when
-    /// `cancel` fires or the queue closes first (the sender sends again).
+    /// ack always means queued, then forwards it. `false`, with nothing of
+    /// it queued or forwarded, when `cancel` fires or the queue closes
+    /// first (the sender sends again).
     pub async fn flush_for_ack(&mut self, cancel: &tokio_util::sync::CancellationToken) -> bool {
         let batches = self.take_batches();
         let shared = self.sink.shared.clone();
-        push_forward(&shared, batches.forward);
-        match batches.redis {
+        let queued = match batches.redis {
             Some(batch) => shared.queue.push_when_room(batch, cancel).await,
             None => true,
+        };
+        // Forwarded once queued: a sender that resends it must not reach
+        // Graylog twice. (It waits for its ack meanwhile, so Graylog would
+        // get nothing more from it anyway.)
+        if queued {
+            push_forward(&shared, batches.forward);
         }
+        queued
     }
 
     /// Ends a read cycle, waiting up to `wait` for Redis queue space (TCP,
