@@ -209,6 +209,53 @@ fn daemon_json_sends_every_container_with_the_gelf_driver() {
 }
 
 #[test]
+fn daemon_json_for_the_fluentd_driver_uses_only_options_docker_accepts() {
+    let config: serde_json::Value =
+        serde_json::from_str(&read("deploy/daemon-fluentd.json")).unwrap();
+    assert_eq!(config["log-driver"], "fluentd");
+    // moby daemon/logger/fluentd ValidateLogOpt: any other key is refused,
+    // and every value is a string.
+    let accepted = [
+        "env",
+        "env-regex",
+        "labels",
+        "labels-regex",
+        "tag",
+        "fluentd-address",
+        "fluentd-async",
+        "fluentd-async-connect",
+        "fluentd-buffer-limit",
+        "fluentd-max-retries",
+        "fluentd-request-ack",
+        "fluentd-retry-wait",
+        "fluentd-sub-second-precision",
+    ];
+    let options = config["log-opts"].as_object().unwrap();
+    for (key, value) in options {
+        assert!(
+            accepted.contains(&key.as_str()),
+            "{key} is refused by Docker"
+        );
+        assert!(value.is_string(), "{key}: Docker wants a string");
+    }
+    assert_eq!(options["fluentd-address"], "tcp://127.0.0.1:24224");
+    assert_eq!(options["fluentd-request-ack"], "true");
+    // The README shows the same options.
+    let readme = read("README.md");
+    for key in [
+        "fluentd-address",
+        "fluentd-async",
+        "fluentd-request-ack",
+        "fluentd-sub-second-precision",
+    ] {
+        assert!(
+            readme.contains(&format!("{key}: ")),
+            "{key} not in the README"
+        );
+    }
+}
+
+#[test]
 fn the_binary_needs_only_what_the_distroless_cc_image_has() {
     let output = Command::new("ldd")
         .arg(env!("CARGO_BIN_EXE_cowlogd"))
