@@ -510,3 +510,35 @@ fn an_event_sent_again_after_its_ack_was_lost_is_acked_not_stored_twice() {
     assert_lines(&redis, 0..2);
     assert_eq!(daemon.metric("cowlogd_fluent_resent_total"), 1.0);
 }
+
+#[test]
+fn the_allowlist_and_the_first_byte_timeout_apply_to_fluent_tcp() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let daemon = Daemon::start(
+        &redis.url(),
+        &format!(
+            "[inputs]\nfluent_tcp = \"127.0.0.1:{port}\"\nallow = [\"10.0.0.0/8\"]\n[metrics]\nallow = [\"127.0.0.0/8\"]\n"
+        ),
+    );
+    let mut refused = daemon.tcp(port);
+    let _ = refused.write_all(&acked_event(&postfix_line(0), "a"));
+    let mut rest = Vec::new();
+    let _ = refused.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "an ack to a sender outside inputs.allow");
+    wait_for("the refusal counted", || {
+        (daemon.metric("cowlogd_dropped_messages_total{stage=\"input\",reason=\"not_allowed\"}")
+            == 1.0)
+            .then_some(())
+    });
+    assert_eq!(redis.llen("POSTFIX_MAILLOG"), 0);
+
+    let (daemon, port) = fluent_daemon(&redis, "tcp_first_byte_timeout_s = 1\n");
+    let mut silent = daemon.tcp(port);
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(silent.read(&mut [0u8; 16]).unwrap_or(0), 0);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
