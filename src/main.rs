@@ -118,13 +118,7 @@ fn main() -> ExitCode {
             json: *json,
             color: cowlogd::console::Console::wants_color(),
         };
-        return match cowlogd::tail::run(&settings, &options) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("cowlogd tail: {error:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return exit("cowlogd tail", cowlogd::tail::run(&settings, &options));
     }
     if let Some(Command::Bans {
         top,
@@ -141,13 +135,7 @@ fn main() -> ExitCode {
             redraw: std::io::stdout().is_terminal(),
             color: cowlogd::console::Console::wants_color(),
         };
-        return match cowlogd::bans::run(&settings, &options) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("cowlogd bans: {error:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return exit("cowlogd bans", cowlogd::bans::run(&settings, &options));
     }
     if let Some(Command::Health) = cli.command {
         let Some(addr) = settings.metrics_listen else {
@@ -186,10 +174,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cowlogd::run(settings, stop_signal())) {
+    exit(
+        "cowlogd",
+        runtime.block_on(cowlogd::run(settings, stop_signal())),
+    )
+}
+
+/// 0, or 1 with the error and its causes on stderr after `what`.
+fn exit(what: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("cowlogd: {error:#}");
+            eprintln!("{what}: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -630,13 +630,8 @@ impl Processor {
                         self.fluent_entries(event.tag, &inflated);
                     }
                     Err(error) => {
-                        self.metrics.received.increment(1);
-                        let reason = match error {
-                            DecompressError::TooLarge { .. } => DropReason::DecompressCap,
-                            _ => DropReason::DecompressError,
-                        };
-                        dropped(reason, 1);
-                        crate::warn_limited!(input = self.input.label(), %error, "CompressedPackedForward entries not decompressed");
+                        let what = "CompressedPackedForward entries";
+                        count_not_decompressed(self.input, &self.metrics, &error, what);
                     }
                 }
                 if inflated.capacity() > SCRATCH_KEEP {
@@ -792,13 +787,7 @@ impl Processor {
         let plain = match self.decompressor.decompress_as(body, declared) {
             Ok(plain) => plain,
             Err(error) => {
-                self.metrics.received.increment(1);
-                let reason = match error {
-                    DecompressError::TooLarge { .. } => DropReason::DecompressCap,
-                    _ => DropReason::DecompressError,
-                };
-                dropped(reason, 1);
-                crate::warn_limited!(input = self.input.label(), %error, "GELF payload not decompressed");
+                count_not_decompressed(self.input, &self.metrics, &error, "GELF payload");
                 outcome.rejected = 1;
                 return outcome;
             }
@@ -905,6 +894,22 @@ fn push_forward(shared: &Shared, batch: Option<GelfBatch>) {
     if let (Some(forwarding), Some(batch)) = (&shared.forwarding, batch) {
         forwarding.queue.push(batch);
     }
+}
+
+/// Counts a message that could not be decompressed, by reason.
+fn count_not_decompressed(
+    input: Input,
+    metrics: &InputMetrics,
+    error: &DecompressError,
+    what: &str,
+) {
+    metrics.received.increment(1);
+    let reason = match error {
+        DecompressError::TooLarge { .. } => DropReason::DecompressCap,
+        _ => DropReason::DecompressError,
+    };
+    dropped(reason, 1);
+    crate::warn_limited!(input = input.label(), %error, "{what} not decompressed");
 }
 
 /// Takes a batch that holds messages (an empty one holds no bytes either).

@@ -287,6 +287,31 @@ mod tests {
         )
     }
 
+    #[tokio::test]
+    async fn push_when_room_waits_for_room_never_drops_and_gives_up_on_cancel() {
+        let q = std::sync::Arc::new(queue(10));
+        let cancel = CancellationToken::new();
+        assert!(q.push_when_room(Fake(8), &cancel).await);
+        // No room for 4 more: it waits, and nothing queued is dropped.
+        let waiting = {
+            let (q, cancel) = (q.clone(), cancel.clone());
+            tokio::spawn(async move { q.push_when_room(Fake(4), &cancel).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        assert_eq!(q.len_messages(), 8);
+        assert_eq!(q.take(100, usize::MAX).len(), 1);
+        assert!(waiting.await.unwrap());
+        assert_eq!(q.len_messages(), 4);
+        // A batch larger than the whole queue goes in at once.
+        assert!(q.push_when_room(Fake(20), &cancel).await);
+        // Cancelled while waiting: nothing queued.
+        let before = q.len_messages();
+        cancel.cancel();
+        assert!(!q.push_when_room(Fake(5), &cancel).await);
+        assert_eq!(q.len_messages(), before);
+    }
+
     #[test]
     fn full_queue_drops_the_oldest() {
         let q = queue(10);

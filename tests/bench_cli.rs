@@ -27,13 +27,7 @@ fn bench(daemon: &Daemon, redis: &RedisServer, args: &[&str]) -> serde_json::Val
 #[test]
 fn the_load_generator_counts_every_message_through_each_transport() {
     let redis = RedisServer::start();
-    let fluent_port = free_port();
-    let daemon = Daemon::start(
-        &redis.url(),
-        &format!(
-            "[redis]\nlist_cap = 100000\n[inputs]\nfluent_tcp = \"127.0.0.1:{fluent_port}\"\n"
-        ),
-    );
+    let (daemon, fluent_port) = fluent_daemon(&redis, "[redis]\nlist_cap = 100000\n");
     let fluent = format!("127.0.0.1:{fluent_port}");
     let syslog = format!("127.0.0.1:{}", daemon.ports.syslog);
     let gelf = format!("127.0.0.1:{}", daemon.ports.gelf);

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::support::{
-    Daemon, POSTFIX, RedisServer, Subscriber, free_port, message_indices, postfix_line,
+    Daemon, POSTFIX, RedisServer, Subscriber, fluent_daemon, message_indices, postfix_line,
     send_postfix_gelf_tcp, wait_for,
 };
 
@@ -61,15 +61,6 @@ fn run_go(sender: &PathBuf, args: &[&str]) {
         "fluent_sender {args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-fn fluent_daemon(redis: &RedisServer, extra: &str) -> (Daemon, u16) {
-    let port = free_port();
-    let daemon = Daemon::start(
-        &redis.url(),
-        &format!("[inputs]\nfluent_tcp = \"127.0.0.1:{port}\"\n{extra}"),
-    );
-    (daemon, port)
 }
 
 fn assert_lines(redis: &RedisServer, range: std::ops::Range<usize>) {
@@ -294,29 +285,65 @@ s.close()
     assert!(fluent_list[0].contains(&postfix_line(n - 1)[42..]));
 }
 
-/// `[tag, 1712345678, {"log": line}, {"chunk": id}]` in MessagePack.
+/// `[tag, 1712345678, {container_name, source, log}, {"chunk": id}]` in
+/// MessagePack.
 fn acked_event(line: &str, chunk: &str) -> Vec<u8> {
-    let mut out = vec![0x94, 0xa3];
-    out.extend_from_slice(b"app");
-    out.push(0xce);
-    out.extend(1_712_345_678u32.to_be_bytes());
-    out.push(0x83);
+    acked_event_with(line, chunk, None)
+}
+
+fn str8(out: &mut Vec<u8>, s: &str) {
+    out.push(0xd9);
+    out.push(s.len() as u8);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Docker's record for `line` of the postfix container, with one more
+/// field whose value is `raw` MessagePack.
+fn record(out: &mut Vec<u8>, line: &str, extra: Option<(&str, &[u8])>) {
+    out.push(if extra.is_some() { 0x84 } else { 0x83 });
+    let name = format!("/{POSTFIX}");
     for (k, v) in [
-        ("container_name", "/mailcowdockerized-postfix-mailcow-1"),
+        ("container_name", name.as_str()),
         ("source", "stdout"),
         ("log", line),
     ] {
-        for s in [k, v] {
-            out.push(0xd9);
-            out.push(s.len() as u8);
-            out.extend_from_slice(s.as_bytes());
-        }
+        str8(out, k);
+        str8(out, v);
     }
-    out.extend([0x81, 0xa5]);
-    out.extend_from_slice(b"chunk");
-    out.push(0xa0 | chunk.len() as u8);
-    out.extend_from_slice(chunk.as_bytes());
+    if let Some((k, raw)) = extra {
+        str8(out, k);
+        out.extend_from_slice(raw);
+    }
+}
+
+/// `[1712345678, record]`: a Forward-mode entry.
+fn entry(out: &mut Vec<u8>, line: &str) {
+    out.extend([0x92, 0xce]);
+    out.extend(1_712_345_678u32.to_be_bytes());
+    record(out, line, None);
+}
+
+/// [`acked_event`] with one more record field whose value is `raw`
+/// MessagePack.
+fn acked_event_with(line: &str, chunk: &str, extra: Option<(&str, &[u8])>) -> Vec<u8> {
+    let mut out = vec![0x94];
+    str8(&mut out, "app");
+    out.push(0xce);
+    out.extend(1_712_345_678u32.to_be_bytes());
+    record(&mut out, line, extra);
+    out.push(0x81);
+    str8(&mut out, "chunk");
+    str8(&mut out, chunk);
     out
+}
+
+/// A connection to the fluent port that waits up to 10 s for an ack.
+fn ack_client(daemon: &Daemon, port: u16) -> std::net::TcpStream {
+    let stream = daemon.tcp(port);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
 }
 
 fn read_ack(stream: &mut std::net::TcpStream) -> std::io::Result<Vec<u8>> {
@@ -332,10 +359,7 @@ fn read_ack(stream: &mut std::net::TcpStream) -> std::io::Result<Vec<u8>> {
 fn a_full_queue_delays_the_ack_instead_of_dropping() {
     let mut redis = RedisServer::start();
     let (daemon, port) = fluent_daemon(&redis, "[redis]\nqueue_messages = 5\n");
-    let mut stream = daemon.tcp(port);
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let mut stream = ack_client(&daemon, port);
     stream
         .write_all(&acked_event(&postfix_line(0), "c0"))
         .unwrap();
@@ -379,10 +403,7 @@ fn a_full_queue_delays_the_ack_instead_of_dropping() {
 fn broken_msgpack_costs_the_event_or_the_connection_never_the_process() {
     let redis = RedisServer::start();
     let (daemon, port) = fluent_daemon(&redis, "[limits]\nmax_frame_bytes = 65536\n");
-    let mut stream = daemon.tcp(port);
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let mut stream = ack_client(&daemon, port);
     // A complete object of the wrong shape costs only itself.
     stream
         .write_all(&acked_event(&postfix_line(0), "a"))
@@ -401,41 +422,23 @@ fn broken_msgpack_costs_the_event_or_the_connection_never_the_process() {
     let _ = stream.read_to_end(&mut rest);
     assert!(rest.is_empty());
     // A record value nested 30,000 deep costs no stack: the line is kept.
-    let mut deep = vec![0x94, 0xa3];
-    deep.extend_from_slice(b"app");
-    deep.push(0xce);
-    deep.extend(1_712_345_678u32.to_be_bytes());
-    deep.extend([0x83, 0xae]);
-    deep.extend_from_slice(b"container_name");
-    deep.push(0xd9);
-    deep.push(POSTFIX.len() as u8 + 1);
-    deep.extend_from_slice(format!("/{POSTFIX}").as_bytes());
-    deep.push(0xa3);
-    deep.extend_from_slice(b"log");
-    let line = postfix_line(2);
-    deep.push(0xd9);
-    deep.push(line.len() as u8);
-    deep.extend_from_slice(line.as_bytes());
-    deep.push(0xa4);
-    deep.extend_from_slice(b"deep");
-    deep.extend(std::iter::repeat_n(0x91, 30_000));
-    deep.extend([0xc0, 0x81, 0xa5]);
-    deep.extend_from_slice(b"chunk");
-    deep.extend([0xa1, b'd']);
-    let mut deep_sender = daemon.tcp(port);
+    let mut deep = vec![0x91; 30_000];
+    deep.push(0xc0);
+    let mut deep_sender = ack_client(&daemon, port);
     deep_sender
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .write_all(&acked_event_with(
+            &postfix_line(2),
+            "d",
+            Some(("deep", &deep)),
+        ))
         .unwrap();
-    deep_sender.write_all(&deep).unwrap();
     assert_eq!(read_ack(&mut deep_sender).unwrap(), b"d");
     // Byte 0xc1 is no MessagePack: that connection is closed.
     let mut invalid = daemon.tcp(port);
     invalid.write_all(b"\x92\xc1").unwrap();
     let _ = invalid.read_to_end(&mut rest);
     // The process and a good sender are fine.
-    let mut good = daemon.tcp(port);
-    good.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let mut good = ack_client(&daemon, port);
     good.write_all(&acked_event(&postfix_line(3), "c")).unwrap();
     assert_eq!(read_ack(&mut good).unwrap(), b"c");
     assert_lines(&redis, 0..4);
@@ -492,17 +495,11 @@ fn an_event_sent_again_after_its_ack_was_lost_is_acked_not_stored_twice() {
     let event = acked_event(&postfix_line(0), "k9");
     for _ in 0..2 {
         // Each time on a new connection, as a sender reconnects to resend.
-        let mut stream = daemon.tcp(port);
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        let mut stream = ack_client(&daemon, port);
         stream.write_all(&event).unwrap();
         assert_eq!(read_ack(&mut stream).unwrap(), b"k9");
     }
-    let mut stream = daemon.tcp(port);
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let mut stream = ack_client(&daemon, port);
     stream
         .write_all(&acked_event(&postfix_line(1), "k10"))
         .unwrap();
@@ -514,12 +511,9 @@ fn an_event_sent_again_after_its_ack_was_lost_is_acked_not_stored_twice() {
 #[test]
 fn the_allowlist_and_the_first_byte_timeout_apply_to_fluent_tcp() {
     let redis = RedisServer::start();
-    let port = free_port();
-    let daemon = Daemon::start(
-        &redis.url(),
-        &format!(
-            "[inputs]\nfluent_tcp = \"127.0.0.1:{port}\"\nallow = [\"10.0.0.0/8\"]\n[metrics]\nallow = [\"127.0.0.0/8\"]\n"
-        ),
+    let (daemon, port) = fluent_daemon(
+        &redis,
+        "allow = [\"10.0.0.0/8\"]\n[metrics]\nallow = [\"127.0.0.0/8\"]\n",
     );
     let mut refused = daemon.tcp(port);
     let _ = refused.write_all(&acked_event(&postfix_line(0), "a"));
@@ -534,11 +528,75 @@ fn the_allowlist_and_the_first_byte_timeout_apply_to_fluent_tcp() {
     assert_eq!(redis.llen("POSTFIX_MAILLOG"), 0);
 
     let (daemon, port) = fluent_daemon(&redis, "tcp_first_byte_timeout_s = 1\n");
-    let mut silent = daemon.tcp(port);
-    silent
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let mut silent = ack_client(&daemon, port);
     let started = std::time::Instant::now();
     assert_eq!(silent.read(&mut [0u8; 16]).unwrap_or(0), 0);
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn forward_packed_and_compressed_events_are_stored_and_bad_ones_counted() {
+    let redis = RedisServer::start();
+    let (daemon, port) = fluent_daemon(&redis, "");
+    let bin32 = |out: &mut Vec<u8>, data: &[u8]| {
+        out.push(0xc6);
+        out.extend((data.len() as u32).to_be_bytes());
+        out.extend_from_slice(data);
+    };
+    let options = |out: &mut Vec<u8>, compressed: &str, chunk: &str| {
+        out.push(0x82);
+        str8(out, "compressed");
+        str8(out, compressed);
+        str8(out, "chunk");
+        str8(out, chunk);
+    };
+    let mut entries = Vec::new();
+    (0..2).for_each(|n| entry(&mut entries, &postfix_line(n)));
+    let mut packed = Vec::new();
+    (2..4).for_each(|n| entry(&mut packed, &postfix_line(n)));
+    let mut compressed = Vec::new();
+    (4..6).for_each(|n| entry(&mut compressed, &postfix_line(n)));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&compressed).unwrap();
+    let gz = gz.finish().unwrap();
+    let mut stream = ack_client(&daemon, port);
+    // Forward: [tag, [entries], {"chunk"}]
+    let mut event = vec![0x93];
+    str8(&mut event, "app");
+    event.push(0x92);
+    event.extend_from_slice(&entries);
+    event.push(0x81);
+    str8(&mut event, "chunk");
+    str8(&mut event, "f");
+    // PackedForward and CompressedPackedForward.
+    event.push(0x93);
+    str8(&mut event, "app");
+    bin32(&mut event, &packed);
+    options(&mut event, "text", "p");
+    event.push(0x93);
+    str8(&mut event, "app");
+    bin32(&mut event, &gz);
+    options(&mut event, "gzip", "g");
+    // Not gzip, and an unknown compression: each costs its event.
+    event.push(0x93);
+    str8(&mut event, "app");
+    bin32(&mut event, b"not gzip at all");
+    options(&mut event, "gzip", "x");
+    event.push(0x93);
+    str8(&mut event, "app");
+    bin32(&mut event, &gz);
+    options(&mut event, "zstd", "z");
+    stream.write_all(&event).unwrap();
+    for chunk in ["f", "p", "g", "x"] {
+        assert_eq!(read_ack(&mut stream).unwrap(), chunk.as_bytes());
+    }
+    assert_lines(&redis, 0..6);
+    assert_eq!(
+        daemon.metric("cowlogd_dropped_messages_total{stage=\"gelf\",reason=\"decompress_error\"}"),
+        1.0
+    );
+    assert_eq!(
+        daemon.metric("cowlogd_dropped_messages_total{stage=\"parse\",reason=\"invalid_forward\"}"),
+        1.0
+    );
 }

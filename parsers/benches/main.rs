@@ -12,7 +12,7 @@ use cowlogd_parsers::encode::mailcow::{
 use cowlogd_parsers::fluent::docker::to_gelf;
 use cowlogd_parsers::fluent::forward::{Entries, parse_event};
 use cowlogd_parsers::fluent::msgpack::object_len;
-use cowlogd_parsers::gelf::parse_gelf;
+use cowlogd_parsers::gelf::{GelfMessage, parse_gelf};
 use cowlogd_parsers::normalize::{normalize_gelf, normalize_syslog};
 use cowlogd_parsers::syslog::{TimeContext, parse_syslog};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -129,37 +129,28 @@ fn docker_forward() -> Vec<u8> {
     out
 }
 
+/// What an input does with one frame from the stream: find the object,
+/// parse the event, its record as a GELF message.
+fn decode_docker_forward(frame: &[u8]) -> GelfMessage<'_> {
+    let len = object_len(frame, 1 << 20).unwrap().unwrap();
+    let event = parse_event(&frame[..len]).unwrap();
+    let Entries::Message { time, record } = event.entries else {
+        unreachable!("Docker sends Message mode")
+    };
+    to_gelf(event.tag, time, record, None).unwrap().gelf
+}
+
 fn fluent(c: &mut Criterion) {
     let frame = docker_forward();
     let ctx = ctx();
     let mut group = c.benchmark_group("fluent");
     group.throughput(Throughput::Elements(1));
     group.bench_function("docker_forward_frame_decode", |b| {
-        b.iter(|| {
-            let frame = black_box(&frame[..]);
-            let len = object_len(frame, 1 << 20).unwrap().unwrap();
-            let event = parse_event(&frame[..len]).unwrap();
-            let Entries::Message { time, record } = event.entries else {
-                unreachable!()
-            };
-            black_box(
-                to_gelf(event.tag, time, record, None)
-                    .unwrap()
-                    .gelf
-                    .fields
-                    .len(),
-            )
-        })
+        b.iter(|| black_box(decode_docker_forward(black_box(&frame)).fields.len()))
     });
     group.bench_function("docker_forward_frame_parse_normalize", |b| {
         b.iter(|| {
-            let frame = black_box(&frame[..]);
-            let len = object_len(frame, 1 << 20).unwrap().unwrap();
-            let event = parse_event(&frame[..len]).unwrap();
-            let Entries::Message { time, record } = event.entries else {
-                unreachable!()
-            };
-            let gelf = to_gelf(event.tag, time, record, None).unwrap().gelf;
+            let gelf = decode_docker_forward(black_box(&frame));
             black_box(
                 normalize_gelf(&gelf, &ctx, Timestamp::default())
                     .message

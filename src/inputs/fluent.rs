@@ -12,40 +12,17 @@
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context;
 use cowlogd_parsers::fluent::msgpack::{MsgpackError, object_len};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::Allowlist;
-use super::slots::{ConnectionSlots, Slot, closed};
-use super::tcp::{BufferBudget, Charge, FREE_CAPACITY, READ_SIZE, TcpLimits};
-use crate::metrics::{DropReason, Input, dropped, tcp_connections};
-use crate::pipeline::{Processor, Shared};
-
-/// Everything a connection task needs.
-#[derive(Clone)]
-pub struct FluentContext {
-    /// Which input.
-    pub input: Input,
-    /// Processing state shared by all tasks.
-    pub shared: Arc<Shared>,
-    /// Who may send (TCP).
-    pub allow: Arc<Allowlist>,
-    /// Connection slots.
-    pub slots: Arc<ConnectionSlots>,
-    /// Read buffer bytes shared by all connections.
-    pub buffers: Arc<BufferBudget>,
-    /// Limits.
-    pub limits: TcpLimits,
-    /// Stops accepting and reading.
-    pub shutdown: CancellationToken,
-}
+use super::slots::Slot;
+use super::tcp::{StreamReader, TcpContext};
+use crate::metrics::{DropReason, dropped, tcp_connections};
+use crate::pipeline::Processor;
 
 /// Binds the unix socket at `path` with `mode`, replacing a stale socket
 /// file (not any other kind of file).
@@ -72,7 +49,7 @@ pub fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
 }
 
 /// Accepts TCP connections until shutdown; each runs on `tasks`.
-pub async fn serve_tcp(listener: TcpListener, context: FluentContext, tasks: TaskTracker) {
+pub async fn serve_tcp(listener: TcpListener, context: TcpContext, tasks: TaskTracker) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -101,7 +78,7 @@ pub async fn serve_tcp(listener: TcpListener, context: FluentContext, tasks: Tas
 pub async fn serve_unix(
     listener: UnixListener,
     path: std::path::PathBuf,
-    context: FluentContext,
+    context: TcpContext,
     tasks: TaskTracker,
 ) {
     loop {
@@ -143,7 +120,7 @@ fn write_ack(out: &mut Vec<u8>, chunk: &[u8]) {
     out.extend_from_slice(chunk);
 }
 
-async fn connection<S>(mut stream: S, peer: Option<SocketAddr>, slot: Slot, context: FluentContext)
+async fn connection<S>(mut stream: S, peer: Option<SocketAddr>, slot: Slot, context: TcpContext)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -157,72 +134,23 @@ where
         None => processor.set_peer_host("localhost"),
     }
     let shown = peer.map_or_else(|| "unix socket".to_owned(), |p| p.to_string());
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_SIZE);
+    let mut reader = StreamReader::new(input, limits, context.buffers.clone());
+    // This read cycle's acks, and the chunk ids they answer.
     let mut acks: Vec<u8> = Vec::new();
     let mut acked: Vec<Vec<u8>> = Vec::new();
-    let mut partial_since: Option<Instant> = None;
-    let mut silent = true;
-    let activity = slot.activity();
-    let mut charge = Charge::new(context.buffers.clone());
-    'read: loop {
-        if buf.capacity() - buf.len() < READ_SIZE / 2 {
-            if !charge.fit(buf.len() + READ_SIZE) {
-                dropped(DropReason::BufferBudget, 1);
-                crate::warn_limited!(input = input.label(), peer = %shown, "read buffers of all connections at limits.tcp_buffers_total_bytes; closing");
-                break;
-            }
-            buf.reserve_exact(READ_SIZE);
-        }
-        let wait = match partial_since {
-            Some(since) => limits
-                .idle_timeout
-                .min(limits.frame_timeout.saturating_sub(since.elapsed())),
-            None if silent => limits.first_byte_timeout,
-            None => limits.idle_timeout,
-        };
-        let read = tokio::select! {
-            read = tokio::time::timeout(wait, stream.read_buf(&mut buf)) => read,
-            () = context.shutdown.cancelled() => break,
-            () = slot.evicted() => break,
-        };
-        match read {
-            Err(_) if partial_since.is_some_and(|s| s.elapsed() >= limits.frame_timeout) => {
-                dropped(DropReason::SlowSender, 1);
-                crate::warn_limited!(input = input.label(), peer = %shown, "event not completed within inputs.tcp_frame_timeout_s; closing");
-                break;
-            }
-            Err(_) => {
-                let reason = if silent {
-                    "first_byte_timeout"
-                } else {
-                    "idle_timeout"
-                };
-                closed("tcp", reason);
-                break;
-            }
-            Ok(Err(error)) => {
-                tracing::debug!(peer = %shown, %error, "read failed; closing");
-                break;
-            }
-            Ok(Ok(0)) => {
-                if !buf.is_empty() {
-                    dropped(DropReason::Truncated, 1);
-                    crate::warn_limited!(input = input.label(), peer = %shown, "connection closed inside an event; it is lost");
-                }
-                break;
-            }
-            Ok(Ok(len)) => processor.count_bytes(len),
-        }
-        silent = false;
-        activity.touch();
+    while let Some(len) = reader
+        .read(&mut stream, &slot, &context.shutdown, &shown)
+        .await
+    {
         processor.begin();
+        processor.count_bytes(len);
         processor.expire_partials();
         let mut used = 0;
-        let mut fatal = None;
+        let mut broken = None;
         loop {
-            match object_len(&buf[used..], limits.max_frame) {
+            match object_len(&reader.buf()[used..], limits.max_frame) {
                 Ok(Some(len)) => {
-                    if let Some(chunk) = processor.fluent_event(&buf[used..used + len]) {
+                    if let Some(chunk) = processor.fluent_event(&reader.buf()[used..used + len]) {
                         write_ack(&mut acks, chunk);
                         acked.push(chunk.to_vec());
                     }
@@ -230,29 +158,19 @@ where
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    fatal = Some(error);
+                    broken = Some(error);
                     break;
                 }
             }
         }
-        let progressed = used > 0;
-        buf.drain(..used);
-        if buf.capacity() > FREE_CAPACITY && buf.len() < READ_SIZE {
-            buf.shrink_to(READ_SIZE.max(buf.len()));
-            charge.fit(buf.capacity());
-        }
-        if buf.is_empty() {
-            partial_since = None;
-        } else if progressed || partial_since.is_none() {
-            partial_since = Some(Instant::now());
-        }
+        reader.consume(used);
         if acks.is_empty() {
             processor.flush_waiting(limits.queue_wait).await;
         } else {
             if !processor.flush_for_ack(&context.shutdown).await {
                 // Not queued, not acked: the sender sends it again.
                 tracing::info!(peer = %shown, "stopping with acked events not queued; the sender resends them");
-                break 'read;
+                break;
             }
             context.shared.acked_chunks.remember(acked.drain(..));
             if let Err(error) = stream.write_all(&acks).await {
@@ -261,7 +179,7 @@ where
             }
             acks.clear();
         }
-        if let Some(error) = fatal {
+        if let Some(error) = broken {
             // The stream cannot be followed past a broken object.
             let reason = match error {
                 MsgpackError::TooLarge { .. } => DropReason::Oversize,
@@ -269,10 +187,18 @@ where
             };
             dropped(reason, 1);
             crate::warn_limited!(input = input.label(), peer = %shown, %error, "not a Forward stream; closing");
-            break;
+            return close(stream, open).await;
         }
     }
+    if !reader.buf().is_empty() {
+        dropped(DropReason::Truncated, 1);
+        crate::warn_limited!(input = input.label(), peer = %shown, "connection closed inside an event; it is lost");
+    }
     processor.flush_waiting(limits.queue_wait).await;
+    close(stream, open).await;
+}
+
+async fn close<S: AsyncWrite + Unpin>(mut stream: S, open: metrics::Gauge) {
     let _ = stream.shutdown().await;
     open.decrement(1.0);
 }

@@ -104,7 +104,7 @@ pub async fn start(
         };
         tasks.spawn(tcp::serve(listener, context, tasks.clone()));
     }
-    let fluent = |input: Input, slots: Arc<ConnectionSlots>| fluent::FluentContext {
+    let fluent = |input: Input, slots: Arc<ConnectionSlots>| TcpContext {
         input,
         shared: shared.clone(),
         allow: allow.clone(),

@@ -91,6 +91,11 @@ impl Activity {
 }
 
 impl Slot {
+    /// Marks this connection active.
+    pub fn touch(&self) {
+        self.activity.touch();
+    }
+
     /// The handle that marks this connection active.
     pub fn activity(&self) -> Activity {
         self.activity.clone()

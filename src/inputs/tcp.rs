@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cowlogd_parsers::framing::{Decoded, FrameError, Framer};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,11 +21,11 @@ use crate::metrics::{DropReason, Input, dropped, tcp_connections};
 use crate::pipeline::{Processor, Shared};
 
 /// Bytes asked of the socket per read.
-pub(super) const READ_SIZE: usize = 64 * 1024;
+const READ_SIZE: usize = 64 * 1024;
 /// Read buffer capacity every connection may keep without charging the
 /// shared budget; a buffer grown past it by a large frame is given back
 /// once the frame is done.
-pub(super) const FREE_CAPACITY: usize = 2 * READ_SIZE;
+const FREE_CAPACITY: usize = 2 * READ_SIZE;
 
 /// Read buffer bytes above the 128 KiB each connection keeps free, across
 /// all connections.
@@ -58,20 +58,20 @@ impl BufferBudget {
 }
 
 /// One connection's share of the [`BufferBudget`]; given back on drop.
-pub(super) struct Charge {
+struct Charge {
     budget: Arc<BufferBudget>,
     held: usize,
 }
 
 impl Charge {
     /// Nothing charged yet.
-    pub(super) fn new(budget: Arc<BufferBudget>) -> Charge {
+    fn new(budget: Arc<BufferBudget>) -> Charge {
         Charge { budget, held: 0 }
     }
 
     /// Charges for `buf`'s capacity above [`FREE_CAPACITY`]; `false` if the
     /// budget has no room for it.
-    pub(super) fn fit(&mut self, capacity: usize) -> bool {
+    fn fit(&mut self, capacity: usize) -> bool {
         let wanted = capacity.saturating_sub(FREE_CAPACITY);
         if wanted > self.held {
             if !self.budget.take(wanted - self.held) {
@@ -161,6 +161,125 @@ pub async fn serve(listener: TcpListener, context: TcpContext, tasks: TaskTracke
     }
 }
 
+/// A connection's read side, for every stream input: the read buffer
+/// (charged to the shared budget beyond what each connection keeps free),
+/// the first-byte, idle and frame timeouts, and what ends a connection,
+/// counted. The caller decodes what [`StreamReader::buf`] holds and says
+/// how much it used.
+pub(super) struct StreamReader {
+    buf: Vec<u8>,
+    charge: Charge,
+    /// When the frame now in `buf` began; it must end within the frame
+    /// timeout, or the sender is too slow (or trickling on purpose).
+    partial_since: Option<Instant>,
+    silent: bool,
+    input: Input,
+    limits: TcpLimits,
+}
+
+impl StreamReader {
+    pub(super) fn new(input: Input, limits: TcpLimits, budget: Arc<BufferBudget>) -> StreamReader {
+        StreamReader {
+            buf: Vec::with_capacity(READ_SIZE),
+            charge: Charge::new(budget),
+            partial_since: None,
+            silent: true,
+            input,
+            limits,
+        }
+    }
+
+    /// What has been read and not used yet.
+    pub(super) fn buf(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Reads more: the bytes read, or `None` when the connection is done
+    /// (end of stream, shutdown, eviction, a timeout or the buffer budget;
+    /// the last three counted). After a counted cut, `buf` is empty.
+    pub(super) async fn read<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        slot: &Slot,
+        shutdown: &CancellationToken,
+        peer: &(dyn std::fmt::Display + Sync),
+    ) -> Option<usize> {
+        let input = self.input.label();
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 2 {
+            if !self.charge.fit(self.buf.len() + READ_SIZE) {
+                dropped(DropReason::BufferBudget, 1);
+                crate::warn_limited!(input, %peer, "read buffers of all connections at limits.tcp_buffers_total_bytes; closing");
+                self.buf.clear();
+                return None;
+            }
+            // Exact: a doubling buffer would hold twice what is charged.
+            self.buf.reserve_exact(READ_SIZE);
+        }
+        let limits = self.limits;
+        let wait = match self.partial_since {
+            Some(since) => limits
+                .idle_timeout
+                .min(limits.frame_timeout.saturating_sub(since.elapsed())),
+            None if self.silent => limits.first_byte_timeout,
+            None => limits.idle_timeout,
+        };
+        let read = tokio::select! {
+            read = tokio::time::timeout(wait, stream.read_buf(&mut self.buf)) => read,
+            () = shutdown.cancelled() => return None,
+            () = slot.evicted() => return None,
+        };
+        match read {
+            Err(_)
+                if self
+                    .partial_since
+                    .is_some_and(|since| since.elapsed() >= limits.frame_timeout) =>
+            {
+                dropped(DropReason::SlowSender, 1);
+                crate::warn_limited!(input, %peer, "frame not completed within inputs.tcp_frame_timeout_s; closing");
+                self.buf.clear();
+                None
+            }
+            Err(_) => {
+                let reason = if self.silent {
+                    "first_byte_timeout"
+                } else {
+                    "idle_timeout"
+                };
+                closed("tcp", reason);
+                tracing::debug!(%peer, reason, "timeout; closing");
+                None
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "read failed; closing");
+                None
+            }
+            Ok(Ok(0)) => None,
+            Ok(Ok(len)) => {
+                self.silent = false;
+                slot.touch();
+                Some(len)
+            }
+        }
+    }
+
+    /// The caller used `used` bytes of [`StreamReader::buf`]: they go, a
+    /// buffer a large frame grew is given back, and the frame timer runs
+    /// from now if a new frame began.
+    pub(super) fn consume(&mut self, used: usize) {
+        self.buf.drain(..used);
+        if self.buf.capacity() > FREE_CAPACITY && self.buf.len() < READ_SIZE {
+            // A large frame is done: keep a small buffer while idle.
+            self.buf.shrink_to(READ_SIZE.max(self.buf.len()));
+            self.charge.fit(self.buf.capacity());
+        }
+        if self.buf.is_empty() {
+            self.partial_since = None;
+        } else if used > 0 || self.partial_since.is_none() {
+            self.partial_since = Some(Instant::now());
+        }
+    }
+}
+
 async fn connection(mut stream: TcpStream, peer: SocketAddr, slot: Slot, context: TcpContext) {
     let input = context.input;
     let open = tcp_connections(input);
@@ -172,87 +291,19 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, slot: Slot, context
     };
     let mut processor = Processor::new(input, context.shared.clone());
     processor.set_peer(peer.ip());
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_SIZE);
-    // When the frame now in `buf` began; a frame must end within the frame
-    // timeout, or the sender is too slow (or trickling on purpose).
-    let mut partial_since: Option<Instant> = None;
-    let mut silent = true;
-    let activity = slot.activity();
-    let mut charge = Charge {
-        budget: context.buffers.clone(),
-        held: 0,
-    };
-    loop {
-        if buf.capacity() - buf.len() < READ_SIZE / 2 {
-            if !charge.fit(buf.len() + READ_SIZE) {
-                dropped(DropReason::BufferBudget, 1);
-                crate::warn_limited!(input = input.label(), %peer, "read buffers of all connections at limits.tcp_buffers_total_bytes; closing");
-                buf.clear();
-                break;
-            }
-            // Exact: a doubling buffer would hold twice what is charged.
-            buf.reserve_exact(READ_SIZE);
-        }
-        let wait = match partial_since {
-            Some(since) => context
-                .limits
-                .idle_timeout
-                .min(context.limits.frame_timeout.saturating_sub(since.elapsed())),
-            None if silent => context.limits.first_byte_timeout,
-            None => context.limits.idle_timeout,
-        };
-        let read = tokio::select! {
-            read = tokio::time::timeout(wait, stream.read_buf(&mut buf)) => read,
-            () = context.shutdown.cancelled() => break,
-            () = slot.evicted() => break,
-        };
-        let len = match read {
-            Err(_)
-                if partial_since
-                    .is_some_and(|since| since.elapsed() >= context.limits.frame_timeout) =>
-            {
-                dropped(DropReason::SlowSender, 1);
-                crate::warn_limited!(input = input.label(), %peer, "frame not completed within inputs.tcp_frame_timeout_s; closing");
-                buf.clear();
-                break;
-            }
-            Err(_) => {
-                let reason = if silent {
-                    "first_byte_timeout"
-                } else {
-                    "idle_timeout"
-                };
-                closed("tcp", reason);
-                tracing::debug!(%peer, reason, "timeout; closing");
-                break;
-            }
-            Ok(Err(error)) => {
-                tracing::debug!(%peer, %error, "read failed; closing");
-                break;
-            }
-            Ok(Ok(0)) => break,
-            Ok(Ok(len)) => len,
-        };
-        silent = false;
-        activity.touch();
+    let mut reader = StreamReader::new(input, context.limits, context.buffers.clone());
+    while let Some(len) = reader
+        .read(&mut stream, &slot, &context.shutdown, &peer)
+        .await
+    {
         processor.begin();
         processor.count_bytes(len);
-        let (used, progressed) = decode_frames(&mut framer, &buf, &mut processor, input);
-        buf.drain(..used);
-        if buf.capacity() > FREE_CAPACITY && buf.len() < READ_SIZE {
-            // A large frame is done: keep a small buffer while idle.
-            buf.shrink_to(READ_SIZE.max(buf.len()));
-            charge.fit(buf.capacity());
-        }
-        if buf.is_empty() {
-            partial_since = None;
-        } else if progressed || partial_since.is_none() {
-            partial_since = Some(Instant::now());
-        }
+        let used = decode_frames(&mut framer, reader.buf(), &mut processor, input);
+        reader.consume(used);
         processor.flush_waiting(context.limits.queue_wait).await;
     }
     // What is left is a last frame without its delimiter, or a cut one.
-    match framer.finish(&buf) {
+    match framer.finish(reader.buf()) {
         Some(Ok(frame)) => {
             processor.begin();
             frame_to(&mut processor, input, frame);
@@ -264,14 +315,14 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, slot: Slot, context
     open.decrement(1.0);
 }
 
-/// Decodes every complete frame in `buf`; returns the bytes used and
-/// whether any frame ended (or was skipped) — progress for the frame timer.
+/// Decodes every complete frame in `buf`; returns the bytes used (frames
+/// ended or skipped).
 fn decode_frames(
     framer: &mut Framer,
     buf: &[u8],
     processor: &mut Processor,
     input: Input,
-) -> (usize, bool) {
+) -> usize {
     let mut used = 0;
     loop {
         match framer.decode(&buf[used..]) {
@@ -286,7 +337,7 @@ fn decode_frames(
                     crate::warn_limited!(input = input.label(), %error, "frame too long; skipped");
                 }
             }
-            Decoded::NeedMore => return (used, used > 0),
+            Decoded::NeedMore => return used,
         }
     }
 }

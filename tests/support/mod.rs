@@ -45,6 +45,37 @@ pub fn run_cowlogd(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String
     )
 }
 
+/// Starts cowlogd on `dir`'s `cowlogd.toml` (under `wrapper`, if any),
+/// appending its stdout to `cowlogd.out` and its log to `cowlogd.log`.
+fn spawn_cowlogd(dir: &Path, wrapper: &[&str], env: &[(&str, &str)]) -> Child {
+    let append = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .unwrap()
+    };
+    let binary = env!("CARGO_BIN_EXE_cowlogd");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
+    command
+        .arg("--config")
+        .arg(dir.join("cowlogd.toml"))
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .env_remove("COWLOGD_REDIS_URL")
+        .stdout(append("cowlogd.out"))
+        .stderr(append("cowlogd.log"))
+        .spawn()
+        .expect("starting cowlogd")
+}
+
 /// A port free for both TCP and UDP on 127.0.0.1.
 /// Runs `program` with `args`, `input` on its stdin; its output.
 pub fn run_with_stdin(program: &str, args: &[&str], input: &[u8]) -> std::process::Output {
@@ -474,26 +505,7 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cowlogd.toml");
         std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
-        let log = std::fs::File::create(dir.path().join("cowlogd.log")).unwrap();
-        let binary = env!("CARGO_BIN_EXE_cowlogd");
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(binary);
-                command
-            }
-            None => Command::new(binary),
-        };
-        let child = command
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .env_remove("COWLOGD_REDIS_URL")
-            .stdout(std::fs::File::create(dir.path().join("cowlogd.out")).unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting cowlogd");
+        let child = spawn_cowlogd(dir.path(), wrapper, env);
         let daemon = Daemon {
             child: Some(child),
             ports,
@@ -608,22 +620,7 @@ impl Daemon {
     /// and ports (its log and stdout appended to).
     pub fn restart(&mut self) {
         assert!(self.terminate().success());
-        let append = |name: &str| {
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(self.dir.path().join(name))
-                .unwrap()
-        };
-        let child = Command::new(env!("CARGO_BIN_EXE_cowlogd"))
-            .arg("--config")
-            .arg(self.dir.path().join("cowlogd.toml"))
-            .env("RUST_LOG", "info")
-            .env_remove("COWLOGD_REDIS_URL")
-            .stdout(append("cowlogd.out"))
-            .stderr(append("cowlogd.log"))
-            .spawn()
-            .expect("starting cowlogd again");
-        self.child = Some(child);
+        self.child = Some(spawn_cowlogd(self.dir.path(), &[], &[]));
         wait_for("cowlogd /health after the restart", || {
             (self.http_get("/health").0 == 200).then_some(())
         });
@@ -793,6 +790,17 @@ pub fn message_indices(list: &[String]) -> std::collections::BTreeSet<usize> {
     list.iter()
         .filter_map(|e| e.rsplit(" msg ").next()?.split('"').next()?.parse().ok())
         .collect()
+}
+
+/// cowlogd with `inputs.fluent_tcp` on a free port (returned), `extra`
+/// TOML going on in the `[inputs]` table.
+pub fn fluent_daemon(redis: &RedisServer, extra: &str) -> (Daemon, u16) {
+    let port = free_port();
+    let daemon = Daemon::start(
+        &redis.url(),
+        &format!("[inputs]\nfluent_tcp = \"127.0.0.1:{port}\"\n{extra}"),
+    );
+    (daemon, port)
 }
 
 /// Sends [`postfix_line`] `n` for every `n` in `range` as Docker GELF over

@@ -23,7 +23,17 @@ const JSON_DEPTH: usize = 16;
 /// Docker and Fluent Bit's tail write `log`, most other senders `message`.
 const TEXT_FIELDS: [&[u8]; 3] = [b"log", b"message", b"msg"];
 
-/// Where a partial message belongs.
+/// Where a part of a line Docker split belongs: `partial_message = "true"`
+/// with an id and an ordinal.
+///
+/// ```
+/// use cowlogd_parsers::Timestamp;
+/// use cowlogd_parsers::fluent::docker::to_gelf;
+/// // {"log": "a", "partial_message": "true", "partial_id": "p1", "partial_ordinal": "2", "partial_last": "true"}
+/// let record = b"\x85\xa3log\xa1a\xafpartial_message\xa4true\xaapartial_id\xa2p1\xafpartial_ordinal\xa12\xacpartial_last\xa4true";
+/// let part = to_gelf(b"t", Timestamp::default(), record, None).unwrap().partial.unwrap();
+/// assert_eq!((part.id, part.ordinal, part.last, part.text), (&b"p1"[..], 2, true, &b"a"[..]));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartialPart<'a> {
     /// `partial_id`.
@@ -34,33 +44,6 @@ pub struct PartialPart<'a> {
     pub last: bool,
     /// This part's text (`log`).
     pub text: &'a [u8],
-}
-
-/// One record's part in a split line, if it is one: `partial_message =
-/// "true"` with an id and an ordinal.
-///
-/// ```
-/// use cowlogd_parsers::fluent::docker::partial_part;
-/// // {"log": "a", "partial_message": "true", "partial_id": "p1", "partial_ordinal": "2", "partial_last": "true"}
-/// let record = b"\x85\xa3log\xa1a\xafpartial_message\xa4true\xaapartial_id\xa2p1\xafpartial_ordinal\xa12\xacpartial_last\xa4true";
-/// let part = partial_part(record).unwrap().unwrap();
-/// assert_eq!((part.id, part.ordinal, part.last, part.text), (&b"p1"[..], 2, true, &b"a"[..]));
-/// ```
-///
-/// # Errors
-/// A record that is not a map of fields.
-pub fn partial_part(record: &[u8]) -> Result<Option<PartialPart<'_>>, MsgpackError> {
-    let mut partial = PartialFields::default();
-    let mut text: &[u8] = b"";
-    for field in record_fields(record) {
-        if let (key, FieldRef::Str(value)) = field? {
-            match key {
-                b"log" => text = value,
-                _ => partial.take(key, value),
-            }
-        }
-    }
-    Ok(partial.part(text))
 }
 
 /// A Forward entry as the GELF message Docker's gelf driver would have sent
@@ -127,11 +110,7 @@ pub fn to_gelf<'a>(
                 };
                 lossy(value)
             }
-            FieldRef::Other(raw) => {
-                let mut json = String::new();
-                write_json(&mut Reader::new(raw), &mut json, JSON_DEPTH)?;
-                Cow::Owned(json)
-            }
+            FieldRef::Other(raw) => json_text(raw)?,
         };
         fields.push(GelfField {
             name: lossy(key),
@@ -153,11 +132,7 @@ pub fn to_gelf<'a>(
         (Some(text), _) => lossy(text),
         (None, Some((_, text))) => lossy(text),
         // No text field: the record itself, as JSON, so the line is not blank.
-        (None, None) => {
-            let mut json = String::new();
-            write_json(&mut Reader::new(record), &mut json, JSON_DEPTH)?;
-            Cow::Owned(json)
-        }
+        (None, None) => json_text(record)?,
     };
     let text = found_text.map_or(&b""[..], |(_, text)| text);
     Ok(DockerEntry {
@@ -217,6 +192,16 @@ impl<'a> PartialFields<'a> {
             _ => None,
         }
     }
+}
+
+/// A MessagePack value as its JSON text.
+fn json_text(raw: &[u8]) -> Result<Cow<'static, str>, MsgpackError> {
+    let mut json = Vec::new();
+    write_json(&mut Reader::new(raw), &mut json, JSON_DEPTH)?;
+    // The writer replaced invalid UTF-8; this never copies.
+    Ok(Cow::Owned(String::from_utf8(json).unwrap_or_else(|e| {
+        String::from_utf8_lossy(e.as_bytes()).into_owned()
+    })))
 }
 
 /// Bytes as text without copying when they are UTF-8 (the common case;

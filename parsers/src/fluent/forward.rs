@@ -14,7 +14,7 @@
 
 use thiserror::Error;
 
-use super::msgpack::{MsgpackError, Reader, Value};
+use super::msgpack::{MsgpackError, Reader, Value, is_map_marker};
 use crate::record::Timestamp;
 
 /// Why a frame is not a Forward event.
@@ -101,20 +101,15 @@ pub fn parse_event(frame: &[u8]) -> Result<ForwardEvent<'_>, ForwardError> {
         }
     };
     let tag = reader.str("a tag string")?;
-    let mut probe = reader.clone();
-    let (entries, used) = match probe.value()? {
+    let second_at = reader.position();
+    let (entries, used) = match reader.value()? {
         Value::Array(count) => {
-            let start = probe.position();
+            let start = reader.position();
             for _ in 0..count {
-                probe.skip()?;
+                reader.skip()?;
             }
-            (
-                Entries::Forward {
-                    count,
-                    raw: &frame[start..probe.position()],
-                },
-                2,
-            )
+            let raw = &frame[start..reader.position()];
+            (Entries::Forward { count, raw }, 2)
         }
         Value::Str(raw) | Value::Bin(raw) => (
             Entries::Packed {
@@ -124,24 +119,15 @@ pub fn parse_event(frame: &[u8]) -> Result<ForwardEvent<'_>, ForwardError> {
             2,
         ),
         _ => {
+            reader.rewind(second_at);
             let time = read_time(&mut reader)?;
             if len < 3 {
                 return Err(ForwardError::Shape(len));
             }
-            let record_at = reader.position();
-            let record = reader.skip()?;
-            if !record.first().is_some_and(|m| is_map_marker(*m)) {
-                return Err(MsgpackError::WrongType {
-                    expected: "a record map",
-                    at: record_at,
-                }
-                .into());
-            }
-            probe = reader.clone();
+            let record = read_record(&mut reader)?;
             (Entries::Message { time, record }, 3)
         }
     };
-    reader = probe;
     let mut event = ForwardEvent {
         tag,
         entries,
@@ -157,8 +143,18 @@ pub fn parse_event(frame: &[u8]) -> Result<ForwardEvent<'_>, ForwardError> {
     Ok(event)
 }
 
-fn is_map_marker(marker: u8) -> bool {
-    matches!(marker, 0x80..=0x8f | 0xde | 0xdf)
+/// A record: a whole map, as its bytes.
+fn read_record<'a>(reader: &mut Reader<'a>) -> Result<&'a [u8], MsgpackError> {
+    let at = reader.position();
+    let record = reader.skip()?;
+    if record.first().is_some_and(|m| is_map_marker(*m)) {
+        Ok(record)
+    } else {
+        Err(MsgpackError::WrongType {
+            expected: "a record map",
+            at,
+        })
+    }
 }
 
 /// The option map: `chunk`, `size`, `compressed`; other keys are skipped.
@@ -283,15 +279,7 @@ impl<'a> Iterator for EntryIter<'a> {
                 });
             }
             let time = read_time(&mut self.reader)?;
-            let record_at = self.reader.position();
-            let record = self.reader.skip()?;
-            if !record.first().is_some_and(|m| is_map_marker(*m)) {
-                return Err(MsgpackError::WrongType {
-                    expected: "a record map",
-                    at: record_at,
-                });
-            }
-            Ok((time, record))
+            Ok((time, read_record(&mut self.reader)?))
         })();
         self.failed = entry.is_err();
         Some(entry)
@@ -351,12 +339,13 @@ impl<'a> Iterator for RecordFields<'a> {
         };
         let field = (|| {
             let key = self.reader.str("a field name")?;
-            let value = match self.reader.clone().value()? {
-                Value::Str(s) | Value::Bin(s) => {
-                    self.reader.value()?;
-                    FieldRef::Str(s)
+            let at = self.reader.position();
+            let value = match self.reader.value()? {
+                Value::Str(s) | Value::Bin(s) => FieldRef::Str(s),
+                _ => {
+                    self.reader.rewind(at);
+                    FieldRef::Other(self.reader.skip()?)
                 }
-                _ => FieldRef::Other(self.reader.skip()?),
             };
             Ok((key, value))
         })();

@@ -5,6 +5,8 @@
 
 use thiserror::Error;
 
+use crate::encode::{InvalidUtf8, write_json_string};
+
 /// Why bytes are not a MessagePack object cowlogd takes.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum MsgpackError {
@@ -196,6 +198,11 @@ pub fn object_len(buf: &[u8], max: usize) -> Result<Option<usize>, MsgpackError>
     Ok(Some(pos))
 }
 
+/// Whether `marker` starts a map (fixmap, map 16, map 32).
+pub(super) fn is_map_marker(marker: u8) -> bool {
+    matches!(marker, 0x80..=0x8f | 0xde | 0xdf)
+}
+
 /// Reads values one after another from a complete object.
 ///
 /// ```
@@ -228,6 +235,11 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
+    /// Goes back to `position` (one this reader gave).
+    pub(super) fn rewind(&mut self, position: usize) {
+        self.pos = position.min(self.buf.len());
+    }
+
     /// The next value's head (a container's elements follow it).
     ///
     /// # Errors
@@ -238,16 +250,12 @@ impl<'a> Reader<'a> {
         let marker = rest[0];
         let value = match head {
             Head::Container { elements } => {
-                let count = if marker & 0xf0 == 0x80 || marker == 0xde || marker == 0xdf {
-                    elements / 2
-                } else {
-                    elements
-                };
                 self.pos += size;
-                return Ok(if matches!(marker, 0x80..=0x8f | 0xde | 0xdf) {
-                    Value::Map(count as u32)
+                // A map's elements are its keys and values.
+                return Ok(if is_map_marker(marker) {
+                    Value::Map((elements / 2) as u32)
                 } else {
-                    Value::Array(count as u32)
+                    Value::Array(elements as u32)
                 });
             }
             Head::Scalar { payload } => {
@@ -320,23 +328,24 @@ impl<'a> Reader<'a> {
 ///
 /// ```
 /// use cowlogd_parsers::fluent::msgpack::{Reader, write_json};
-/// let mut out = String::new();
+/// let mut out = Vec::new();
 /// write_json(&mut Reader::new(b"\x82\xa1a\x92\x01\xc3\xa1b\xa2x\""), &mut out, 8).unwrap();
-/// assert_eq!(out, r#"{"a":[1,true],"b":"x\""}"#);
+/// assert_eq!(out, br#"{"a":[1,true],"b":"x\""}"#);
 /// ```
 ///
 /// # Errors
 /// Truncated or invalid input.
 pub fn write_json(
     reader: &mut Reader<'_>,
-    out: &mut String,
+    out: &mut Vec<u8>,
     max_depth: usize,
 ) -> Result<(), MsgpackError> {
-    use std::fmt::Write as _;
+    use std::io::Write as _;
     let start = reader.pos;
-    match reader.value()? {
-        Value::Nil | Value::Ext(..) => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+    let value = reader.value()?;
+    match value {
+        Value::Nil | Value::Ext(..) => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
         Value::Int(n) => {
             let _ = write!(out, "{n}");
         }
@@ -346,64 +355,48 @@ pub fn write_json(
         Value::Float(f) if f.is_finite() => {
             let _ = write!(out, "{f}");
         }
-        Value::Float(_) => out.push_str("null"),
-        Value::Str(s) | Value::Bin(s) => json_string(out, s),
+        Value::Float(_) => out.extend_from_slice(b"null"),
+        Value::Str(s) | Value::Bin(s) => write_json_string(out, s, InvalidUtf8::Replace),
         Value::Array(_) | Value::Map(_) if max_depth == 0 => {
-            reader.pos = start;
+            reader.rewind(start);
             reader.skip()?;
-            out.push_str("null");
+            out.extend_from_slice(b"null");
         }
-        Value::Array(n) => {
-            out.push('[');
+        Value::Array(n) | Value::Map(n) => {
+            let is_map = matches!(value, Value::Map(_));
+            out.push(if is_map { b'{' } else { b'[' });
             for i in 0..n {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
+                }
+                if is_map {
+                    write_json_key(reader, out, max_depth - 1)?;
+                    out.push(b':');
                 }
                 write_json(reader, out, max_depth - 1)?;
             }
-            out.push(']');
-        }
-        Value::Map(n) => {
-            out.push('{');
-            for i in 0..n {
-                if i > 0 {
-                    out.push(',');
-                }
-                let key_at = reader.pos;
-                match reader.value()? {
-                    Value::Str(k) | Value::Bin(k) => json_string(out, k),
-                    _ => {
-                        reader.pos = key_at;
-                        let mut key = String::new();
-                        write_json(reader, &mut key, max_depth - 1)?;
-                        json_string(out, key.as_bytes());
-                    }
-                }
-                out.push(':');
-                write_json(reader, out, max_depth - 1)?;
-            }
-            out.push('}');
+            out.push(if is_map { b'}' } else { b']' });
         }
     }
     Ok(())
 }
 
-fn json_string(out: &mut String, bytes: &[u8]) {
-    let text = String::from_utf8_lossy(bytes);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                use std::fmt::Write as _;
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+/// A map key as a JSON string: a string as it is, any other value as its
+/// JSON text.
+fn write_json_key(
+    reader: &mut Reader<'_>,
+    out: &mut Vec<u8>,
+    max_depth: usize,
+) -> Result<(), MsgpackError> {
+    let key_at = reader.pos;
+    match reader.value()? {
+        Value::Str(k) | Value::Bin(k) => write_json_string(out, k, InvalidUtf8::Replace),
+        _ => {
+            reader.rewind(key_at);
+            let mut key = Vec::new();
+            write_json(reader, &mut key, max_depth)?;
+            write_json_string(out, &key, InvalidUtf8::Replace);
         }
     }
-    out.push('"');
+    Ok(())
 }
