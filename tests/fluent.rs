@@ -53,6 +53,30 @@ fn go_sender() -> Option<PathBuf> {
     }
 }
 
+/// Runs a Python script that sends with fluent-logger (PyPI); fails,
+/// saying how to install it, where it is missing.
+fn run_python_sender(script: &str, args: &[&str]) {
+    let probe = Command::new("python3")
+        .args(["-c", "import fluent.sender"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        probe.status.success(),
+        "Python's fluent-logger is missing: `pip install fluent-logger` (.ci/run does)"
+    );
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "fluent-logger sender failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Runs the Go sender to completion; panics with its stderr on failure.
 fn run_go(sender: &PathBuf, args: &[&str]) {
     let output = Command::new(sender).args(args).output().unwrap();
@@ -129,15 +153,7 @@ for i in range(4000, 4500):
         sys.exit("emit failed: %r" % s.last_error)
 s.close()
 "#;
-    let output = Command::new("python3")
-        .args(["-c", script, path])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "Python's fluent-logger over the unix socket (`pip install fluent-logger`): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_python_sender(script, &[path]);
     assert_lines(&redis, 0..4500);
     assert_eq!(
         daemon.metric("cowlogd_received_messages_total{input=\"fluent_unix\"}"),
@@ -235,14 +251,6 @@ fn a_restart_while_the_driver_sends_with_acks_loses_and_duplicates_nothing() {
 
 #[test]
 fn python_fluent_logger_lines_are_stored_and_published_byte_identical_to_the_gelf_path() {
-    let probe = Command::new("python3")
-        .args(["-c", "import fluent.sender"])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        probe.status.success(),
-        "Python's fluent-logger is missing: `pip install fluent-logger` (.ci/run does)"
-    );
     let n = 10_000;
     // The fluent path.
     let redis = RedisServer::start();
@@ -261,15 +269,7 @@ for i in range(n):
         sys.exit("emit failed: %r" % s.last_error)
 s.close()
 "#;
-    let output = Command::new("python3")
-        .args(["-c", script, &port.to_string(), &n.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_python_sender(script, &[&port.to_string(), &n.to_string()]);
     let fluent_list = redis.wait_list("POSTFIX_MAILLOG", n);
     let fluent_channel = subscriber.wait(n);
     // The GELF path, same lines, same time.

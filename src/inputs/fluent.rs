@@ -50,27 +50,10 @@ pub fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
 
 /// Accepts TCP connections until shutdown; each runs on `tasks`.
 pub async fn serve_tcp(listener: TcpListener, context: TcpContext, tasks: TaskTracker) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = context.shutdown.cancelled() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                crate::warn_limited!(input = context.input.label(), %error, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(slot) = context
-            .slots
-            .admit(&context.allow, peer, context.input.label())
-        else {
-            continue;
-        };
-        tasks.spawn(connection(stream, Some(peer), slot, context.clone()));
-    }
+    super::tcp::accept(listener, context, tasks, |stream, peer, slot, context| {
+        connection(stream, Some(peer), slot, context)
+    })
+    .await;
 }
 
 /// Accepts unix socket connections until shutdown, then removes the socket

@@ -139,6 +139,21 @@ pub struct TcpContext {
 
 /// Accepts connections until shutdown; each runs on `tasks`.
 pub async fn serve(listener: TcpListener, context: TcpContext, tasks: TaskTracker) {
+    accept(listener, context, tasks, connection).await;
+}
+
+/// Accepts connections until shutdown, admits each to a slot (allowlist,
+/// caps) and runs `handle` on it on `tasks`: the accept loop of every TCP
+/// input.
+pub(super) async fn accept<F, Fut>(
+    listener: TcpListener,
+    context: TcpContext,
+    tasks: TaskTracker,
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr, Slot, TcpContext) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let input = context.input;
     loop {
         let accepted = tokio::select! {
@@ -157,7 +172,7 @@ pub async fn serve(listener: TcpListener, context: TcpContext, tasks: TaskTracke
         let Some(slot) = context.slots.admit(&context.allow, peer, input.label()) else {
             continue;
         };
-        tasks.spawn(connection(stream, peer, slot, context.clone()));
+        tasks.spawn(handle(stream, peer, slot, context.clone()));
     }
 }
 
