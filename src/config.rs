@@ -282,7 +282,8 @@ pub struct F2bConfig {
     /// Seconds between reads of `F2B_REGEX`, `F2B_OPTIONS` and
     /// `F2B_ACTIVE_BANS`.
     pub poll_interval_s: u64,
-    /// Ban networks tracked (least recently seen evicted); ~200 bytes each.
+    /// Ban networks tracked (least recently seen evicted); ~100 bytes each
+    /// (an 80-byte entry and its hash slot).
     pub max_offenders: usize,
 }
 

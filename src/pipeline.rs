@@ -30,7 +30,7 @@ use metrics::{Counter, gauge};
 
 use crate::config::{ForwardFilter, Settings};
 use crate::console::{Console, Fate};
-use crate::f2b::rules::RuleHit;
+use crate::f2b::rules::{RuleHit, Scratch};
 use crate::f2b::{F2b, Loaded};
 use crate::metrics::{DropReason, Input, InputMetrics, drop_counter, dropped, parse_error, routed};
 use crate::queue::{BatchQueue, Weighed};
@@ -252,6 +252,8 @@ struct RecordSink {
     /// The ban rules of this read cycle, and their generation.
     f2b_rules: Option<(u64, Arc<Loaded>)>,
     f2b_hits: Vec<RuleHit>,
+    /// Search state for those rules (remade when they change).
+    f2b_scratch: Scratch,
 }
 
 /// How much room a new batch starts with.
@@ -372,10 +374,12 @@ impl RecordSink {
         });
         let publish = match (publish, &self.shared.f2b, &self.f2b_rules) {
             (Some(range), Some(f2b), Some((_, loaded))) => {
-                // The payload is valid UTF-8 by construction.
-                let payload = std::str::from_utf8(&data[range.clone()]).unwrap_or_default();
                 self.f2b_hits.clear();
-                loaded.rules.evaluate(payload, &mut self.f2b_hits);
+                loaded.rules.evaluate(
+                    &data[range.clone()],
+                    &mut self.f2b_hits,
+                    &mut self.f2b_scratch,
+                );
                 let acted = !self.f2b_hits.is_empty() && f2b.record(loaded, &self.f2b_hits);
                 if self.shared.publish_matches_only && !acted {
                     data.truncate(range.start);
@@ -550,6 +554,7 @@ impl Processor {
                 redis_hint: BatchHint::default(),
                 f2b_rules: None,
                 f2b_hits: Vec::new(),
+                f2b_scratch: Scratch::default(),
             },
             clock: Clock { now, time },
             partials: None,

@@ -77,28 +77,43 @@ fn v6_private(ip: Ipv6Addr) -> bool {
         .any(|&(net, len)| bits >> (128 - u32::from(len)) == net >> (128 - u32::from(len)))
 }
 
+/// A network netfilter bans: an address masked to its prefix, written as
+/// netfilter writes the field of `F2B_ACTIVE_BANS` (`198.51.7.0/24`,
+/// `2a01:4f8::/64`). Kept as numbers, so that counting an attempt formats
+/// nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BanNetwork {
+    base: IpAddr,
+    prefix: u8,
+}
+
+impl std::fmt::Display for BanNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix)
+    }
+}
+
 /// The network netfilter bans for `ip`: `netban_ipv4` / `netban_ipv6`
-/// prefix bits (32 / 128 by default: the address itself), as text
-/// (`198.51.7.0/24`, `2a01:4f8::/64`) — the field of `F2B_ACTIVE_BANS`.
-pub fn ban_network(ip: IpAddr, netban_v4: u8, netban_v6: u8) -> String {
+/// prefix bits (32 / 128 by default: the address itself).
+///
+/// `185.12.64.77` with `netban_ipv4 = 24` → `185.12.64.0/24`
+pub fn ban_network(ip: IpAddr, netban_v4: u8, netban_v6: u8) -> BanNetwork {
     match ip {
         IpAddr::V4(v4) => {
-            let len = netban_v4.min(32);
-            let mask = if len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(len))
-            };
-            format!("{}/{len}", Ipv4Addr::from(u32::from(v4) & mask))
+            let prefix = netban_v4.min(32);
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            BanNetwork {
+                base: Ipv4Addr::from(u32::from(v4) & mask).into(),
+                prefix,
+            }
         }
         IpAddr::V6(v6) => {
-            let len = netban_v6.min(128);
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(len))
-            };
-            format!("{}/{len}", Ipv6Addr::from(u128::from(v6) & mask))
+            let prefix = netban_v6.min(128);
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            BanNetwork {
+                base: Ipv6Addr::from(u128::from(v6) & mask).into(),
+                prefix,
+            }
         }
     }
 }
@@ -156,9 +171,14 @@ mod tests {
     #[test]
     fn ban_networks_use_the_netban_prefixes() {
         let v4: IpAddr = "185.12.64.77".parse().unwrap();
-        assert_eq!(ban_network(v4, 32, 128), "185.12.64.77/32");
-        assert_eq!(ban_network(v4, 24, 128), "185.12.64.0/24");
+        let text = |ip, v4, v6| ban_network(ip, v4, v6).to_string();
+        assert_eq!(text(v4, 32, 128), "185.12.64.77/32");
+        assert_eq!(text(v4, 24, 128), "185.12.64.0/24");
+        assert_eq!(text(v4, 0, 128), "0.0.0.0/0");
+        assert_eq!(text(v4, 40, 128), "185.12.64.77/32");
         let v6: IpAddr = "2a01:4f8:1:2::5".parse().unwrap();
-        assert_eq!(ban_network(v6, 32, 64), "2a01:4f8:1:2::/64");
+        assert_eq!(text(v6, 32, 64), "2a01:4f8:1:2::/64");
+        assert_eq!(text(v6, 32, 0), "::/0");
+        assert_eq!(text(v6, 32, 128), "2a01:4f8:1:2::5/128");
     }
 }

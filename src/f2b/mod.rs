@@ -2,8 +2,8 @@
 //! cowlogd publishes, so that an attack shows in metrics, in `GET /f2b` and
 //! in `cowlogd bans` while it happens.
 //!
-//! - [`rules`]: `F2B_REGEX` compiled (a `RegexSet` prefilter, fancy-regex
-//!   for look-around), evaluated like Python's `re.search`.
+//! - [`rules`]: `F2B_REGEX` compiled (PCRE2, a backtracking engine like
+//!   Python's, behind a literal gate), evaluated like Python's `re.search`.
 //! - [`address`]: group 1 judged like Python's `ipaddress` (private and
 //!   loopback ignored, text that is no address flagged: it would make
 //!   netfilter exit).
@@ -13,8 +13,8 @@
 //!
 //! Listener tasks take a snapshot of the rules once per read cycle (an
 //! atomic generation check, a lock only after a change) and record hits
-//! under one short lock; lines no rule matches cost one `RegexSet` pass
-//! plus rule 3's backtracking search.
+//! under one short lock; a line that holds none of the rules' literals
+//! costs one SIMD literal search.
 
 pub mod address;
 pub mod rules;
@@ -30,8 +30,8 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use self::address::{AddressClass, ban_network};
-use self::rules::{MAX_RULE_LABELS, RuleHit, RuleSet};
+use self::address::{AddressClass, BanNetwork, ban_network};
+use self::rules::{MAX_RULE_LABELS, RuleHit, RuleSet, RuleVerdict};
 
 /// The keys netfilter keeps its state in.
 pub const REGEX_KEY: &str = "F2B_REGEX";
@@ -137,7 +137,7 @@ struct Offender {
 }
 
 struct State {
-    offenders: lru::LruCache<String, Offender>,
+    offenders: lru::LruCache<BanNetwork, Offender>,
     options: Options,
     /// `F2B_ACTIVE_BANS`: network → unban time.
     active_bans: HashMap<String, i64>,
@@ -151,6 +151,7 @@ pub struct F2b {
     state: Mutex<State>,
     ignored_private: Counter,
     ignored_not_address: Counter,
+    ignored_gave_up: Counter,
 }
 
 /// One offender as `GET /f2b` shows it.
@@ -222,6 +223,7 @@ impl F2b {
             }),
             ignored_private: counter!("cowlogd_f2b_ignored_total", "reason" => "private"),
             ignored_not_address: counter!("cowlogd_f2b_ignored_total", "reason" => "not_an_address"),
+            ignored_gave_up: counter!("cowlogd_f2b_ignored_total", "reason" => "search_limit"),
         };
         f2b.report_rules(&f2b.current());
         // Registered at 0, so that the first failure is an increase an
@@ -279,10 +281,26 @@ impl F2b {
         let mut acted = false;
         let now = now_s();
         for hit in hits {
+            let class = match hit.verdict {
+                RuleVerdict::Matched(class) => class,
+                RuleVerdict::GaveUp => {
+                    self.ignored_gave_up.increment(1);
+                    let rule = loaded
+                        .rules
+                        .rules
+                        .get(hit.rule)
+                        .map_or("?", |r| r.id.as_str());
+                    crate::warn_limited!(
+                        rule,
+                        "F2B_REGEX rule backtracked past PCRE2's limit on a line; not counted as an attempt"
+                    );
+                    continue;
+                }
+            };
             if let Some(counter) = loaded.matches.get(hit.rule) {
                 counter.increment(1);
             }
-            match hit.class {
+            match class {
                 AddressClass::Private => self.ignored_private.increment(1),
                 AddressClass::NotAnAddress => self.ignored_not_address.increment(1),
                 AddressClass::Public(ip) => {
@@ -331,7 +349,7 @@ impl F2b {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut offenders: Vec<(&String, &Offender)> = state.offenders.iter().collect();
+        let mut offenders: Vec<(&BanNetwork, &Offender)> = state.offenders.iter().collect();
         offenders.sort_by(|a, b| {
             b.1.attempts
                 .cmp(&a.1.attempts)
@@ -350,15 +368,16 @@ impl F2b {
         let views = offenders
             .into_iter()
             .take(SHOWN_OFFENDERS)
+            .map(|(network, o)| (network.to_string(), o))
             .map(|(network, o)| OffenderView {
-                network: network.clone(),
+                banned_until: state.active_bans.get(&network).copied(),
+                network,
                 attempts: o.attempts,
                 total: o.total,
                 max_attempts: state.options.max_attempts,
                 rules: rule_ids(o.rules),
                 first_seen: o.first_seen,
                 last_seen: o.last_attempt,
-                banned_until: state.active_bans.get(network).copied(),
             })
             .collect();
         Snapshot {

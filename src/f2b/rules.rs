@@ -1,14 +1,19 @@
 //! netfilter-mailcow's rules (`F2B_REGEX`), compiled once per change and
 //! run on every published payload as Python's `re.search` would.
 //!
-//! Rules the `regex` crate can compile (all defaults but rule 3) go into one
-//! `RegexSet`: a single pass over the payload says which of them match, and
-//! only those are run again for group 1. Rules with look-around (rule 3's
-//! negative lookahead) run through fancy-regex, a backtracking engine with
-//! Python's syntax for them; the set holds such a rule without its
-//! look-arounds (which only ever narrow a match), so the backtracking
-//! search runs only on the few lines that pass that. A rule with
-//! back-references has no such stand-in and is searched on every line.
+//! Every rule runs on PCRE2 (JIT-compiled): a backtracking engine like
+//! Python's `re`, so group 1 is the group Python would report, and
+//! look-around (rule 3's negative lookahead) and back-references need no
+//! second engine. Python's spellings PCRE2 lacks (`\Z`, `\uXXXX`,
+//! `\UXXXXXXXX`) are rewritten first ([`python_to_pcre2`]).
+//!
+//! Most payloads match no rule, and most rules require a literal
+//! (` authentication failed: `): one SIMD search for all of those literals
+//! (the gate) skips such a payload at once. Where the gate finds one, only
+//! the rules whose own literal is there are searched. A rule without such
+//! a literal is searched on every payload.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::address::{AddressClass, classify};
 
@@ -50,12 +55,11 @@ pub const DEFAULT_RULES: [(&str, &str); 9] = [
 /// Rules beyond this many share the metric label `other`.
 pub const MAX_RULE_LABELS: usize = 64;
 
-enum Engine {
-    /// In the prefilter set; run again only when the set says it matches.
-    Plain(regex::Regex),
-    /// Look-around or back-references: run on every payload.
-    Fancy(fancy_regex::Regex),
-}
+/// Room for PCRE2's JIT backtracking stack, reserved per rule per
+/// connection and touched only as deep as a search goes. PCRE2's own
+/// default (32 KiB) runs out on a repeated group over some KiB of payload,
+/// which Python matches.
+const JIT_STACK_BYTES: usize = 1 << 20;
 
 /// One rule as loaded.
 pub struct Rule {
@@ -63,33 +67,71 @@ pub struct Rule {
     pub id: String,
     /// The pattern as written.
     pub pattern: String,
-    engine: Option<Engine>,
+    engine: Option<pcre2::bytes::Regex>,
     /// Why it could not be compiled.
     pub error: Option<String>,
 }
 
-/// One rule that matched a payload, and what group 1 turned out to be.
+/// What a search of one rule on one payload found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleVerdict {
+    /// It matched; the address verdict on group 1 (not an address when the
+    /// group took no part).
+    Matched(AddressClass),
+    /// PCRE2 gave up (its match limit, 10 million backtracking steps, or
+    /// the JIT stack): a rule that backtracks without end, on which
+    /// netfilter itself would hang.
+    GaveUp,
+}
+
+/// One rule that matched a payload (or was given up on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuleHit {
     /// Index into [`RuleSet::rules`].
     pub rule: usize,
-    /// The address verdict.
-    pub class: AddressClass,
+    /// What the search found.
+    pub verdict: RuleVerdict,
 }
+
+/// Per-caller search state (PCRE2's match data, one per rule), so that a
+/// search allocates nothing. Made by [`RuleSet::scratch`]; one belongs to
+/// one [`RuleSet`] and is remade by [`RuleSet::evaluate`] if handed to
+/// another.
+pub struct Scratch {
+    set: u64,
+    locations: Vec<Option<pcre2::bytes::CaptureLocations>>,
+    /// Rules to search on the payload at hand.
+    candidates: Vec<usize>,
+}
+
+impl Default for Scratch {
+    /// Empty: the first [`RuleSet::evaluate`] fills it.
+    fn default() -> Scratch {
+        Scratch {
+            set: u64::MAX,
+            locations: Vec::new(),
+            candidates: Vec::new(),
+        }
+    }
+}
+
+/// Tells rule sets apart for [`Scratch`].
+static NEXT_SET: AtomicU64 = AtomicU64::new(0);
 
 /// The compiled rules.
 pub struct RuleSet {
     /// In id order (numeric ids numerically).
     pub rules: Vec<Rule>,
-    prefilter: regex::RegexSet,
-    /// One literal every `prefilter` pattern requires, per pattern: a line
-    /// with none of them cannot match any, and skips the set's pass over
-    /// it. `None` when some pattern requires no literal.
+    /// Unique per set (ties a [`Scratch`] to it).
+    set: u64,
+    /// Finds the rules' literals in a payload; `None` when no rule has
+    /// one.
     gate: Option<Gate>,
-    /// `prefilter` index → rule index.
-    prefiltered: Vec<usize>,
-    /// Rules searched on every payload (look-around, or no prefilter).
-    one_by_one: Vec<usize>,
+    /// Per gate literal, the rules that require it: searched only on
+    /// payloads that hold it.
+    gated: Vec<Vec<usize>>,
+    /// Compiled rules without one: searched on every payload.
+    always: Vec<usize>,
 }
 
 impl RuleSet {
@@ -129,31 +171,31 @@ impl RuleSet {
             _ => a.0.cmp(&b.0),
         });
         let mut rules = Vec::with_capacity(specs.len());
-        let mut set_patterns = Vec::new();
-        let mut prefiltered = Vec::new();
-        let mut one_by_one = Vec::new();
+        let mut literals: Vec<Vec<u8>> = Vec::new();
+        let mut gated: Vec<Vec<usize>> = Vec::new();
+        let mut always = Vec::new();
         for (index, (id, pattern)) in specs.into_iter().enumerate() {
-            let (engine, error) = match regex::Regex::new(&pattern) {
-                Ok(compiled) => {
-                    set_patterns.push(pattern.clone());
-                    prefiltered.push(index);
-                    (Some(Engine::Plain(compiled)), None)
-                }
-                Err(_) => match fancy_regex::Regex::new(&pattern) {
-                    Ok(compiled) => {
-                        match without_lookaround(&pattern)
-                            .filter(|relaxed| regex::Regex::new(relaxed).is_ok())
-                        {
-                            Some(relaxed) => {
-                                set_patterns.push(relaxed);
-                                prefiltered.push(index);
+            let compiled = pcre2::bytes::RegexBuilder::new()
+                .utf(true)
+                .ucp(true)
+                .jit_if_available(true)
+                .max_jit_stack_size(Some(JIT_STACK_BYTES))
+                .build(&python_to_pcre2(&pattern));
+            let (engine, error) = match compiled {
+                Ok(engine) => {
+                    match gate_literal(&pattern) {
+                        Some(literal) => match literals.iter().position(|l| *l == literal) {
+                            Some(known) => gated[known].push(index),
+                            None => {
+                                literals.push(literal);
+                                gated.push(vec![index]);
                             }
-                            None => one_by_one.push(index),
-                        }
-                        (Some(Engine::Fancy(compiled)), None)
+                        },
+                        None => always.push(index),
                     }
-                    Err(error) => (None, Some(error.to_string())),
-                },
+                    (Some(engine), None)
+                }
+                Err(error) => (None, Some(error.to_string())),
             };
             rules.push(Rule {
                 id,
@@ -162,20 +204,12 @@ impl RuleSet {
                 error,
             });
         }
-        // Every pattern compiled alone; only regex's size limit can refuse
-        // the set, and then every rule is searched one by one.
-        let gate = literal_gate(&set_patterns);
-        let prefilter = regex::RegexSet::new(&set_patterns).unwrap_or_else(|_| {
-            one_by_one.append(&mut prefiltered);
-            one_by_one.sort_unstable();
-            regex::RegexSet::empty()
-        });
         RuleSet {
             rules,
-            prefilter,
-            gate,
-            prefiltered,
-            one_by_one,
+            set: NEXT_SET.fetch_add(1, Ordering::Relaxed),
+            gate: Gate::new(&literals),
+            gated,
+            always,
         }
     }
 
@@ -184,91 +218,196 @@ impl RuleSet {
         self.rules.iter().filter(|r| r.engine.is_some()).count()
     }
 
-    /// Appends a hit for every rule whose search matches `payload`, in rule
-    /// order (netfilter counts every matching rule, not only the first).
-    pub fn evaluate(&self, payload: &str, hits: &mut Vec<RuleHit>) {
-        let start = hits.len();
-        let gated_out = self
-            .gate
-            .as_ref()
-            .is_some_and(|gate| !gate.any_in(payload.as_bytes()));
-        let set_matches = (!gated_out).then(|| self.prefilter.matches(payload));
-        let candidates = set_matches
-            .into_iter()
-            .flatten()
-            .map(|set_index| self.prefiltered[set_index])
-            .chain(self.one_by_one.iter().copied());
-        for rule in candidates {
-            if let Some(group) = self.search(rule, payload) {
-                hits.push(RuleHit {
-                    rule,
-                    class: group.map_or(AddressClass::NotAnAddress, classify),
-                });
-            }
+    /// Search state for [`RuleSet::evaluate`].
+    pub fn scratch(&self) -> Scratch {
+        Scratch {
+            set: self.set,
+            locations: self
+                .rules
+                .iter()
+                .map(|rule| {
+                    rule.engine
+                        .as_ref()
+                        .map(pcre2::bytes::Regex::capture_locations)
+                })
+                .collect(),
+            candidates: Vec::with_capacity(self.rules.len()),
         }
-        hits[start..].sort_by_key(|hit| hit.rule);
     }
 
-    /// `re.search` of rule `rule`: `None` when it does not match, else its
-    /// group 1 (`None` when the group took no part).
-    fn search<'p>(&self, rule: usize, payload: &'p str) -> Option<Option<&'p str>> {
-        match &self.rules[rule].engine {
-            Some(Engine::Plain(re)) => re.captures(payload).map(|c| c.get(1).map(|m| m.as_str())),
-            // An error is the backtracking limit: no attempt counted.
-            Some(Engine::Fancy(re)) => re
-                .captures(payload)
-                .ok()
-                .flatten()
-                .map(|c| c.get(1).map(|m| m.as_str())),
-            None => None,
+    /// Appends a hit for every rule whose search matches `payload` (a
+    /// channel payload: UTF-8), in rule order (netfilter counts every
+    /// matching rule, not only the first).
+    pub fn evaluate(&self, payload: &[u8], hits: &mut Vec<RuleHit>, scratch: &mut Scratch) {
+        if scratch.set != self.set {
+            *scratch = self.scratch();
+        }
+        let mut candidates = std::mem::take(&mut scratch.candidates);
+        candidates.clear();
+        if let Some(gate) = &self.gate {
+            gate.each_in(payload, |literal| {
+                candidates.extend_from_slice(&self.gated[literal]);
+            });
+        }
+        candidates.extend_from_slice(&self.always);
+        // In rule order, each once (a literal may occur twice).
+        candidates.sort_unstable();
+        candidates.dedup();
+        for &rule in &candidates {
+            if let Some(verdict) = self.search(rule, payload, scratch) {
+                hits.push(RuleHit { rule, verdict });
+            }
+        }
+        scratch.candidates = candidates;
+    }
+
+    /// `re.search` of rule `rule`: `None` when it does not match.
+    fn search(&self, rule: usize, payload: &[u8], scratch: &mut Scratch) -> Option<RuleVerdict> {
+        let engine = self.rules[rule].engine.as_ref()?;
+        let locations = scratch.locations.get_mut(rule)?.as_mut()?;
+        match engine.captures_read(locations, payload) {
+            Ok(None) => None,
+            Err(_) => Some(RuleVerdict::GaveUp),
+            Ok(Some(_)) => {
+                let group = locations
+                    .get(1)
+                    .and_then(|(start, end)| std::str::from_utf8(&payload[start..end]).ok());
+                Some(RuleVerdict::Matched(
+                    group.map_or(AddressClass::NotAnAddress, classify),
+                ))
+            }
         }
     }
+}
+
+/// `pattern`, a Python `re` pattern, in PCRE2's spelling: `\Z` (Python's
+/// end of text) becomes `\z`, `\uXXXX` and `\UXXXXXXXX` become `\x{…}`.
+/// Everything else means the same in both.
+///
+/// `(\d+)\Z` → `(\d+)\z`; `caf\u00e9` → `caf\x{00e9}`
+pub fn python_to_pcre2(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut rest = pattern;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let escape = &rest[at..];
+        let code_point = |digits: usize| {
+            escape
+                .get(2..2 + digits)
+                .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        };
+        let taken = match (escape.as_bytes().get(1), code_point(4), code_point(8)) {
+            (Some(b'Z'), ..) => {
+                out.push_str(r"\z");
+                2
+            }
+            (Some(b'u'), Some(hex), _) | (Some(b'U'), _, Some(hex)) => {
+                out.push_str(r"\x{");
+                out.push_str(hex);
+                out.push('}');
+                2 + hex.len()
+            }
+            // Any other escape, whole (its character may be multi-byte).
+            _ => {
+                let len = escape[1..].chars().next().map_or(1, |c| 1 + c.len_utf8());
+                out.push_str(&escape[..len]);
+                len
+            }
+        };
+        rest = &escape[taken..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The literal of `pattern` (a Python pattern) that gates it: the longest
+/// one every match contains, of at least [`MIN_GATE_LITERAL`] bytes, found
+/// on the pattern without its look-arounds (which only narrow a match).
+/// `None` when there is none, or when `regex-syntax` reads the pattern
+/// otherwise than Python might (verbose mode), or cannot read it.
+fn gate_literal(pattern: &str) -> Option<Vec<u8>> {
+    if has_verbose_flag(pattern) {
+        return None;
+    }
+    let hir = regex_syntax::parse(&without_lookaround(pattern)?).ok()?;
+    required_literal(&hir).filter(|literal| literal.len() >= MIN_GATE_LITERAL)
+}
+
+/// Whether an inline flag group turns on verbose mode (`(?x)`, `(?ix:…)`),
+/// where Python and `regex-syntax` treat white space in classes apart.
+fn has_verbose_flag(pattern: &str) -> bool {
+    pattern.match_indices("(?").any(|(at, _)| {
+        pattern[at + 2..]
+            .bytes()
+            .take_while(|b| b.is_ascii_alphabetic() || *b == b'-')
+            .any(|b| b == b'x')
+    })
 }
 
 /// Literals shorter than this do not gate: too common to skip many lines.
 const MIN_GATE_LITERAL: usize = 4;
 
-/// Finds whether a line holds any of the required literals.
+/// Finds which of the rules' literals a payload holds.
 enum Gate {
     /// SIMD (Teddy): the literals here start with common bytes (` `),
-    /// which defeat an automaton's start-byte prefilter.
+    /// which defeat an automaton's start-byte prefilter. Searched again
+    /// one byte past each match, it finds every occurrence of every
+    /// literal, as long as no literal is a prefix of another (two such
+    /// can match at one place, and Teddy reports only the first).
     Packed(aho_corasick::packed::Searcher),
-    /// Where Teddy is not available (no SSSE3/AVX2, too many literals).
+    /// Overlapping matches, for literals one of which is a prefix of
+    /// another, or where Teddy is not available (no SSSE3/AVX2, too many
+    /// literals).
     Automaton(aho_corasick::AhoCorasick),
 }
 
 impl Gate {
-    fn any_in(&self, line: &[u8]) -> bool {
-        match self {
-            Gate::Packed(searcher) => searcher.find(line).is_some(),
-            Gate::Automaton(automaton) => automaton.is_match(line),
+    /// A gate on `literals` (distinct); `None` when there are none.
+    fn new(literals: &[Vec<u8>]) -> Option<Gate> {
+        if literals.is_empty() {
+            return None;
+        }
+        let prefixed = literals.iter().enumerate().any(|(i, a)| {
+            literals
+                .iter()
+                .enumerate()
+                .any(|(j, b)| i != j && b.starts_with(a))
+        });
+        let packed = (!prefixed)
+            .then(|| {
+                aho_corasick::packed::Config::new()
+                    .builder()
+                    .extend(literals)
+                    .build()
+            })
+            .flatten();
+        match packed {
+            Some(searcher) => Some(Gate::Packed(searcher)),
+            None => aho_corasick::AhoCorasick::new(literals)
+                .ok()
+                .map(Gate::Automaton),
         }
     }
-}
 
-/// A gate on one required literal of each pattern (the longest), or `None`
-/// when a pattern has none of at least [`MIN_GATE_LITERAL`] bytes (then
-/// every line goes to the set).
-fn literal_gate(patterns: &[String]) -> Option<Gate> {
-    let literals = patterns
-        .iter()
-        .map(|pattern| {
-            let hir = regex_syntax::parse(pattern).ok()?;
-            required_literal(&hir).filter(|l| l.len() >= MIN_GATE_LITERAL)
-        })
-        .collect::<Option<Vec<Vec<u8>>>>()?;
-    if literals.is_empty() {
-        return None;
-    }
-    let packed = aho_corasick::packed::Config::new()
-        .builder()
-        .extend(&literals)
-        .build();
-    match packed {
-        Some(searcher) => Some(Gate::Packed(searcher)),
-        None => aho_corasick::AhoCorasick::new(literals)
-            .ok()
-            .map(Gate::Automaton),
+    /// Calls `found` with the index of each literal `payload` holds, once
+    /// per occurrence.
+    fn each_in(&self, payload: &[u8], mut found: impl FnMut(usize)) {
+        match self {
+            Gate::Packed(searcher) => {
+                let mut at = 0;
+                while let Some(hit) =
+                    searcher.find_in(payload, aho_corasick::Span::from(at..payload.len()))
+                {
+                    found(hit.pattern().as_usize());
+                    at = hit.start() + 1;
+                }
+            }
+            Gate::Automaton(automaton) => {
+                for hit in automaton.find_overlapping_iter(payload) {
+                    found(hit.pattern().as_usize());
+                }
+            }
+        }
     }
 }
 
@@ -397,48 +536,42 @@ fn token_len(text: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn hits(rules: &RuleSet, payload: &str) -> Vec<(String, AddressClass)> {
+    fn hits(rules: &RuleSet, payload: &str) -> Vec<(String, RuleVerdict)> {
         let mut out = Vec::new();
-        rules.evaluate(payload, &mut out);
+        rules.evaluate(payload.as_bytes(), &mut out, &mut Scratch::default());
         out.into_iter()
-            .map(|h| (rules.rules[h.rule].id.clone(), h.class))
+            .map(|h| (rules.rules[h.rule].id.clone(), h.verdict))
             .collect()
     }
 
+    fn public(address: &str) -> RuleVerdict {
+        RuleVerdict::Matched(AddressClass::Public(address.parse().unwrap()))
+    }
+
     #[test]
-    fn the_nine_defaults_compile_and_rule_3_needs_the_backtracking_engine() {
+    fn the_nine_defaults_compile_and_each_is_gated_by_a_literal() {
         let rules = RuleSet::defaults();
         assert_eq!(rules.loaded(), 9);
-        assert!(
-            rules.one_by_one.is_empty(),
-            "rule 3 has a stand-in in the set"
-        );
-        assert_eq!(rules.prefiltered.len(), 9);
-    }
-
-    fn public(address: &str) -> AddressClass {
-        AddressClass::Public(address.parse().unwrap())
+        assert!(rules.always.is_empty());
+        assert_eq!(rules.gated.len(), 9);
+        assert!(rules.gate.is_some());
     }
 
     #[test]
-    fn every_default_rule_requires_a_literal_so_most_lines_skip_the_set() {
-        let literal = |pattern: &str| {
-            let hir = regex_syntax::parse(pattern).unwrap();
-            String::from_utf8(required_literal(&hir).unwrap_or_default()).unwrap()
-        };
-        assert_eq!(
-            literal(&without_lookaround(DEFAULT_RULES[2].1).unwrap()),
-            " authentication failed: "
-        );
+    fn every_default_rule_requires_a_literal_so_most_lines_skip_every_search() {
+        let literal =
+            |pattern: &str| String::from_utf8(gate_literal(pattern).unwrap_or_default()).unwrap();
+        assert_eq!(literal(DEFAULT_RULES[2].1), " authentication failed: ");
         assert_eq!(
             literal(DEFAULT_RULES[0].1),
             "mailcow UI: Invalid password for "
         );
         assert_eq!(literal(r"a(bcd)+e|xyz"), "");
-        assert_eq!(literal(r"(?i)warning: x"), ": ");
-        assert_eq!(literal(r"ab(?:cdef)?gh\d"), "ab");
+        assert_eq!(literal(r"(?i)warning: x"), "");
+        assert_eq!(literal(r"ab(?:cdef)?gh\d"), "");
+        assert_eq!(literal(r"abcd(?:cdef)?gh\d"), "abcd");
+        assert_eq!(literal(r"(?x) login \  failed"), "");
         let rules = RuleSet::defaults();
-        assert!(rules.gate.is_some());
         let attack =
             "warning: unknown[185.12.64.9]: SASL LOGIN authentication failed: UGFzc3dvcmQ6";
         assert_eq!(
@@ -449,19 +582,55 @@ mod tests {
     }
 
     #[test]
-    fn a_rule_without_a_literal_turns_the_gate_off_and_still_matches() {
-        let rules =
-            RuleSet::from_json(r#"{"1": "(?i)LOGIN FAILED from ([0-9.]+)", "2": "Rspamd UI: Invalid password by ([0-9a-f\\.:]+)"}"#)
-                .unwrap();
-        assert!(rules.gate.is_none());
+    fn a_rule_without_a_literal_is_searched_on_every_line_and_the_others_stay_gated() {
+        let rules = RuleSet::from_json(
+            r#"{"1": "(?i)LOGIN FAILED from ([0-9.]+)", "2": "Rspamd UI: Invalid password by ([0-9a-f\\.:]+)"}"#,
+        )
+        .unwrap();
+        assert_eq!(rules.always, [0]);
+        assert_eq!(rules.gated.len(), 1);
         assert_eq!(
             hits(&rules, "login failed from 185.12.64.9"),
             [("1".to_owned(), public("185.12.64.9"))]
         );
         assert_eq!(
-            hits(&rules, "Rspamd UI: Invalid password by 185.12.64.9"),
-            [("2".to_owned(), public("185.12.64.9"))]
+            hits(
+                &rules,
+                "Rspamd UI: Invalid password by 185.12.64.9 login failed from 185.12.64.8"
+            ),
+            [
+                ("1".to_owned(), public("185.12.64.8")),
+                ("2".to_owned(), public("185.12.64.9"))
+            ]
         );
+    }
+
+    #[test]
+    fn rules_sharing_a_literal_or_a_literal_prefix_all_fire_once_each() {
+        let rules = RuleSet::from_json(
+            r#"{"1": "login failed from ([0-9.]+)", "2": "login fail(?:ed|ure) from ([0-9.]+) port",
+                "3": "login failed from [0-9.]+ port (\\d+)", "4": "x login failed from ([0-9.]+)"}"#,
+        )
+        .unwrap();
+        // "login failed from " twice, and "login fail", its prefix.
+        assert_eq!(rules.gated.len(), 3);
+        assert!(matches!(rules.gate, Some(Gate::Automaton(_))));
+        let line = "x login failed from 8.8.8.8 port 25, login failed from 8.8.4.4";
+        let ids: Vec<String> = hits(&rules, line).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, ["1", "2", "3", "4"]);
+        // Distinct literals, none a prefix of another: Teddy, every
+        // occurrence found, including overlapping ones.
+        let rules = RuleSet::from_json(
+            r#"{"1": "abcd from ([0-9.]+)", "2": "cdef by ([0-9.]+)", "3": "zzzz ([0-9.]+)"}"#,
+        )
+        .unwrap();
+        if matches!(rules.gate, Some(Gate::Packed(_))) {
+            let ids: Vec<String> = hits(&rules, "abcdef by 8.8.8.8 abcd from 8.8.4.4")
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            assert_eq!(ids, ["1", "2"]);
+        }
     }
 
     #[test]
@@ -482,7 +651,7 @@ mod tests {
     #[test]
     fn a_rule_with_a_back_reference_is_searched_on_every_line() {
         let rules = RuleSet::from_json(r#"{"1": "(\\w+) again \\1 from ([0-9.]+)"}"#).unwrap();
-        assert_eq!(rules.one_by_one, vec![0]);
+        assert_eq!(rules.always, [0]);
         assert_eq!(hits(&rules, "x again x from 8.8.8.8").len(), 1);
         assert!(hits(&rules, "x again y from 8.8.8.8").is_empty());
     }
@@ -494,13 +663,40 @@ mod tests {
             "warning: unknown[185.12.64.1]: SASL LOGIN authentication failed: UGFzc3dvcmQ6";
         assert_eq!(
             hits(&rules, failed),
-            vec![(
-                "3".to_owned(),
-                AddressClass::Public("185.12.64.1".parse().unwrap())
-            )]
+            [("3".to_owned(), public("185.12.64.1"))]
         );
         let lost = "warning: unknown[185.12.64.1]: SASL LOGIN authentication failed: Connection lost to authentication server";
         assert!(hits(&rules, lost).is_empty());
+    }
+
+    #[test]
+    fn long_payloads_match_as_in_python_past_pcre2s_default_jit_stack() {
+        let long = format!(
+            "warning: unknown[185.12.64.1]: SASL LOGIN authentication failed: {}",
+            "[x] ".repeat(16 * 1024)
+        );
+        assert_eq!(
+            hits(&RuleSet::defaults(), &long),
+            [("3".to_owned(), public("185.12.64.1"))]
+        );
+        // A repeated group keeps a backtracking frame per repetition: 64 KiB
+        // of them is more than PCRE2's default 32 KiB JIT stack holds.
+        let rules = RuleSet::from_json(r#"{"1": "login from (?:\\w+ )+by ([0-9.]+)"}"#).unwrap();
+        let long = format!("login from {}by 185.12.64.1", "ab ".repeat(8 * 1024));
+        assert_eq!(
+            hits(&rules, &long),
+            [("1".to_owned(), public("185.12.64.1"))]
+        );
+    }
+
+    #[test]
+    fn a_rule_that_backtracks_without_end_is_given_up_on_and_said_so() {
+        let rules = RuleSet::from_json(r#"{"1": "^(a+)+$ from x"}"#).unwrap();
+        let payload = format!("{}b from x", "a".repeat(64));
+        assert_eq!(
+            hits(&rules, &payload),
+            [("1".to_owned(), RuleVerdict::GaveUp)]
+        );
     }
 
     #[test]
@@ -519,7 +715,41 @@ mod tests {
         let rules = RuleSet::from_json(r#"{"1": "from ([0-9a-f.:]+) x"}"#).unwrap();
         assert_eq!(
             hits(&rules, "from 1.2.3 x"),
-            vec![("1".to_owned(), AddressClass::NotAnAddress)]
+            [(
+                "1".to_owned(),
+                RuleVerdict::Matched(AddressClass::NotAnAddress)
+            )]
+        );
+    }
+
+    #[test]
+    fn pythons_own_spellings_are_rewritten_for_pcre2() {
+        assert_eq!(python_to_pcre2(r"(\d+)\Z"), r"(\d+)\z");
+        assert_eq!(
+            python_to_pcre2(r"caf\u00e9 \U0001F600 \u12"),
+            r"caf\x{00e9} \x{0001F600} \u12"
+        );
+        assert_eq!(python_to_pcre2(r"\\Z \é \"), r"\\Z \é \");
+        let rules = RuleSet::from_json(r#"{"1": "caf\\u00e9 from ([0-9.]+)\\Z"}"#).unwrap();
+        assert_eq!(hits(&rules, "café from 8.8.8.8").len(), 1);
+        assert!(hits(&rules, "café from 8.8.8.8\n").is_empty());
+    }
+
+    #[test]
+    fn a_scratch_made_for_other_rules_is_remade() {
+        let one = RuleSet::from_json(r#"{"1": "from ([0-9.]+) x"}"#).unwrap();
+        let two =
+            RuleSet::from_json(r#"{"1": "a(b)(c)(d) by ([0-9.]+)", "2": "from ([0-9.]+) x"}"#)
+                .unwrap();
+        let mut scratch = one.scratch();
+        let mut out = Vec::new();
+        two.evaluate(b"from 8.8.8.8 x", &mut out, &mut scratch);
+        assert_eq!(
+            out,
+            [RuleHit {
+                rule: 1,
+                verdict: public("8.8.8.8")
+            }]
         );
     }
 }
