@@ -94,6 +94,11 @@ struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Public addresses (185.12.0.0/16, cycled) the mix's clients come
+    /// from, so that the SASL failures count toward bans; 0: the mix's
+    /// documentation address, which netfilter ignores.
+    #[arg(long, default_value_t = 0)]
+    attackers: u32,
 }
 
 /// A line of the traffic mix and the container that writes it.
@@ -168,11 +173,24 @@ fn noise(seed: u64, len: usize) -> String {
         .collect()
 }
 
-/// Message `seq` of run `run`. The marker comes right after the text the
-/// mailcow filters look at and before any padding, so it survives the
+/// The client address of the mix's lines.
+const MIX_CLIENT: &str = "203.0.113.7";
+
+/// Message `seq` of run `run`, its client one of `attackers` public
+/// addresses (none: [`MIX_CLIENT`]). The marker comes right after the text
+/// the mailcow filters look at and before any padding, so it survives the
 /// channel's sanitizing and cut; the receiver matches and times by it.
-fn line(run: u32, seq: u64, pad: usize) -> Line {
+fn line(run: u32, seq: u64, pad: usize, attackers: u32) -> Line {
     let (container, program, message) = MIX[(seq % MIX.len() as u64) as usize];
+    let message = match attackers {
+        0 => std::borrow::Cow::Borrowed(message),
+        n => {
+            let k = (seq / MIX.len() as u64) % u64::from(n);
+            message
+                .replace(MIX_CLIENT, &format!("185.12.{}.{}", k / 256 % 256, k % 256))
+                .into()
+        }
+    };
     let padding = if pad > 0 {
         format!(" {}", noise(seq.wrapping_mul(0x9e37_79b9_7f4a_7c15), pad))
     } else {
@@ -341,7 +359,12 @@ fn generate(args: &Args, run: u32) -> anyhow::Result<Vec<Vec<Vec<u8>>>> {
         .map(|seq| {
             let chunked =
                 args.target == Target::GelfUdp && chunk_every > 0 && seq % chunk_every == 0;
-            let line = line(run, seq, if chunked { args.chunk_pad } else { 0 });
+            let line = line(
+                run,
+                seq,
+                if chunked { args.chunk_pad } else { 0 },
+                args.attackers,
+            );
             Ok(match args.target {
                 Target::GelfUdp => {
                     compressor.compress(&docker_gelf(&line, created), &mut compressed);
@@ -599,13 +622,18 @@ mod tests {
 
     #[test]
     fn lines_carry_a_marker_the_channel_keeps_and_chunked_ones_need_chunks() {
-        let line = line(7, 42, 0);
+        let line = line(7, 42, 0, 0);
         assert!(line.text.ends_with(" bench=7:42"));
+        let sasl = super::line(7, 8 * 300 + 1, 0, 1000);
+        assert!(
+            sasl.text
+                .contains("warning: unknown[185.12.1.44]: SASL LOGIN")
+        );
         let mut compressed = Vec::new();
         let mut compressor = Compressor::new(Codec::Gzip);
         compressor.compress(&docker_gelf(&line, 1), &mut compressed);
         assert!(compressed.len() <= 1420);
-        let long = super::line(7, 43, 6000);
+        let long = super::line(7, 43, 6000, 0);
         assert!(long.text.contains(" bench=7:43 "));
         compressor.compress(&docker_gelf(&long, 1), &mut compressed);
         assert!(
