@@ -108,13 +108,28 @@ pub fn render(snapshot: &Snapshot, now: f64, top: usize, color: bool) -> String 
     if broken > 0 {
         let _ = write!(view, " ({red}{broken} not compiling{reset})");
     }
-    let _ = writeln!(
+    let _ = write!(
         view,
-        " · ban after {} attempts in {} s · netfilter bans {} network{} · {} offender{} tracked",
+        " · ban after {} attempts in {} s · netfilter bans {} network{}",
         options.max_attempts,
         options.retry_window,
         snapshot.active_bans,
         plural(snapshot.active_bans),
+    );
+    if snapshot.perm_bans > 0 {
+        let _ = write!(view, " and {} for good", snapshot.perm_bans);
+    }
+    if snapshot.allowlist > 0 {
+        let _ = write!(
+            view,
+            " · {} allowlisted network{}",
+            snapshot.allowlist,
+            plural(snapshot.allowlist as u64)
+        );
+    }
+    let _ = writeln!(
+        view,
+        " · {} offender{} tracked",
         snapshot.tracked,
         plural(snapshot.tracked as u64),
     );
@@ -144,6 +159,8 @@ pub fn render(snapshot: &Snapshot, now: f64, top: usize, color: bool) -> String 
                         human_duration((until as f64 - now).max(0.0))
                     ),
                 ),
+                None if offender.denylisted => (red, "denylisted, banned for good".to_owned()),
+                None if offender.allowlisted => ("", "allowlisted, not counted".to_owned()),
                 None if offender.attempts >= offender.max_attempts => {
                     (yellow, "at the threshold, not banned".to_owned())
                 }
@@ -217,6 +234,8 @@ mod tests {
             first_seen: 1_700_000_000.0,
             last_seen: 1_700_000_100.0,
             banned_until,
+            allowlisted: false,
+            denylisted: false,
         }
     }
 
@@ -237,6 +256,8 @@ mod tests {
             ],
             options: Options::default(),
             active_bans: 1,
+            perm_bans: 0,
+            allowlist: 0,
             tracked: 3,
             offenders: vec![
                 offender("185.12.64.9/32", 12, Some(1_700_003_700)),
@@ -259,6 +280,32 @@ mod tests {
         assert_eq!(lines[4], "… 1 more");
         assert_eq!(lines[5], "rule 7 does not compile: unclosed group");
         assert_eq!(lines.len(), 6);
+    }
+
+    #[test]
+    fn allowlisted_and_denylisted_networks_say_so() {
+        let mut allowed = offender("185.12.64.10/32", 0, None);
+        allowed.allowlisted = true;
+        let mut denied = offender("185.12.65.7/32", 3, None);
+        denied.denylisted = true;
+        let snapshot = Snapshot {
+            rules: Vec::new(),
+            options: Options::default(),
+            active_bans: 0,
+            perm_bans: 2,
+            allowlist: 1,
+            tracked: 2,
+            offenders: vec![denied, allowed],
+        };
+        let view = render(&snapshot, 1_700_000_100.0, 10, false);
+        let lines: Vec<&str> = view.lines().collect();
+        assert_eq!(
+            lines[0],
+            "0 rules · ban after 10 attempts in 600 s · netfilter bans 0 networks and 2 for good · 1 allowlisted network · 2 offenders tracked"
+        );
+        assert!(lines[2].ends_with("denylisted, banned for good"), "{view}");
+        assert!(lines[3].contains(" 0/10 "), "{view}");
+        assert!(lines[3].ends_with("allowlisted, not counted"), "{view}");
     }
 
     #[test]

@@ -336,10 +336,11 @@ fn the_dashboard_and_the_alerts_use_only_metrics_the_binary_exports() {
     daemon.udp(daemon.ports.gelf, &docker_gelf(POSTFIX, &postfix_line(1)));
     daemon.udp(daemon.ports.gelf, b"not gelf");
     redis.wait_list("POSTFIX_MAILLOG", 1);
-    let exported = wait_for("the write counted and F2B_ACTIVE_BANS polled", || {
+    let exported = wait_for("the write counted and netfilter's bans polled", || {
         let text = daemon.metrics();
         (text.contains("cowlogd_redis_write_duration_seconds_bucket")
-            && text.contains("cowlogd_f2b_active_bans"))
+            && text.contains("cowlogd_f2b_active_bans")
+            && text.contains("cowlogd_f2b_perm_bans"))
         .then_some(text)
     });
     let used = read("deploy/grafana/cowlogd.json") + &read("deploy/prometheus/cowlogd.rules.yml");

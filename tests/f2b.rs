@@ -309,6 +309,105 @@ fn publish_matches_sends_only_what_netfilter_acts_on_and_f2b_shows_the_attack() 
 }
 
 #[test]
+fn allowlisted_networks_are_not_counted_and_permanent_bans_show_as_netfilter_keeps_them() {
+    let redis = RedisServer::start();
+    // netfilter's allowlist: a network (host bits set, as Python's
+    // strict=False takes it), and a host name it resolves (localhost:
+    // loopback, which rules ignore anyway, but it shows the resolving).
+    redis.raw("HSET F2B_WHITELIST 185.12.64.77/24 1 localhost 1");
+    redis.raw("HSET F2B_PERM_BANS 185.12.65.0/24 1700000000");
+    let daemon = Daemon::start(&redis.url(), "[f2b]\nenabled = true\npoll_interval_s = 1\n");
+    let view = wait_for("the allowlist and the denylist in /f2b", || {
+        let (_, body) = daemon.http_get("/f2b");
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (view["perm_bans"] == 1 && view["allowlist"].as_u64() > Some(1)).then_some(view)
+    });
+    assert!(view["offenders"].as_array().unwrap().is_empty());
+    let mut lines: Vec<String> = (0..12).map(|_| sasl_failure("185.12.64.9")).collect();
+    lines.extend((0..3).map(|_| sasl_failure("185.12.65.7")));
+    lines.push(sasl_failure("185.12.66.1"));
+    send_lines(&daemon, &lines);
+    redis.wait_list("POSTFIX_MAILLOG", lines.len());
+    wait_for("every match counted", || {
+        (daemon.metric("cowlogd_f2b_matches_total{rule=\"3\"}") == 16.0).then_some(())
+    });
+    assert_eq!(
+        daemon.metric("cowlogd_f2b_ignored_total{reason=\"allowlisted\"}"),
+        12.0
+    );
+    assert_eq!(daemon.metric("cowlogd_f2b_perm_bans"), 1.0);
+    let (_, body) = daemon.http_get("/f2b");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let row = |network: &str| {
+        view["offenders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["network"] == network)
+            .unwrap_or_else(|| panic!("no {network} in {view}"))
+            .clone()
+    };
+    let allowed = row("185.12.64.9/32");
+    assert_eq!(allowed["attempts"], 0, "netfilter does not count it");
+    assert_eq!(allowed["total"], 12);
+    assert_eq!(allowed["allowlisted"], true);
+    let denied = row("185.12.65.7/32");
+    assert_eq!(denied["attempts"], 3);
+    assert_eq!(denied["denylisted"], true);
+    assert_eq!(denied["allowlisted"], false);
+    let other = row("185.12.66.1/32");
+    assert_eq!(
+        (
+            other["attempts"].clone(),
+            other["allowlisted"].clone(),
+            other["denylisted"].clone()
+        ),
+        (1.into(), false.into(), false.into())
+    );
+
+    let config = daemon.dir.path().join("cowlogd.toml");
+    let (ok, stdout, stderr) = run_cowlogd(&["bans", "--config", config.to_str().unwrap()], &[]);
+    assert!(ok, "cowlogd bans failed: {stderr}");
+    assert!(
+        stdout
+            .lines()
+            .next()
+            .unwrap()
+            .contains(" and 1 for good · "),
+        "{stdout}"
+    );
+    let line_of = |network: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(network))
+            .unwrap_or_else(|| panic!("no {network}: {stdout}"))
+            .to_owned()
+    };
+    assert!(line_of("185.12.64.9/32 ").ends_with("allowlisted, not counted"));
+    assert!(line_of("185.12.65.7/32 ").ends_with("denylisted, banned for good"));
+
+    // Taken off the allowlist: counted again from the next attempt.
+    let before = view["allowlist"].as_u64().unwrap();
+    redis.raw("HDEL F2B_WHITELIST 185.12.64.77/24");
+    wait_for("the smaller allowlist", || {
+        let (_, body) = daemon.http_get("/f2b");
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (view["allowlist"].as_u64() == Some(before - 1)).then_some(())
+    });
+    send_lines(&daemon, &[sasl_failure("185.12.64.9")]);
+    wait_for("the attempt counted", || {
+        let (_, body) = daemon.http_get("/f2b");
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        view["offenders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["network"] == "185.12.64.9/32" && o["attempts"] == 1)
+            .map(|o| assert_eq!(o["allowlisted"], false))
+    });
+}
+
+#[test]
 fn an_edit_of_f2b_regex_applies_within_the_poll_interval_and_a_broken_rule_is_reported() {
     let redis = RedisServer::start();
     let daemon = Daemon::start(&redis.url(), "[f2b]\nenabled = true\npoll_interval_s = 1\n");
@@ -389,7 +488,8 @@ fn a_flood_of_distinct_addresses_keeps_the_offender_table_and_metrics_bounded() 
         .lines()
         .filter(|l| l.starts_with("cowlogd_f2b_"))
         .count();
-    // Per rule: matches and errors; then rules, active bans, three ignored
-    // reasons and two poll error reasons. None per address.
-    assert_eq!(series, 9 * 2 + 7, "{series} f2b series");
+    // Per rule: matches and errors; then rules, active and permanent
+    // bans, four ignored reasons and two poll error reasons. None per
+    // address.
+    assert_eq!(series, 9 * 2 + 9, "{series} f2b series");
 }

@@ -8,6 +8,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipnet::IpNet;
+
 /// The verdict on a captured address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddressClass {
@@ -77,45 +79,56 @@ fn v6_private(ip: Ipv6Addr) -> bool {
         .any(|&(net, len)| bits >> (128 - u32::from(len)) == net >> (128 - u32::from(len)))
 }
 
-/// A network netfilter bans: an address masked to its prefix, written as
-/// netfilter writes the field of `F2B_ACTIVE_BANS` (`198.51.7.0/24`,
-/// `2a01:4f8::/64`). Kept as numbers, so that counting an attempt formats
-/// nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BanNetwork {
-    base: IpAddr,
-    prefix: u8,
-}
-
-impl std::fmt::Display for BanNetwork {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.base, self.prefix)
-    }
-}
-
 /// The network netfilter bans for `ip`: `netban_ipv4` / `netban_ipv6`
-/// prefix bits (32 / 128 by default: the address itself).
+/// prefix bits (32 / 128 by default: the address itself). Its text is the
+/// field of `F2B_ACTIVE_BANS` (`198.51.7.0/24`, `2a01:4f8::/64`); kept as
+/// numbers, so that counting an attempt formats nothing.
 ///
 /// `185.12.64.77` with `netban_ipv4 = 24` → `185.12.64.0/24`
-pub fn ban_network(ip: IpAddr, netban_v4: u8, netban_v6: u8) -> BanNetwork {
-    match ip {
-        IpAddr::V4(v4) => {
-            let prefix = netban_v4.min(32);
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            BanNetwork {
-                base: Ipv4Addr::from(u32::from(v4) & mask).into(),
-                prefix,
+pub fn ban_network(ip: IpAddr, netban_v4: u8, netban_v6: u8) -> IpNet {
+    let prefix = match ip {
+        IpAddr::V4(_) => netban_v4.min(32),
+        IpAddr::V6(_) => netban_v6.min(128),
+    };
+    IpNet::new(ip, prefix).map_or(IpNet::from(ip), |net| net.trunc())
+}
+
+/// A network as Python's `ipaddress.ip_network(text, strict=False)` reads
+/// it, the way netfilter reads the fields of `F2B_WHITELIST` and
+/// `F2B_PERM_BANS`: an address (`/32`, `/128`), an address with a prefix
+/// length, or for IPv4 with a netmask or a host mask; host bits are
+/// cleared. `None` for anything else (netfilter takes that for a host
+/// name).
+///
+/// `185.12.64.7/24` → `185.12.64.0/24`; `10.1.2.3/255.255.0.0` →
+/// `10.1.0.0/16`; `2a01:4f8::1` → `2a01:4f8::1/128`
+pub fn parse_network(text: &str) -> Option<IpNet> {
+    let (address, mask) = match text.split_once('/') {
+        Some((address, mask)) => (address, Some(mask)),
+        None => (text, None),
+    };
+    let address: IpAddr = address.parse().ok()?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    let prefix = match mask {
+        None => max,
+        // Python takes decimal digits only (no sign, no spaces).
+        Some(m) if !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()) => {
+            m.parse::<u8>().ok().filter(|p| *p <= max)?
+        }
+        Some(m) if address.is_ipv4() => {
+            let bits = u32::from(m.parse::<Ipv4Addr>().ok()?);
+            // A netmask (ones, then zeros) or a host mask (zeros, then ones).
+            if bits.leading_ones() + bits.trailing_zeros() == 32 {
+                bits.leading_ones() as u8
+            } else if bits.leading_zeros() + bits.trailing_ones() == 32 {
+                bits.leading_zeros() as u8
+            } else {
+                return None;
             }
         }
-        IpAddr::V6(v6) => {
-            let prefix = netban_v6.min(128);
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            BanNetwork {
-                base: Ipv6Addr::from(u128::from(v6) & mask).into(),
-                prefix,
-            }
-        }
-    }
+        Some(_) => return None,
+    };
+    IpNet::new(address, prefix).ok().map(|net| net.trunc())
 }
 
 #[cfg(test)]
@@ -165,6 +178,34 @@ mod tests {
             "a.b",
         ] {
             assert_eq!(classify(bad), AddressClass::NotAnAddress, "{bad}");
+        }
+    }
+
+    #[test]
+    fn networks_are_read_as_pythons_ip_network_reads_them_not_strict() {
+        let net = |text: &str| parse_network(text).map(|n| n.to_string());
+        assert_eq!(net("185.12.64.7").as_deref(), Some("185.12.64.7/32"));
+        assert_eq!(net("185.12.64.7/24").as_deref(), Some("185.12.64.0/24"));
+        assert_eq!(net("10.1.2.3/255.255.0.0").as_deref(), Some("10.1.0.0/16"));
+        assert_eq!(net("10.1.2.3/0.0.0.255").as_deref(), Some("10.1.2.0/24"));
+        assert_eq!(net("10.1.2.3/0").as_deref(), Some("0.0.0.0/0"));
+        assert_eq!(net("2a01:4f8::1").as_deref(), Some("2a01:4f8::1/128"));
+        assert_eq!(
+            net("2a01:4f8:1:2::5/64").as_deref(),
+            Some("2a01:4f8:1:2::/64")
+        );
+        for bad in [
+            "mail.example.org",
+            "185.12.64.7/33",
+            "185.12.64.7/",
+            "185.12.64.7/+8",
+            "185.12.64.7/255.0.255.0",
+            "2a01::1/ffff::",
+            "01.2.3.4",
+            " 1.2.3.4",
+            "",
+        ] {
+            assert_eq!(net(bad), None, "{bad}");
         }
     }
 

@@ -9,7 +9,9 @@
 //!   netfilter exit).
 //! - [`F2b`]: the loaded rules (swapped when `F2B_REGEX` changes), the
 //!   recent offenders (netfilter's own counting: per ban network, reset
-//!   after `retry_window` of quiet), and the Redis poller.
+//!   after `retry_window` of quiet, allowlisted networks not counted), and
+//!   the Redis poller (rules, options, active and permanent bans, the
+//!   allowlist with its host names resolved).
 //!
 //! Listener tasks take a snapshot of the rules once per read cycle (an
 //! atomic generation check, a lock only after a change) and record hits
@@ -30,7 +32,9 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use self::address::{AddressClass, BanNetwork, ban_network};
+use ipnet::IpNet;
+
+use self::address::{AddressClass, ban_network, parse_network};
 use self::rules::{MAX_RULE_LABELS, RuleHit, RuleSet, RuleVerdict};
 
 /// The keys netfilter keeps its state in.
@@ -39,8 +43,22 @@ pub const REGEX_KEY: &str = "F2B_REGEX";
 pub const OPTIONS_KEY: &str = "F2B_OPTIONS";
 /// Network → unban time (epoch seconds).
 pub const ACTIVE_BANS_KEY: &str = "F2B_ACTIVE_BANS";
-/// Active bans read in full only up to this many (the gauge counts all).
+/// Networks and host names netfilter never bans (hash; the fields count).
+pub const ALLOWLIST_KEY: &str = "F2B_WHITELIST";
+/// Network → time banned for good (from the UI's denylist).
+pub const PERM_BANS_KEY: &str = "F2B_PERM_BANS";
+/// Active and permanent bans read in full only up to this many (the gauges
+/// count all).
 const ACTIVE_BANS_READ_MAX: usize = 10_000;
+/// Allowlist entries read (each attempt is checked against all of them);
+/// past this many the allowlist in force is kept and a warning logged.
+const ALLOWLIST_READ_MAX: usize = 1_000;
+/// Host names on the allowlist resolved (netfilter resolves them all).
+const ALLOWLIST_HOSTS_MAX: usize = 64;
+/// netfilter re-resolves its allowlist's host names once a minute.
+const ALLOWLIST_RESOLVE_EVERY: Duration = Duration::from_secs(60);
+/// netfilter's time limit for one host name's lookup.
+const ALLOWLIST_RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Offenders shown by `GET /f2b`.
 const SHOWN_OFFENDERS: usize = 100;
 
@@ -128,20 +146,31 @@ impl Loaded {
 
 #[derive(Debug, Clone)]
 struct Offender {
+    /// netfilter's count: attempts in the current window.
     attempts: u64,
+    /// Every match, allowlisted or not.
     total: u64,
     first_seen: f64,
+    /// The last counted attempt (the window runs from it).
     last_attempt: f64,
+    last_seen: f64,
     /// Bit `i`: rule `i` matched (rules past 64 share bit 63).
     rules: u64,
+    /// On netfilter's allowlist at the last match: not counted.
+    allowlisted: bool,
 }
 
 struct State {
-    offenders: lru::LruCache<BanNetwork, Offender>,
+    offenders: lru::LruCache<IpNet, Offender>,
     options: Options,
     /// `F2B_ACTIVE_BANS`: network → unban time.
     active_bans: HashMap<String, i64>,
     active_ban_count: u64,
+    /// `F2B_WHITELIST`: its networks, and the addresses of its host names.
+    allowlist: Vec<IpNet>,
+    /// `F2B_PERM_BANS`: its networks.
+    perm_bans: Vec<IpNet>,
+    perm_ban_count: u64,
 }
 
 /// Shared ban-insight state; see the module docs.
@@ -152,6 +181,7 @@ pub struct F2b {
     ignored_private: Counter,
     ignored_not_address: Counter,
     ignored_gave_up: Counter,
+    ignored_allowlisted: Counter,
 }
 
 /// One offender as `GET /f2b` shows it.
@@ -173,6 +203,13 @@ pub struct OffenderView {
     pub last_seen: f64,
     /// When netfilter lifts its ban (epoch seconds), if banned.
     pub banned_until: Option<i64>,
+    /// On netfilter's allowlist (`F2B_WHITELIST`): never banned, its
+    /// attempts not counted.
+    #[serde(default)]
+    pub allowlisted: bool,
+    /// Inside a network banned for good (`F2B_PERM_BANS`).
+    #[serde(default)]
+    pub denylisted: bool,
 }
 
 /// What `GET /f2b` returns.
@@ -184,6 +221,12 @@ pub struct Snapshot {
     pub options: Options,
     /// `HLEN F2B_ACTIVE_BANS` at the last poll.
     pub active_bans: u64,
+    /// `HLEN F2B_PERM_BANS` at the last poll.
+    #[serde(default)]
+    pub perm_bans: u64,
+    /// Allowlist networks in force (host names resolved).
+    #[serde(default)]
+    pub allowlist: usize,
     /// Offenders tracked (at most `f2b.max_offenders`).
     pub tracked: usize,
     /// The top offenders by attempts.
@@ -220,10 +263,14 @@ impl F2b {
                 options: Options::default(),
                 active_bans: HashMap::new(),
                 active_ban_count: 0,
+                allowlist: Vec::new(),
+                perm_bans: Vec::new(),
+                perm_ban_count: 0,
             }),
             ignored_private: counter!("cowlogd_f2b_ignored_total", "reason" => "private"),
             ignored_not_address: counter!("cowlogd_f2b_ignored_total", "reason" => "not_an_address"),
             ignored_gave_up: counter!("cowlogd_f2b_ignored_total", "reason" => "search_limit"),
+            ignored_allowlisted: counter!("cowlogd_f2b_ignored_total", "reason" => "allowlisted"),
         };
         f2b.report_rules(&f2b.current());
         // Registered at 0, so that the first failure is an increase an
@@ -309,29 +356,40 @@ impl F2b {
                         .state
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    // netfilter's ban(): an allowlisted address is not counted.
+                    let allowlisted = state.allowlist.iter().any(|net| net.contains(&ip));
+                    if allowlisted {
+                        self.ignored_allowlisted.increment(1);
+                    }
                     let options = state.options;
                     let network = ban_network(ip, options.netban_ipv4, options.netban_ipv6);
                     let bit = 1u64 << hit.rule.min(63);
                     match state.offenders.get_mut(&network) {
                         Some(offender) => {
-                            // netfilter: a gap longer than the window restarts the count.
-                            if now - offender.last_attempt > options.retry_window as f64 {
-                                offender.attempts = 0;
+                            if !allowlisted {
+                                // netfilter: a gap longer than the window restarts the count.
+                                if now - offender.last_attempt > options.retry_window as f64 {
+                                    offender.attempts = 0;
+                                }
+                                offender.attempts += 1;
+                                offender.last_attempt = now;
                             }
-                            offender.attempts += 1;
                             offender.total += 1;
-                            offender.last_attempt = now;
+                            offender.last_seen = now;
                             offender.rules |= bit;
+                            offender.allowlisted = allowlisted;
                         }
                         None => {
                             state.offenders.put(
                                 network,
                                 Offender {
-                                    attempts: 1,
+                                    attempts: u64::from(!allowlisted),
                                     total: 1,
                                     first_seen: now,
                                     last_attempt: now,
+                                    last_seen: now,
                                     rules: bit,
+                                    allowlisted,
                                 },
                             );
                         }
@@ -349,7 +407,7 @@ impl F2b {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut offenders: Vec<(&BanNetwork, &Offender)> = state.offenders.iter().collect();
+        let mut offenders: Vec<(&IpNet, &Offender)> = state.offenders.iter().collect();
         offenders.sort_by(|a, b| {
             b.1.attempts
                 .cmp(&a.1.attempts)
@@ -368,16 +426,18 @@ impl F2b {
         let views = offenders
             .into_iter()
             .take(SHOWN_OFFENDERS)
-            .map(|(network, o)| (network.to_string(), o))
-            .map(|(network, o)| OffenderView {
+            .map(|(network, o)| (network, network.to_string(), o))
+            .map(|(net, network, o)| OffenderView {
                 banned_until: state.active_bans.get(&network).copied(),
+                denylisted: state.perm_bans.iter().any(|banned| banned.contains(net)),
+                allowlisted: o.allowlisted,
                 network,
                 attempts: o.attempts,
                 total: o.total,
                 max_attempts: state.options.max_attempts,
                 rules: rule_ids(o.rules),
                 first_seen: o.first_seen,
-                last_seen: o.last_attempt,
+                last_seen: o.last_seen,
             })
             .collect();
         Snapshot {
@@ -393,6 +453,8 @@ impl F2b {
                 .collect(),
             options: state.options,
             active_bans: state.active_ban_count,
+            perm_bans: state.perm_ban_count,
+            allowlist: state.allowlist.len(),
             tracked: state.offenders.len(),
             offenders: views,
         }
@@ -411,7 +473,7 @@ impl F2b {
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(5)));
         let mut connection = None;
-        let mut last_regex: Option<String> = None;
+        let mut memory = PollMemory::default();
         loop {
             if connection.is_none() {
                 connection = client
@@ -424,7 +486,7 @@ impl F2b {
                     .ok();
             }
             if let Some(conn) = connection.as_mut()
-                && let Err(error) = self.poll_once(conn, &mut last_regex).await
+                && let Err(error) = self.poll_once(conn, &mut memory).await
             {
                 counter!("cowlogd_f2b_poll_errors_total", "reason" => "redis").increment(1);
                 crate::warn_limited!(%error, "f2b: polling netfilter's keys failed");
@@ -440,10 +502,10 @@ impl F2b {
     async fn poll_once(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
-        last_regex: &mut Option<String>,
+        memory: &mut PollMemory,
     ) -> redis::RedisResult<()> {
         let regex: Option<String> = conn.get(REGEX_KEY).await?;
-        if regex != *last_regex {
+        if regex != memory.last_regex {
             match &regex {
                 None => self.swap(RuleSet::defaults()),
                 Some(text) => match RuleSet::from_json(text) {
@@ -458,7 +520,7 @@ impl F2b {
                     }
                 },
             }
-            *last_regex = regex;
+            memory.last_regex = regex;
         }
         let options: Option<String> = conn.get(OPTIONS_KEY).await?;
         let options = options.map_or_else(Options::default, |t| Options::from_json(&t));
@@ -475,6 +537,15 @@ impl F2b {
             HashMap::new()
         };
         gauge!("cowlogd_f2b_active_bans").set(count as f64);
+        let perm_ban_count: u64 = conn.hlen(PERM_BANS_KEY).await?;
+        let perm_bans: Vec<IpNet> = if perm_ban_count as usize <= ACTIVE_BANS_READ_MAX {
+            let fields: Vec<String> = conn.hkeys(PERM_BANS_KEY).await?;
+            fields.iter().filter_map(|f| parse_network(f)).collect()
+        } else {
+            Vec::new()
+        };
+        gauge!("cowlogd_f2b_perm_bans").set(perm_ban_count as f64);
+        let allowlist = self.read_allowlist(conn, memory).await?;
         let mut state = self
             .state
             .lock()
@@ -482,6 +553,94 @@ impl F2b {
         state.options = options;
         state.active_bans = bans;
         state.active_ban_count = count;
+        state.perm_bans = perm_bans;
+        state.perm_ban_count = perm_ban_count;
+        if let Some(allowlist) = allowlist {
+            state.allowlist = allowlist;
+        }
         Ok(())
     }
+
+    /// `F2B_WHITELIST` as netfilter reads it: its fields that are networks,
+    /// and the addresses its host names resolve to (again each minute, or
+    /// when the names change). `None`: keep the allowlist in force (too
+    /// long to read).
+    async fn read_allowlist(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        memory: &mut PollMemory,
+    ) -> redis::RedisResult<Option<Vec<IpNet>>> {
+        let entries: u64 = conn.hlen(ALLOWLIST_KEY).await?;
+        if entries as usize > ALLOWLIST_READ_MAX {
+            crate::warn_limited!(
+                entries,
+                max = ALLOWLIST_READ_MAX,
+                "f2b: F2B_WHITELIST too long to read; keeping the allowlist in force"
+            );
+            return Ok(None);
+        }
+        let fields: Vec<String> = if entries == 0 {
+            Vec::new()
+        } else {
+            conn.hkeys(ALLOWLIST_KEY).await?
+        };
+        let mut networks = Vec::with_capacity(fields.len());
+        let mut hostnames = Vec::new();
+        for field in fields {
+            match parse_network(&field) {
+                Some(network) => networks.push(network),
+                None => hostnames.push(field),
+            }
+        }
+        hostnames.sort_unstable();
+        hostnames.truncate(ALLOWLIST_HOSTS_MAX);
+        let stale = memory
+            .resolved_at
+            .is_none_or(|at| at.elapsed() >= ALLOWLIST_RESOLVE_EVERY);
+        if hostnames != memory.hostnames || stale {
+            memory.resolved = resolve_all(&hostnames).await;
+            memory.hostnames = hostnames;
+            memory.resolved_at = Some(std::time::Instant::now());
+        }
+        networks.extend_from_slice(&memory.resolved);
+        Ok(Some(networks))
+    }
+}
+
+/// What the poller keeps between polls.
+#[derive(Default)]
+struct PollMemory {
+    last_regex: Option<String>,
+    /// The allowlist's host names, and what they resolved to, when.
+    hostnames: Vec<String>,
+    resolved: Vec<IpNet>,
+    resolved_at: Option<std::time::Instant>,
+}
+
+/// The addresses `hostnames` resolve to (A and AAAA, through the system's
+/// resolver), all looked up at once, each given
+/// [`ALLOWLIST_RESOLVE_TIMEOUT`]; a name that fails adds nothing.
+async fn resolve_all(hostnames: &[String]) -> Vec<IpNet> {
+    let mut lookups = tokio::task::JoinSet::new();
+    for name in hostnames {
+        let name = name.clone();
+        lookups.spawn(async move {
+            let lookup = tokio::net::lookup_host((name.as_str(), 0));
+            match tokio::time::timeout(ALLOWLIST_RESOLVE_TIMEOUT, lookup).await {
+                Ok(Ok(addresses)) => addresses.map(|a| IpNet::from(a.ip())).collect(),
+                Ok(Err(error)) => {
+                    crate::warn_limited!(%name, %error, "f2b: allowlisted host name does not resolve");
+                    Vec::new()
+                }
+                Err(_) => {
+                    crate::warn_limited!(%name, "f2b: allowlisted host name timed out on resolve");
+                    Vec::new()
+                }
+            }
+        });
+    }
+    let mut networks: Vec<IpNet> = lookups.join_all().await.into_iter().flatten().collect();
+    networks.sort_unstable();
+    networks.dedup();
+    networks
 }
