@@ -426,18 +426,20 @@ impl F2b {
         let views = offenders
             .into_iter()
             .take(SHOWN_OFFENDERS)
-            .map(|(network, o)| (network, network.to_string(), o))
-            .map(|(net, network, o)| OffenderView {
-                banned_until: state.active_bans.get(&network).copied(),
-                denylisted: state.perm_bans.iter().any(|banned| banned.contains(net)),
-                allowlisted: o.allowlisted,
-                network,
-                attempts: o.attempts,
-                total: o.total,
-                max_attempts: state.options.max_attempts,
-                rules: rule_ids(o.rules),
-                first_seen: o.first_seen,
-                last_seen: o.last_seen,
+            .map(|(net, o)| {
+                let network = net.to_string();
+                OffenderView {
+                    banned_until: state.active_bans.get(&network).copied(),
+                    denylisted: state.perm_bans.iter().any(|banned| banned.contains(net)),
+                    allowlisted: o.allowlisted,
+                    network,
+                    attempts: o.attempts,
+                    total: o.total,
+                    max_attempts: state.options.max_attempts,
+                    rules: rule_ids(o.rules),
+                    first_seen: o.first_seen,
+                    last_seen: o.last_seen,
+                }
             })
             .collect();
         Snapshot {
@@ -524,28 +526,25 @@ impl F2b {
         }
         let options: Option<String> = conn.get(OPTIONS_KEY).await?;
         let options = options.map_or_else(Options::default, |t| Options::from_json(&t));
-        let count: u64 = conn.hlen(ACTIVE_BANS_KEY).await?;
-        let bans: HashMap<String, i64> = if count as usize <= ACTIVE_BANS_READ_MAX {
-            let raw: Vec<(String, String)> = conn.hgetall(ACTIVE_BANS_KEY).await?;
-            raw.into_iter()
-                .map(|(network, until)| {
-                    let until = until.trim().parse::<f64>().map_or(0, |v| v as i64);
-                    (network, until)
-                })
-                .collect()
-        } else {
-            HashMap::new()
-        };
+        let (count, bans) = read_hash(conn, ACTIVE_BANS_KEY, ACTIVE_BANS_READ_MAX).await?;
+        let bans: HashMap<String, i64> = bans
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(network, until)| {
+                let until = until.trim().parse::<f64>().map_or(0, |v| v as i64);
+                (network, until)
+            })
+            .collect();
         gauge!("cowlogd_f2b_active_bans").set(count as f64);
-        let perm_ban_count: u64 = conn.hlen(PERM_BANS_KEY).await?;
-        let perm_bans: Vec<IpNet> = if perm_ban_count as usize <= ACTIVE_BANS_READ_MAX {
-            let fields: Vec<String> = conn.hkeys(PERM_BANS_KEY).await?;
-            fields.iter().filter_map(|f| parse_network(f)).collect()
-        } else {
-            Vec::new()
-        };
+        let (perm_ban_count, perm_bans) =
+            read_hash(conn, PERM_BANS_KEY, ACTIVE_BANS_READ_MAX).await?;
+        let perm_bans: Vec<IpNet> = perm_bans
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(network, _)| parse_network(network))
+            .collect();
         gauge!("cowlogd_f2b_perm_bans").set(perm_ban_count as f64);
-        let allowlist = self.read_allowlist(conn, memory).await?;
+        let allowlist = read_allowlist(conn, memory).await?;
         let mut state = self
             .state
             .lock()
@@ -560,51 +559,58 @@ impl F2b {
         }
         Ok(())
     }
+}
 
-    /// `F2B_WHITELIST` as netfilter reads it: its fields that are networks,
-    /// and the addresses its host names resolve to (again each minute, or
-    /// when the names change). `None`: keep the allowlist in force (too
-    /// long to read).
-    async fn read_allowlist(
-        &self,
-        conn: &mut redis::aio::MultiplexedConnection,
-        memory: &mut PollMemory,
-    ) -> redis::RedisResult<Option<Vec<IpNet>>> {
-        let entries: u64 = conn.hlen(ALLOWLIST_KEY).await?;
-        if entries as usize > ALLOWLIST_READ_MAX {
-            crate::warn_limited!(
-                entries,
-                max = ALLOWLIST_READ_MAX,
-                "f2b: F2B_WHITELIST too long to read; keeping the allowlist in force"
-            );
-            return Ok(None);
-        }
-        let fields: Vec<String> = if entries == 0 {
-            Vec::new()
-        } else {
-            conn.hkeys(ALLOWLIST_KEY).await?
-        };
-        let mut networks = Vec::with_capacity(fields.len());
-        let mut hostnames = Vec::new();
-        for field in fields {
-            match parse_network(&field) {
-                Some(network) => networks.push(network),
-                None => hostnames.push(field),
-            }
-        }
-        hostnames.sort_unstable();
-        hostnames.truncate(ALLOWLIST_HOSTS_MAX);
-        let stale = memory
-            .resolved_at
-            .is_none_or(|at| at.elapsed() >= ALLOWLIST_RESOLVE_EVERY);
-        if hostnames != memory.hostnames || stale {
-            memory.resolved = resolve_all(&hostnames).await;
-            memory.hostnames = hostnames;
-            memory.resolved_at = Some(std::time::Instant::now());
-        }
-        networks.extend_from_slice(&memory.resolved);
-        Ok(Some(networks))
+/// `HLEN` of the hash `key`, and its fields and values when there are at
+/// most `max` (`None` past that: too long to read each poll).
+async fn read_hash(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    max: usize,
+) -> redis::RedisResult<(u64, Option<Vec<(String, String)>>)> {
+    let count: u64 = conn.hlen(key).await?;
+    if count as usize > max {
+        crate::warn_limited!(key, count, max, "f2b: hash too long to read; not read");
+        return Ok((count, None));
     }
+    if count == 0 {
+        return Ok((0, Some(Vec::new())));
+    }
+    Ok((count, Some(conn.hgetall(key).await?)))
+}
+
+/// `F2B_WHITELIST` as netfilter reads it: its fields that are networks,
+/// and the addresses its host names resolve to (again each minute, or
+/// when the names change). `None`: keep the allowlist in force (too long
+/// to read).
+async fn read_allowlist(
+    conn: &mut redis::aio::MultiplexedConnection,
+    memory: &mut PollMemory,
+) -> redis::RedisResult<Option<Vec<IpNet>>> {
+    let (_, fields) = read_hash(conn, ALLOWLIST_KEY, ALLOWLIST_READ_MAX).await?;
+    let Some(fields) = fields else {
+        return Ok(None);
+    };
+    let mut networks = Vec::with_capacity(fields.len());
+    let mut hostnames = Vec::new();
+    for (field, _) in fields {
+        match parse_network(&field) {
+            Some(network) => networks.push(network),
+            None => hostnames.push(field),
+        }
+    }
+    hostnames.sort_unstable();
+    hostnames.truncate(ALLOWLIST_HOSTS_MAX);
+    let stale = memory
+        .resolved_at
+        .is_none_or(|at| at.elapsed() >= ALLOWLIST_RESOLVE_EVERY);
+    if hostnames != memory.hostnames || stale {
+        memory.resolved = resolve_all(&hostnames).await;
+        memory.hostnames = hostnames;
+        memory.resolved_at = Some(std::time::Instant::now());
+    }
+    networks.extend_from_slice(&memory.resolved);
+    Ok(Some(networks))
 }
 
 /// What the poller keeps between polls.

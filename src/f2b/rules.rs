@@ -618,19 +618,21 @@ mod tests {
         let line = "x login failed from 8.8.8.8 port 25, login failed from 8.8.4.4";
         let ids: Vec<String> = hits(&rules, line).into_iter().map(|(id, _)| id).collect();
         assert_eq!(ids, ["1", "2", "3", "4"]);
-        // Distinct literals, none a prefix of another: Teddy, every
-        // occurrence found, including overlapping ones.
+        // Distinct literals, none a prefix of another: Teddy where the CPU
+        // has it, every occurrence found, including overlapping ones.
         let rules = RuleSet::from_json(
             r#"{"1": "abcd from ([0-9.]+)", "2": "cdef by ([0-9.]+)", "3": "zzzz ([0-9.]+)"}"#,
         )
         .unwrap();
-        if matches!(rules.gate, Some(Gate::Packed(_))) {
-            let ids: Vec<String> = hits(&rules, "abcdef by 8.8.8.8 abcd from 8.8.4.4")
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect();
-            assert_eq!(ids, ["1", "2"]);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("ssse3") {
+            assert!(matches!(rules.gate, Some(Gate::Packed(_))));
         }
+        let ids: Vec<String> = hits(&rules, "abcdef by 8.8.8.8 abcd from 8.8.4.4")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, ["1", "2"]);
     }
 
     #[test]
