@@ -408,6 +408,42 @@ fn allowlisted_networks_are_not_counted_and_permanent_bans_show_as_netfilter_kee
 }
 
 #[test]
+fn an_allowlist_too_long_to_read_keeps_the_one_in_force_and_is_counted() {
+    let redis = RedisServer::start();
+    redis.raw("HSET F2B_WHITELIST 185.12.64.0/24 1");
+    let daemon = Daemon::start(&redis.url(), "[f2b]\nenabled = true\npoll_interval_s = 1\n");
+    wait_for("the allowlist", || {
+        let (_, body) = daemon.http_get("/f2b");
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (view["allowlist"] == 1).then_some(())
+    });
+    assert_eq!(
+        daemon.metric("cowlogd_f2b_poll_errors_total{reason=\"too_long\"}"),
+        0.0
+    );
+    // 1,001 entries: one past what is read each poll.
+    let mut hset = redis::cmd("HSET");
+    hset.arg("F2B_WHITELIST");
+    for n in 0..1000 {
+        hset.arg(format!("10.{}.{}.0/24", n / 256, n % 256)).arg(1);
+    }
+    let _: u64 = hset.query(&mut redis.client()).unwrap();
+    wait_for("the long allowlist counted", || {
+        (daemon.metric("cowlogd_f2b_poll_errors_total{reason=\"too_long\"}") >= 1.0).then_some(())
+    });
+    send_lines(&daemon, &[sasl_failure("185.12.64.9")]);
+    let offender = wait_for("the attempt seen", || {
+        let (_, body) = daemon.http_get("/f2b");
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(view["allowlist"], 1, "the allowlist in force is kept");
+        view["offenders"].get(0).cloned()
+    });
+    assert_eq!(offender["network"], "185.12.64.9/32");
+    assert_eq!(offender["allowlisted"], true);
+    assert_eq!(offender["attempts"], 0);
+}
+
+#[test]
 fn an_edit_of_f2b_regex_applies_within_the_poll_interval_and_a_broken_rule_is_reported() {
     let redis = RedisServer::start();
     let daemon = Daemon::start(&redis.url(), "[f2b]\nenabled = true\npoll_interval_s = 1\n");
@@ -489,7 +525,7 @@ fn a_flood_of_distinct_addresses_keeps_the_offender_table_and_metrics_bounded() 
         .filter(|l| l.starts_with("cowlogd_f2b_"))
         .count();
     // Per rule: matches and errors; then rules, active and permanent
-    // bans, four ignored reasons and two poll error reasons. None per
+    // bans, four ignored reasons and three poll error reasons. None per
     // address.
-    assert_eq!(series, 9 * 2 + 9, "{series} f2b series");
+    assert_eq!(series, 9 * 2 + 10, "{series} f2b series");
 }

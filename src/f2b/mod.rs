@@ -275,7 +275,7 @@ impl F2b {
         f2b.report_rules(&f2b.current());
         // Registered at 0, so that the first failure is an increase an
         // alert can see.
-        for reason in ["redis", "regex_unreadable"] {
+        for reason in ["redis", "regex_unreadable", "too_long"] {
             counter!("cowlogd_f2b_poll_errors_total", "reason" => reason).absolute(0);
         }
         f2b
@@ -570,6 +570,7 @@ async fn read_hash(
 ) -> redis::RedisResult<(u64, Option<Vec<(String, String)>>)> {
     let count: u64 = conn.hlen(key).await?;
     if count as usize > max {
+        counter!("cowlogd_f2b_poll_errors_total", "reason" => "too_long").increment(1);
         crate::warn_limited!(key, count, max, "f2b: hash too long to read; not read");
         return Ok((count, None));
     }
@@ -600,7 +601,15 @@ async fn read_allowlist(
         }
     }
     hostnames.sort_unstable();
-    hostnames.truncate(ALLOWLIST_HOSTS_MAX);
+    if hostnames.len() > ALLOWLIST_HOSTS_MAX {
+        counter!("cowlogd_f2b_poll_errors_total", "reason" => "too_long").increment(1);
+        crate::warn_limited!(
+            names = hostnames.len(),
+            max = ALLOWLIST_HOSTS_MAX,
+            "f2b: F2B_WHITELIST has too many host names; the first resolved"
+        );
+        hostnames.truncate(ALLOWLIST_HOSTS_MAX);
+    }
     let stale = memory
         .resolved_at
         .is_none_or(|at| at.elapsed() >= ALLOWLIST_RESOLVE_EVERY);
