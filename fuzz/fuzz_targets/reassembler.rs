@@ -1,5 +1,6 @@
 //! A sequence of arbitrary chunks from a few senders with clock steps: the
-//! reassembler never panics, stays within its caps, and is empty once every
+//! reassembler never panics, stays within its caps, keeps its bookkeeping
+//! in step (`check_invariants` after every step), and is empty once every
 //! deadline has passed.
 #![no_main]
 use arbitrary::Arbitrary;
@@ -47,7 +48,11 @@ fuzz_target!(|steps: Vec<Step>| {
         let _ = r.add(step.sender % 8, &datagram, now);
         assert!(r.pending_messages() <= limits.max_pending_messages);
         assert!(r.pending_bytes() <= limits.max_pending_bytes);
+        if let Err(broken) = r.check_invariants() {
+            panic!("after {step:?}: {broken}");
+        }
     }
     r.expire(now + limits.timeout_ms);
+    assert_eq!(r.check_invariants(), Ok(()));
     assert_eq!((r.pending_messages(), r.pending_bytes()), (0, 0));
 });

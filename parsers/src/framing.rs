@@ -21,8 +21,10 @@ use thiserror::Error;
 /// Most digits an octet count may have (10 digits is > 4 GB already).
 const MAX_COUNT_DIGITS: usize = 10;
 
-/// A framing problem. Every one of them leaves the stream usable:
-/// [`FrameError::can_continue`] says so.
+/// A framing problem. The decision to go on or stop is in the type that
+/// carries it: an oversized frame comes as [`Decoded::Skipped`] (the stream
+/// goes on at the next frame), a truncated one only from
+/// [`Framer::finish`] (the stream has ended).
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FrameError {
@@ -41,15 +43,6 @@ pub enum FrameError {
         /// Bytes that never arrived.
         missing: usize,
     },
-}
-
-impl FrameError {
-    /// Whether the stream can go on after this error. Always true: an
-    /// oversized frame is skipped to its boundary, a truncated one ends the
-    /// stream anyway.
-    pub fn can_continue(&self) -> bool {
-        true
-    }
 }
 
 /// What one call to [`Framer::decode`] found at the start of the buffer.

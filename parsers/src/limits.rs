@@ -53,3 +53,42 @@ impl Default for ReassemblyLimits {
         }
     }
 }
+
+/// What ends a message cut to the daemon's `limits.max_message_bytes`.
+pub const TRUNCATION_MARKER: &[u8] = b"...[truncated by cowlogd]";
+
+/// The largest cut of `text` at most `max` bytes long that does not split
+/// a UTF-8 character: `max` backed off over at most three continuation
+/// bytes (text that is not UTF-8 is cut where it is, after three).
+///
+/// ```
+/// use cowlogd_parsers::limits::char_floor;
+/// assert_eq!(char_floor("a\u{e9}".as_bytes(), 2), 1);
+/// assert_eq!(char_floor(b"abc", 9), 3);
+/// ```
+pub fn char_floor(text: &[u8], max: usize) -> usize {
+    let mut cut = max.min(text.len());
+    let mut backed = 0;
+    while cut > 0 && backed < 3 && text.get(cut).is_some_and(|b| b & 0xc0 == 0x80) {
+        cut -= 1;
+        backed += 1;
+    }
+    cut
+}
+
+/// `message` cut so that it and [`TRUNCATION_MARKER`] fit in `max` bytes,
+/// at a character boundary, with the marker after it. Rare path: it
+/// allocates.
+///
+/// ```
+/// use cowlogd_parsers::limits::truncate_message;
+/// let cut = truncate_message(&[b'x'; 100], 30);
+/// assert_eq!(cut, b"xxxxx...[truncated by cowlogd]");
+/// ```
+pub fn truncate_message(message: &[u8], max: usize) -> Vec<u8> {
+    let cut = char_floor(message, max.saturating_sub(TRUNCATION_MARKER.len()));
+    let mut out = Vec::with_capacity(cut + TRUNCATION_MARKER.len());
+    out.extend_from_slice(&message[..cut]);
+    out.extend_from_slice(TRUNCATION_MARKER);
+    out
+}

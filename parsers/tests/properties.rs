@@ -5,10 +5,11 @@
 use cowlogd_parsers::decompress::Decompressor;
 use cowlogd_parsers::encode::gelf::{ForwardContext, encode_gelf, for_each_chunk};
 use cowlogd_parsers::encode::mailcow::{
-    ChannelSanitize, encode_channel_payload, encode_list_entry,
+    ChannelSanitize, encode_channel_payload, encode_channel_payload_capped, encode_list_entry,
 };
 use cowlogd_parsers::framing::{Decoded, Framer};
 use cowlogd_parsers::gelf::{ChunkOutcome, Reassembler, parse_gelf, parse_gelf_lossy};
+use cowlogd_parsers::limits::{TRUNCATION_MARKER, truncate_message};
 use cowlogd_parsers::normalize::{normalize_gelf, normalize_syslog};
 use cowlogd_parsers::syslog::{
     TimeContext, parse_embedded_line, parse_headerless_line, parse_syslog,
@@ -154,8 +155,10 @@ proptest! {
             // The byte cap is checked when a message starts; one message can
             // then add at most max_message_bytes.
             prop_assert!(r.pending_bytes() <= limits.max_pending_bytes);
+            prop_assert_eq!(r.check_invariants(), Ok(()));
         }
         r.expire(now + 5000);
+        prop_assert_eq!(r.check_invariants(), Ok(()));
         prop_assert_eq!((r.pending_messages(), r.pending_bytes()), (0, 0));
     }
 
@@ -268,6 +271,44 @@ proptest! {
             .map(|c| if c < ' ' || c == '/' { '_' } else { c })
             .collect();
         prop_assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn a_capped_channel_payload_is_a_utf8_prefix_within_the_cap(
+        message in proptest::collection::vec(any::<u8>(), 0..600),
+        max in 0usize..700,
+        mode in prop_oneof![Just(ChannelSanitize::SyslogNg), Just(ChannelSanitize::ControlOnly)],
+    ) {
+        let mut whole = Vec::new();
+        encode_channel_payload(&mut whole, &message, mode);
+        let mut out = b"prefix".to_vec();
+        let cut = encode_channel_payload_capped(&mut out, &message, mode, max);
+        let payload = &out[6..];
+        prop_assert_eq!(&out[..6], b"prefix");
+        prop_assert!(std::str::from_utf8(payload).is_ok());
+        prop_assert!(whole.starts_with(payload));
+        prop_assert_eq!(cut, whole.len() > max);
+        if cut {
+            // Cut no further than to the start of the character at `max`.
+            prop_assert!(payload.len() <= max && payload.len() + 3 >= max);
+        } else {
+            prop_assert_eq!(payload, &whole[..]);
+        }
+    }
+
+    #[test]
+    fn a_truncated_message_fits_its_limit_and_ends_in_the_marker(
+        message in proptest::collection::vec(any::<u8>(), 0..600),
+        max in 64usize..700,
+    ) {
+        let cut = truncate_message(&message, max);
+        prop_assert!(cut.len() <= max.max(TRUNCATION_MARKER.len()));
+        prop_assert!(cut.ends_with(TRUNCATION_MARKER));
+        let kept = &cut[..cut.len() - TRUNCATION_MARKER.len()];
+        prop_assert!(message.starts_with(kept));
+        if std::str::from_utf8(&message).is_ok() {
+            prop_assert!(std::str::from_utf8(kept).is_ok());
+        }
     }
 
     #[test]

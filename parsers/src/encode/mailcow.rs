@@ -95,6 +95,33 @@ pub fn encode_channel_payload(out: &mut Vec<u8>, message: &[u8], mode: ChannelSa
     }
 }
 
+/// [`encode_channel_payload`], then cut to at most `max` bytes at a
+/// character start (netfilter's regexes take time that grows with the
+/// square of a line's length); `true` when it was cut. What is appended
+/// stays valid UTF-8 and is a prefix of the uncut payload.
+///
+/// ```
+/// use cowlogd_parsers::encode::mailcow::{encode_channel_payload_capped, ChannelSanitize};
+/// let mut out = b"key".to_vec();
+/// assert!(encode_channel_payload_capped(&mut out, "ab\u{e9}".as_bytes(), ChannelSanitize::SyslogNg, 3));
+/// assert_eq!(out, b"keyab");
+/// ```
+pub fn encode_channel_payload_capped(
+    out: &mut Vec<u8>,
+    message: &[u8],
+    mode: ChannelSanitize,
+    max: usize,
+) -> bool {
+    let start = out.len();
+    encode_channel_payload(out, message, mode);
+    if out.len() - start <= max {
+        return false;
+    }
+    let end = start + crate::limits::char_floor(&out[start..], max);
+    out.truncate(end);
+    true
+}
+
 /// Byte maps of the two sanitize modes (only ASCII bytes change, so valid
 /// UTF-8 stays valid).
 const SANITIZE_SYSLOG_NG: [u8; 256] = sanitize_table(true);

@@ -427,6 +427,84 @@ impl<S: Sender> Reassembler<S> {
         expired
     }
 
+    /// Checks the bookkeeping against the messages held: byte and message
+    /// totals (overall and per host) equal what the pending messages hold,
+    /// every limit holds, every pending message has its deadline queued,
+    /// and the memory of refused messages is bounded. For tests and
+    /// fuzzing, after every step; `Err` says which invariant broke.
+    ///
+    /// ```
+    /// use cowlogd_parsers::gelf::Reassembler;
+    /// use cowlogd_parsers::ReassemblyLimits;
+    /// let mut r = Reassembler::new(ReassemblyLimits::default());
+    /// r.add("10.0.0.2:1", b"\x1e\x0fABCDEFGH\x00\x02hello ", 0).unwrap();
+    /// assert_eq!(r.check_invariants(), Ok(()));
+    /// ```
+    ///
+    /// # Errors
+    /// The first invariant that does not hold, described.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let limits = &self.limits;
+        let mut hosts: HashMap<S::Host, HostLoad> = HashMap::new();
+        let mut bytes = 0;
+        for (key, message) in &self.pending {
+            let load = hosts.entry(key.0.host()).or_default();
+            load.messages += 1;
+            load.bytes += message.data.capacity();
+            bytes += message.data.capacity();
+            if message.data.len() > limits.max_message_bytes {
+                return Err(format!("a message holds {} bytes", message.data.len()));
+            }
+            if message.received.count_ones() >= u32::from(message.count) {
+                return Err("a complete message is still pending".into());
+            }
+            if !self
+                .started
+                .iter()
+                .any(|s| &s.key == key && s.generation == message.generation)
+            {
+                return Err("a pending message has no deadline queued".into());
+            }
+        }
+        if bytes != self.pending_bytes {
+            return Err(format!(
+                "pending_bytes {} but messages hold {bytes}",
+                self.pending_bytes
+            ));
+        }
+        if hosts.len() != self.per_host.len() {
+            return Err("per_host lists a host with nothing pending, or misses one".into());
+        }
+        for (host, load) in &hosts {
+            match self.per_host.get(host) {
+                Some(kept) if kept.messages == load.messages && kept.bytes == load.bytes => {}
+                _ => return Err("a host's load differs from its messages".into()),
+            }
+            if load.messages > limits.max_pending_per_sender {
+                return Err(format!("a host holds {} messages", load.messages));
+            }
+        }
+        if self.pending.len() > limits.max_pending_messages {
+            return Err(format!("{} messages pending", self.pending.len()));
+        }
+        if self.pending_bytes > limits.max_pending_bytes {
+            return Err(format!("{} bytes pending", self.pending_bytes));
+        }
+        if self.refused_order.len() > limits.max_pending_messages
+            || self.refused.len() > self.refused_order.len()
+        {
+            return Err(format!(
+                "{} refused, {} in their queue",
+                self.refused.len(),
+                self.refused_order.len()
+            ));
+        }
+        if self.started.len() > 2 * self.pending.len() + 1024 + 1 {
+            return Err(format!("{} deadlines queued", self.started.len()));
+        }
+        Ok(())
+    }
+
     fn is_live(&self, started: &Started<S>) -> bool {
         self.pending
             .get(&started.key)
