@@ -46,7 +46,7 @@ pub struct BansOptions {
 /// # Errors
 /// The daemon does not answer, or runs without `[f2b]`.
 pub fn run(settings: &Settings, options: &BansOptions) -> anyhow::Result<()> {
-    let Some(addr) = settings.metrics_listen else {
+    let Some(addr) = settings.metrics.listen else {
         bail!("metrics.listen is off: there is no /f2b to ask");
     };
     let mut out = std::io::stdout().lock();

@@ -63,7 +63,7 @@ impl Console {
         Ok(Console {
             lines,
             color,
-            dropped: metrics::counter!("cowlogd_console_dropped_total"),
+            dropped: crate::metrics::CONSOLE_DROPPED.counter(),
             zone: jiff::tz::TimeZone::system(),
         })
     }

@@ -1,19 +1,27 @@
 //! cowlogd: a log collector appliance for Docker hosts and mailcow.
 //!
-//! Data flows one way, one module per stage:
-//! - [`inputs`]: UDP and TCP listeners; the sender allowlist.
-//! - [`pipeline`]: frame → parse → record → route → encoded batch.
-//! - [`router`]: which records go to which list and the channel.
-//! - [`queue`]: the bounded queue in front of a sink.
-//! - [`sinks`]: the Redis writer.
-//! - [`metrics`]: every metric and drop reason; [`http`]: `/metrics`.
-//! - [`config`]: the TOML file and its validation.
+//! Data flows one way, one module per stage (ARCHITECTURE.md has the map):
+//! - [`inputs`]: listeners (UDP, TCP, HTTP, Fluent Forward), their slots
+//!   and buffers, and the protocols' own state (GELF chunks, Fluent acks).
+//! - [`pipeline`]: record → route → encoded batches, one read cycle at a
+//!   time; [`router`] decides, [`pipeline::emit`] encodes.
+//! - [`batch`]: what the pipeline hands the sinks; [`queue`]: the bounded
+//!   queue in front of each sink.
+//! - [`sinks`]: the Redis writer (exactly once) and the Graylog forwarder.
+//! - [`f2b`]: netfilter's ban rules, tapped on every published payload.
+//! - [`metrics`]: every metric, declared once; [`http`]: `/metrics`,
+//!   `/health`, `/ready`, `/f2b`.
+//! - [`config`]: the TOML file and its validation into [`config::Settings`].
+//! - [`console`], [`tail`], [`bans`]: what an admin watches.
 //!
-//! Parsing itself lives in the `cowlogd-parsers` crate.
+//! Parsing itself lives in the `cowlogd-parsers` crate. [`Daemon`] runs
+//! the whole thing in-process (the binary and the tests both use it).
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod bans;
+pub mod batch;
 pub mod config;
 pub mod console;
 pub mod f2b;
@@ -29,208 +37,232 @@ pub mod tail;
 pub use cowlogd_parsers as parsers;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::metrics::gauge;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
-use crate::metrics::{DropReason, dropped};
-use crate::pipeline::{Forwarding, Shared};
+use crate::metrics::DropReason;
+use crate::pipeline::{Forwarding, Pipeline};
 use crate::queue::BatchQueue;
 use crate::sinks::graylog::GraylogWriter;
 use crate::sinks::redis::{RedisHealth, RedisWriter};
 
 /// How long inputs get to hand over what they have read at shutdown.
 const INPUT_STOP_GRACE: Duration = Duration::from_secs(2);
+/// How often the exporter does its upkeep.
+const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// Runs the daemon until `shutdown` completes, then stops the inputs,
-/// flushes the queue to Redis (bounded by `redis.shutdown_flush_ms`) and
-/// returns.
+/// A running daemon: listeners bound, writer and forwarder started.
+pub struct Daemon {
+    bound: inputs::Bound,
+    metrics_addr: Option<SocketAddr>,
+    stop_inputs: CancellationToken,
+    inputs: TaskTracker,
+    drain: CancellationToken,
+    stop_http: CancellationToken,
+    writer: Option<JoinHandle<()>>,
+    forwarder: Option<JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Binds every listener (a bad address fails the start, not later) and
+    /// starts every task. The metrics recorder is installed once per
+    /// process; a second daemon in the same process shares it.
+    ///
+    /// # Errors
+    /// When a listener cannot be bound or the recorder cannot be installed;
+    /// runtime problems are counted and logged instead.
+    pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
+        let prometheus = metrics::install()?;
+        let redis = &settings.redis;
+        // Capacities next to the depths, so alerts can say "near full".
+        metrics::QUEUE_MAX_MESSAGES
+            .gauge()
+            .set(redis.queue_messages as f64);
+        metrics::QUEUE_MAX_BYTES
+            .gauge()
+            .set(redis.queue_bytes as f64);
+        let queue = Arc::new(BatchQueue::new(
+            redis.queue_messages,
+            redis.queue_bytes,
+            (
+                metrics::QUEUE_MESSAGES.gauge(),
+                metrics::QUEUE_BYTES.gauge(),
+            ),
+            DropReason::QueueFull,
+        ));
+        let forward_queue = settings.graylog.as_ref().map(|graylog| {
+            Arc::new(BatchQueue::new(
+                graylog.queue_messages,
+                graylog.queue_bytes,
+                (
+                    metrics::GRAYLOG_QUEUE_MESSAGES.gauge(),
+                    metrics::GRAYLOG_QUEUE_BYTES.gauge(),
+                ),
+                DropReason::ForwardQueueFull,
+            ))
+        });
+        let forwarding = settings
+            .graylog
+            .as_ref()
+            .zip(forward_queue.clone())
+            .map(|(graylog, queue)| Forwarding::new(queue, graylog.filter.clone()));
+        let console = if settings.console {
+            Some(anyhow::Context::context(
+                console::Console::start(console::Console::wants_color()),
+                "starting the console printer",
+            )?)
+        } else {
+            None
+        };
+        let f2b = settings
+            .f2b
+            .as_ref()
+            .map(|f2b| Arc::new(f2b::F2b::new(f2b.max_offenders)));
+        let pipeline = Arc::new(
+            Pipeline::new(
+                settings.router.clone(),
+                settings.emit.clone(),
+                settings.inputs.timezone.clone(),
+                queue.clone(),
+                forwarding,
+            )
+            .with_console(console)
+            .with_f2b(f2b.clone()),
+        );
+        let health = Arc::new(RedisHealth::default());
+        let stop_inputs = CancellationToken::new();
+        let inputs = TaskTracker::new();
+        let bound = inputs::start(&settings, &pipeline, &stop_inputs, &inputs).await?;
+        let stop_http = CancellationToken::new();
+        let mut metrics_addr = None;
+        if let Some(addr) = settings.metrics.listen {
+            let listener = http::bind(addr).await?;
+            metrics_addr = Some(listener.local_addr()?);
+            tokio::spawn(http::serve(
+                listener,
+                prometheus.clone(),
+                health.clone(),
+                http::Admission {
+                    allow: inputs::Allowlist::new(settings.metrics.allow.clone()),
+                    max_connections: settings.metrics.max_connections,
+                },
+                f2b.clone(),
+                stop_http.clone(),
+            ));
+        }
+        if let (Some(f2b), Some(f2b_settings)) = (f2b, &settings.f2b)
+            && redis.url.is_some()
+        {
+            let client = sinks::redis::client(redis)?;
+            tokio::spawn(f2b.poll(client, f2b_settings.poll_interval, stop_http.clone()));
+        }
+        let drain = CancellationToken::new();
+        let writer = if redis.url.is_some() {
+            let writer = RedisWriter::new(redis, queue.clone(), health.clone())?;
+            Some(tokio::spawn(writer.run(drain.clone())))
+        } else {
+            health.set_off();
+            None
+        };
+        let forwarder = settings
+            .graylog
+            .clone()
+            .zip(forward_queue)
+            .map(|(graylog, queue)| {
+                tokio::spawn(
+                    GraylogWriter::new(graylog, queue, redis.shutdown_flush).run(drain.clone()),
+                )
+            });
+        tokio::spawn(metrics_upkeep(prometheus, stop_http.clone()));
+        tracing::info!(
+            version = %env!("CARGO_PKG_VERSION"),
+            inputs = %bound.summary(settings.inputs.fluent.unix.as_deref()),
+            redis = %redis.shown_url(),
+            routes = settings.router.routes().len(),
+            forwarding = %settings.graylog.as_ref().map_or_else(
+                || "off".to_owned(),
+                |g| format!("{} {}", g.transport, g.target)
+            ),
+            metrics = %metrics_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            "cowlogd running"
+        );
+        Ok(Daemon {
+            bound,
+            metrics_addr,
+            stop_inputs,
+            inputs,
+            drain,
+            stop_http,
+            writer,
+            forwarder,
+        })
+    }
+
+    /// Where the inputs listen.
+    pub fn inputs(&self) -> &inputs::Bound {
+        &self.bound
+    }
+
+    /// Where `/metrics` is served, when it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Stops the inputs, flushes the queues (bounded by
+    /// `redis.shutdown_flush_ms`) and returns.
+    pub async fn stop(self) {
+        tracing::info!("shutting down: closing inputs, flushing the queue to Redis");
+        self.stop_inputs.cancel();
+        self.inputs.close();
+        if tokio::time::timeout(INPUT_STOP_GRACE, self.inputs.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some inputs did not stop in time");
+        }
+        self.drain.cancel();
+        if let Some(writer) = self.writer
+            && let Err(error) = writer.await
+        {
+            tracing::error!(%error, "Redis writer ended abnormally");
+        }
+        if let Some(forwarder) = self.forwarder
+            && let Err(error) = forwarder.await
+        {
+            tracing::error!(%error, "Graylog forwarder ended abnormally");
+        }
+        self.stop_http.cancel();
+    }
+}
+
+/// Runs the daemon until `shutdown` completes, then stops it (see
+/// [`Daemon::stop`]).
 ///
 /// # Errors
-/// When a listener cannot be bound or the metrics recorder cannot be
-/// installed; runtime problems are counted and logged instead.
+/// As [`Daemon::start`].
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let prometheus = metrics::install()?;
-    // Capacities next to the depths, so alerts can say "near full".
-    gauge!("cowlogd_queue_max_messages").set(settings.queue_messages as f64);
-    gauge!("cowlogd_queue_max_bytes").set(settings.queue_bytes as f64);
-    let queue = Arc::new(BatchQueue::new(
-        settings.queue_messages,
-        settings.queue_bytes,
-        (
-            gauge!("cowlogd_queue_messages"),
-            gauge!("cowlogd_queue_bytes"),
-        ),
-        DropReason::QueueFull,
-    ));
-    let forward_queue = settings.graylog.as_ref().map(|graylog| {
-        Arc::new(BatchQueue::new(
-            graylog.queue_messages,
-            graylog.queue_bytes,
-            (
-                gauge!("cowlogd_graylog_queue_messages"),
-                gauge!("cowlogd_graylog_queue_bytes"),
-            ),
-            DropReason::ForwardQueueFull,
-        ))
-    });
-    let forwarding = settings
-        .graylog
-        .as_ref()
-        .zip(forward_queue.clone())
-        .map(|(graylog, queue)| Forwarding::new(queue, graylog.filter.clone()));
-    let console = if settings.console {
-        Some(anyhow::Context::context(
-            console::Console::start(console::Console::wants_color()),
-            "starting the console printer",
-        )?)
-    } else {
-        None
-    };
-    let shared = Arc::new(Shared::new(&settings, queue.clone(), forwarding, console));
-    let health = Arc::new(RedisHealth::default());
-    let stop_inputs = CancellationToken::new();
-    let drain = CancellationToken::new();
-    let inputs = TaskTracker::new();
-    // Bind everything first: a bad address fails the start, not later.
-    let udp_inodes = inputs::start(&settings, &shared, &stop_inputs, &inputs).await?;
-    let stop_http = CancellationToken::new();
-    if let Some(addr) = settings.metrics_listen {
-        let listener = http::bind(addr).await?;
-        tokio::spawn(http::serve(
-            listener,
-            prometheus.clone(),
-            health.clone(),
-            http::Admission {
-                allow: inputs::Allowlist::new(settings.metrics_allow.clone()),
-                max_connections: settings.metrics_max_connections,
-            },
-            shared.f2b.clone(),
-            stop_http.clone(),
-        ));
-    }
-    if let (Some(f2b), Some(config)) = (shared.f2b.clone(), &settings.f2b)
-        && !settings.redis_url.is_empty()
-    {
-        let client = sinks::redis::client(&settings)?;
-        let interval = std::time::Duration::from_secs(config.poll_interval_s);
-        tokio::spawn(f2b.poll(client, interval, stop_http.clone()));
-    }
-
-    let writer = if settings.redis_url.is_empty() {
-        health.set_off();
-        None
-    } else {
-        let writer = RedisWriter::new(&settings, queue.clone(), health.clone())?;
-        Some(tokio::spawn(writer.run(drain.clone())))
-    };
-    let forwarder = settings
-        .graylog
-        .clone()
-        .zip(forward_queue)
-        .map(|(graylog, queue)| {
-            tokio::spawn(
-                GraylogWriter::new(graylog, queue, settings.shutdown_flush).run(drain.clone()),
-            )
-        });
-    let housekeeping = tokio::spawn(housekeeping(
-        shared.clone(),
-        prometheus,
-        udp_inodes,
-        stop_http.clone(),
-    ));
-    tracing::info!(
-        version = %env!("CARGO_PKG_VERSION"),
-        inputs = %bound_inputs(&settings),
-        redis = %if settings.redis_url.is_empty() {
-            "off".to_owned()
-        } else {
-            config::mask_password(&settings.redis_url)
-        },
-        routes = settings.router.routes().len(),
-        forwarding = %settings.graylog.as_ref().map_or_else(
-            || "off".to_owned(),
-            |g| format!("{:?} {}", g.transport, g.target).to_lowercase()
-        ),
-        metrics = %settings.metrics_listen.map_or_else(|| "off".to_owned(), |a| a.to_string()),
-        "cowlogd running"
-    );
-
+    let daemon = Daemon::start(settings).await?;
     shutdown.await;
-    tracing::info!("shutting down: closing inputs, flushing the queue to Redis");
-    stop_inputs.cancel();
-    inputs.close();
-    if tokio::time::timeout(INPUT_STOP_GRACE, inputs.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some inputs did not stop in time");
-    }
-    drain.cancel();
-    if let Some(writer) = writer
-        && let Err(error) = writer.await
-    {
-        tracing::error!(%error, "Redis writer ended abnormally");
-    }
-    if let Some(forwarder) = forwarder
-        && let Err(error) = forwarder.await
-    {
-        tracing::error!(%error, "Graylog forwarder ended abnormally");
-    }
-    stop_http.cancel();
-    housekeeping.abort();
+    daemon.stop().await;
     Ok(())
 }
 
-/// `gelf_udp=0.0.0.0:12201 syslog_tcp=…`: the inputs that are on.
-fn bound_inputs(settings: &Settings) -> String {
-    [
-        ("gelf_udp", settings.gelf_udp),
-        ("gelf_tcp", settings.gelf_tcp),
-        ("syslog_udp", settings.syslog_udp),
-        ("syslog_tcp", settings.syslog_tcp),
-        ("gelf_http", settings.gelf_http),
-    ]
-    .iter()
-    .filter_map(|(name, addr)| addr.map(|a| format!("{name}={a}")))
-    .collect::<Vec<_>>()
-    .join(" ")
-}
-
-/// Once a second: expire chunked GELF messages, count kernel UDP drops,
-/// let the exporter do its upkeep.
-async fn housekeeping(
-    shared: Arc<Shared>,
+/// Lets the exporter do its upkeep (histogram buckets) until `stop`.
+async fn metrics_upkeep(
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
-    udp_inodes: Vec<u64>,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut kernel_drops_seen = inputs::udp::kernel_drops(&udp_inodes);
-    let mut ticks = 0u64;
+    let mut tick = tokio::time::interval(METRICS_UPKEEP_EVERY);
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
-            () = stop.cancelled() => break,
-        }
-        ticks += 1;
-        shared.expire_chunks();
-        let kernel_drops = inputs::udp::kernel_drops(&udp_inodes);
-        if kernel_drops > kernel_drops_seen {
-            let new = kernel_drops - kernel_drops_seen;
-            dropped(DropReason::UdpReceiveBuffer, new);
-            warn_limited!(
-                datagrams = new,
-                "the kernel dropped UDP datagrams: receive buffer full"
-            );
-        }
-        kernel_drops_seen = kernel_drops_seen.max(kernel_drops);
-        if ticks.is_multiple_of(20) {
-            prometheus.run_upkeep();
+            _ = tick.tick() => prometheus.run_upkeep(),
+            () = stop.cancelled() => return,
         }
     }
 }

@@ -138,7 +138,7 @@ fn main() -> ExitCode {
         return exit("cowlogd bans", cowlogd::bans::run(&settings, &options));
     }
     if let Some(Command::Health) = cli.command {
-        let Some(addr) = settings.metrics_listen else {
+        let Some(addr) = settings.metrics.listen else {
             eprintln!("cowlogd health: metrics.listen is off; nothing to ask");
             return ExitCode::FAILURE;
         };
@@ -204,17 +204,14 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
 /// Raises the soft open-file limit to the hard one: every connection and
 /// the Redis writer need descriptors, and a soft limit of 1024 is common.
 fn raise_open_file_limit() {
-    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft);
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(now) if before.as_ref().is_ok_and(|b| *b < now) => {
-            tracing::info!(
-                from = before.unwrap_or(0),
-                to = now,
-                "raised the open-file limit"
-            );
-        }
-        Ok(now) => tracing::info!(limit = now, "open-file limit"),
-        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot read the open-file limit"),
     }
 }
 

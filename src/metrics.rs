@@ -3,10 +3,12 @@
 //! names and error kinds — never a peer address or a templated key.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use metrics::{
-    Counter, Gauge, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    Counter, Gauge, Histogram, Label, SharedString, counter, describe_counter, describe_gauge,
+    describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -149,11 +151,292 @@ impl DropReason {
     }
 }
 
+impl DropReason {
+    /// Every reason, in the order the README lists them.
+    pub const ALL: [DropReason; 27] = [
+        DropReason::NotAllowed,
+        DropReason::ConnectionLimit,
+        DropReason::Oversize,
+        DropReason::Truncated,
+        DropReason::UdpReceiveBuffer,
+        DropReason::HttpBodyTooLarge,
+        DropReason::SlowSender,
+        DropReason::BufferBudget,
+        DropReason::BadChunk,
+        DropReason::ChunkTooLarge,
+        DropReason::ChunkSenderLimit,
+        DropReason::ChunkTimeout,
+        DropReason::ChunkEvicted,
+        DropReason::DecompressCap,
+        DropReason::DecompressError,
+        DropReason::InvalidGelf,
+        DropReason::InvalidForward,
+        DropReason::PartialGap,
+        DropReason::PartialEvicted,
+        DropReason::PartialTimeout,
+        DropReason::Filtered,
+        DropReason::QueueFull,
+        DropReason::Shutdown,
+        DropReason::RedisRejected,
+        DropReason::ForwardQueueFull,
+        DropReason::ForwardTooLarge,
+        DropReason::ForwardSendFailed,
+    ];
+}
+
+/// What a metric is, for Prometheus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Observations in buckets.
+    Histogram,
+}
+
+/// One exported metric: its name, kind, label keys and meaning. Every
+/// metric cowlogd exports is one of the constants below and listed in
+/// [`ALL`]; handles are made from them, never from a name typed elsewhere
+/// (`clippy.toml` refuses the `metrics` macros outside this module).
+#[derive(Clone, Copy, Debug)]
+pub struct Metric {
+    /// The Prometheus name.
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: Kind,
+    /// Label keys, in the order handles give their values.
+    pub labels: &'static [&'static str],
+    /// What it measures (the `# HELP` text and the README's table).
+    pub help: &'static str,
+}
+
+macro_rules! declare_metrics {
+    ($($(#[$doc:meta])* $ident:ident: $kind:ident $name:literal [$($label:literal),*] $help:literal;)*) => {
+        $($(#[$doc])* pub const $ident: Metric = Metric {
+            name: $name,
+            kind: Kind::$kind,
+            labels: &[$($label),*],
+            help: $help,
+        };)*
+        /// Every metric, in the README's order.
+        pub const ALL: &[Metric] = &[$($ident),*];
+    };
+}
+
+declare_metrics! {
+    /// Messages in, per input.
+    RECEIVED_MESSAGES: Counter "cowlogd_received_messages_total" ["input"]
+        "Messages received, by input.";
+    /// Bytes in, per input.
+    RECEIVED_BYTES: Counter "cowlogd_received_bytes_total" ["input"]
+        "Bytes received, by input.";
+    /// Lines that did not parse as their format (some are still kept).
+    PARSE_ERRORS: Counter "cowlogd_parse_errors_total" ["input", "reason"]
+        "Messages that did not parse as their input's format, by reason.";
+    /// Every drop, by [`DropReason`].
+    DROPPED_MESSAGES: Counter "cowlogd_dropped_messages_total" ["stage", "reason"]
+        "Messages dropped, by stage and reason.";
+    /// Records per route.
+    ROUTED_MESSAGES: Counter "cowlogd_routed_messages_total" ["route"]
+        "Records matched by each route (none: no route).";
+    /// Messages cut to `limits.max_message_bytes`.
+    TRUNCATED_MESSAGES: Counter "cowlogd_truncated_messages_total" []
+        "Messages cut to limits.max_message_bytes.";
+    /// Channel payloads cut to `redis.channel_max_bytes`.
+    CHANNEL_PAYLOADS_CUT: Counter "cowlogd_channel_payloads_cut_total" []
+        "Channel payloads cut to redis.channel_max_bytes (list entries are whole).";
+    /// Entries Redis applied.
+    REDIS_ENTRIES_WRITTEN: Counter "cowlogd_redis_entries_written_total" []
+        "List entries pushed to Redis.";
+    /// Payloads Redis published.
+    REDIS_PUBLISHED: Counter "cowlogd_redis_published_total" []
+        "Messages published on the channel.";
+    /// Redis errors by kind.
+    REDIS_ERRORS: Counter "cowlogd_redis_errors_total" ["kind"]
+        "Redis errors, by kind.";
+    /// Windows split because they kept timing out.
+    REDIS_WINDOW_SPLITS: Counter "cowlogd_redis_window_splits_total" []
+        "Writes split in half because they kept timing out.";
+    /// Reconnections to Redis.
+    REDIS_RECONNECTS: Counter "cowlogd_redis_reconnects_total" []
+        "Redis connections opened after the first.";
+    /// Transaction sizes.
+    REDIS_BATCH_MESSAGES: Histogram "cowlogd_redis_batch_messages" []
+        "Messages per Redis transaction.";
+    /// Transaction latency.
+    REDIS_WRITE_DURATION: Histogram "cowlogd_redis_write_duration_seconds" []
+        "Time to write one transaction, retries included.";
+    /// Whether Redis answers.
+    REDIS_UP: Gauge "cowlogd_redis_up" []
+        "1 when the last Redis operation succeeded.";
+    /// Redis queue depth in messages.
+    QUEUE_MESSAGES: Gauge "cowlogd_queue_messages" []
+        "Messages waiting for Redis.";
+    /// Redis queue depth in bytes.
+    QUEUE_BYTES: Gauge "cowlogd_queue_bytes" []
+        "Bytes waiting for Redis.";
+    /// Redis queue capacity in messages.
+    QUEUE_MAX_MESSAGES: Gauge "cowlogd_queue_max_messages" []
+        "redis.queue_messages: the Redis queue's capacity in messages.";
+    /// Redis queue capacity in bytes.
+    QUEUE_MAX_BYTES: Gauge "cowlogd_queue_max_bytes" []
+        "redis.queue_bytes: the Redis queue's capacity in bytes.";
+    /// Chunked GELF messages being put together.
+    GELF_PENDING_MESSAGES: Gauge "cowlogd_gelf_pending_messages" []
+        "Incomplete chunked GELF messages.";
+    /// Their bytes.
+    GELF_PENDING_BYTES: Gauge "cowlogd_gelf_pending_bytes" []
+        "Bytes held by incomplete chunked GELF messages.";
+    /// Open stream connections per input.
+    TCP_CONNECTIONS: Gauge "cowlogd_tcp_connections" ["input"]
+        "Open TCP connections, by input.";
+    /// Connections cowlogd closed, by pool and reason.
+    CONNECTIONS_CLOSED: Counter "cowlogd_connections_closed_total" ["pool", "reason"]
+        "Connections closed by cowlogd (evicted, timed out, refused), by pool and reason.";
+    /// Forward events acked again instead of stored twice.
+    FLUENT_RESENT: Counter "cowlogd_fluent_resent_total" []
+        "Forward events sent again after cowlogd had queued them (their ack was lost): acked again, not queued twice.";
+    /// Console lines the printer could not keep up with.
+    CONSOLE_DROPPED: Counter "cowlogd_console_dropped_total" []
+        "Console lines dropped because stdout did not keep up (never records).";
+    /// Messages sent on to Graylog.
+    GRAYLOG_FORWARDED: Counter "cowlogd_graylog_forwarded_total" []
+        "Messages sent on to Graylog.";
+    /// Forwarded messages cut to fit.
+    GRAYLOG_TRUNCATED: Counter "cowlogd_graylog_truncated_total" []
+        "Forwarded messages cut to fit in 128 UDP chunks.";
+    /// Reconnections to Graylog.
+    GRAYLOG_RECONNECTS: Counter "cowlogd_graylog_reconnects_total" []
+        "Graylog TCP connections opened after the first.";
+    /// Forwarding queue depth in messages.
+    GRAYLOG_QUEUE_MESSAGES: Gauge "cowlogd_graylog_queue_messages" []
+        "Messages waiting to be forwarded.";
+    /// Forwarding queue depth in bytes.
+    GRAYLOG_QUEUE_BYTES: Gauge "cowlogd_graylog_queue_bytes" []
+        "Bytes waiting to be forwarded.";
+    /// Ban rule matches, per rule.
+    F2B_MATCHES: Counter "cowlogd_f2b_matches_total" ["rule"]
+        "Lines on which an F2B_REGEX rule matched, by rule (at most 64 rule labels, then other).";
+    /// Matches not counted as attempts, by reason.
+    F2B_IGNORED: Counter "cowlogd_f2b_ignored_total" ["reason"]
+        "Rule matches netfilter would not count: private, not_an_address, allowlisted, search_limit.";
+    /// Rules that compiled.
+    F2B_RULES: Gauge "cowlogd_f2b_rules" []
+        "F2B_REGEX rules loaded and compiling.";
+    /// 1 for a rule that does not compile.
+    F2B_RULE_ERRORS: Gauge "cowlogd_f2b_rule_errors" ["rule"]
+        "1 for an F2B_REGEX rule that does not compile.";
+    /// netfilter's active bans.
+    F2B_ACTIVE_BANS: Gauge "cowlogd_f2b_active_bans" []
+        "Entries in F2B_ACTIVE_BANS at the last poll.";
+    /// netfilter's permanent bans.
+    F2B_PERM_BANS: Gauge "cowlogd_f2b_perm_bans" []
+        "Entries in F2B_PERM_BANS at the last poll.";
+    /// Failed polls of netfilter's keys.
+    F2B_POLL_ERRORS: Counter "cowlogd_f2b_poll_errors_total" ["reason"]
+        "Polls of netfilter's keys that failed: redis, regex_unreadable, too_long.";
+}
+
+#[allow(clippy::disallowed_macros)] // The one place handles are made.
+impl Metric {
+    fn check(&self, kind: Kind, labels: usize) {
+        debug_assert_eq!(self.kind, kind, "{} is a {:?}", self.name, self.kind);
+        debug_assert_eq!(
+            self.labels.len(),
+            labels,
+            "{} takes {:?}",
+            self.name,
+            self.labels
+        );
+    }
+
+    /// The handle of a counter without labels.
+    pub fn counter(&self) -> Counter {
+        self.counter_with([])
+    }
+
+    /// The handle of a counter with these label values (in
+    /// [`Metric::labels`] order).
+    pub fn counter_with<const N: usize>(&self, values: [SharedString; N]) -> Counter {
+        self.check(Kind::Counter, N);
+        counter!(self.name, self.label_set(values))
+    }
+
+    /// The handle of a gauge without labels.
+    pub fn gauge(&self) -> Gauge {
+        self.gauge_with([])
+    }
+
+    /// The handle of a gauge with these label values.
+    pub fn gauge_with<const N: usize>(&self, values: [SharedString; N]) -> Gauge {
+        self.check(Kind::Gauge, N);
+        gauge!(self.name, self.label_set(values))
+    }
+
+    /// The handle of a histogram (none has labels).
+    pub fn histogram(&self) -> Histogram {
+        self.check(Kind::Histogram, 0);
+        histogram!(self.name)
+    }
+
+    fn label_set<const N: usize>(&self, values: [SharedString; N]) -> Vec<Label> {
+        self.labels
+            .iter()
+            .zip(values)
+            .map(|(key, value)| Label::new(*key, value))
+            .collect()
+    }
+
+    fn describe(&self) {
+        match self.kind {
+            Kind::Counter => describe_counter!(self.name, self.help),
+            Kind::Gauge => describe_gauge!(self.name, self.help),
+            Kind::Histogram => describe_histogram!(self.name, self.help),
+        }
+    }
+}
+
+/// The README's metrics table, made from [`ALL`] (a test keeps the README
+/// equal to it).
+pub fn readme_table() -> String {
+    let mut table = String::from("| metric | type | labels | meaning |\n|---|---|---|---|\n");
+    for metric in ALL {
+        let labels = if metric.name == DROPPED_MESSAGES.name {
+            DropReason::ALL
+                .iter()
+                .map(|r| {
+                    let (stage, reason) = r.labels();
+                    format!("`{stage}/{reason}`")
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            metric
+                .labels
+                .iter()
+                .map(|l| format!("`{l}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let kind = match metric.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        };
+        table.push_str(&format!(
+            "| `{}` | {kind} | {labels} | {} |\n",
+            metric.name, metric.help
+        ));
+    }
+    table
+}
+
 /// The counter of messages dropped for `reason` (register once where a
 /// reason is frequent; [`dropped`] otherwise).
 pub fn drop_counter(reason: DropReason) -> Counter {
     let (stage, reason) = reason.labels();
-    counter!("cowlogd_dropped_messages_total", "stage" => stage, "reason" => reason)
+    DROPPED_MESSAGES.counter_with([stage.into(), reason.into()])
 }
 
 /// Counts `n` messages dropped for `reason`.
@@ -164,7 +447,8 @@ pub fn dropped(reason: DropReason, n: u64) {
 /// Counts a parse problem; the message may still be kept (a syslog line
 /// without header is kept whole).
 pub fn parse_error(input: Input, reason: &'static str) {
-    counter!("cowlogd_parse_errors_total", "input" => input.label(), "reason" => reason)
+    PARSE_ERRORS
+        .counter_with([input.label().into(), reason.into()])
         .increment(1);
 }
 
@@ -181,138 +465,59 @@ impl InputMetrics {
     /// Handles for `input`.
     pub fn new(input: Input) -> InputMetrics {
         InputMetrics {
-            received: counter!("cowlogd_received_messages_total", "input" => input.label()),
-            bytes: counter!("cowlogd_received_bytes_total", "input" => input.label()),
+            received: RECEIVED_MESSAGES.counter_with([input.label().into()]),
+            bytes: RECEIVED_BYTES.counter_with([input.label().into()]),
         }
     }
 }
 
 /// Counter of records matched by a route (`"none"`: no route matched).
 pub fn routed(route: &str) -> Counter {
-    counter!("cowlogd_routed_messages_total", "route" => route.to_owned())
+    ROUTED_MESSAGES.counter_with([route.to_owned().into()])
 }
 
 /// Open TCP connections of `input`.
 pub fn tcp_connections(input: Input) -> Gauge {
-    gauge!("cowlogd_tcp_connections", "input" => input.label())
+    TCP_CONNECTIONS.gauge_with([input.label().into()])
 }
 
-/// Installs the Prometheus recorder and describes every metric.
+/// Counts a connection closed for `reason` in `pool`.
+pub fn connection_closed(pool: &'static str, reason: &'static str) {
+    CONNECTIONS_CLOSED
+        .counter_with([pool.into(), reason.into()])
+        .increment(1);
+}
+
+/// Installs the Prometheus recorder (once per process: a second call, as
+/// from a second daemon in one test process, gets the same handle) and
+/// describes every metric.
 ///
 /// # Errors
-/// When a recorder is already installed in this process.
+/// When another recorder is already installed in this process.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
+    static INSTALLED: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+    let mut installed = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(handle) = installed.as_ref() {
+        return Ok(handle.clone());
+    }
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
-            Matcher::Full("cowlogd_redis_write_duration_seconds".into()),
+            Matcher::Full(REDIS_WRITE_DURATION.name.into()),
             &[
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 5.0,
             ],
         )?
         .set_buckets_for_metric(
-            Matcher::Full("cowlogd_redis_batch_messages".into()),
+            Matcher::Full(REDIS_BATCH_MESSAGES.name.into()),
             &[
                 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0,
             ],
         )?
         .install_recorder()?;
-    describe_counter!(
-        "cowlogd_received_messages_total",
-        "Messages received, by input."
-    );
-    describe_counter!("cowlogd_received_bytes_total", "Bytes received, by input.");
-    describe_counter!(
-        "cowlogd_parse_errors_total",
-        "Messages that did not parse as their input's format, by reason."
-    );
-    describe_counter!(
-        "cowlogd_dropped_messages_total",
-        "Messages dropped, by stage and reason."
-    );
-    describe_counter!(
-        "cowlogd_routed_messages_total",
-        "Records matched by each route (none: no route)."
-    );
-    describe_counter!(
-        "cowlogd_redis_entries_written_total",
-        "List entries pushed to Redis."
-    );
-    describe_counter!(
-        "cowlogd_redis_published_total",
-        "Messages published on the channel."
-    );
-    describe_counter!("cowlogd_redis_errors_total", "Redis errors, by kind.");
-    describe_counter!(
-        "cowlogd_channel_payloads_cut_total",
-        "Channel payloads cut to redis.channel_max_bytes (list entries are whole)."
-    );
-    describe_counter!(
-        "cowlogd_redis_window_splits_total",
-        "Writes split in half because they kept timing out."
-    );
-    describe_counter!(
-        "cowlogd_redis_reconnects_total",
-        "Redis connections opened after the first."
-    );
-    describe_histogram!(
-        "cowlogd_redis_batch_messages",
-        "Messages per Redis transaction."
-    );
-    describe_histogram!(
-        "cowlogd_redis_write_duration_seconds",
-        "Time to write one transaction, retries included."
-    );
-    describe_gauge!("cowlogd_queue_messages", "Messages waiting for Redis.");
-    describe_gauge!("cowlogd_queue_bytes", "Bytes waiting for Redis.");
-    describe_gauge!(
-        "cowlogd_queue_max_messages",
-        "redis.queue_messages: the Redis queue's capacity in messages."
-    );
-    describe_gauge!(
-        "cowlogd_queue_max_bytes",
-        "redis.queue_bytes: the Redis queue's capacity in bytes."
-    );
-    describe_gauge!(
-        "cowlogd_gelf_pending_messages",
-        "Incomplete chunked GELF messages."
-    );
-    describe_gauge!(
-        "cowlogd_gelf_pending_bytes",
-        "Bytes held by incomplete chunked GELF messages."
-    );
-    describe_gauge!("cowlogd_tcp_connections", "Open TCP connections, by input.");
-    describe_gauge!(
-        "cowlogd_redis_up",
-        "1 when the last Redis operation succeeded."
-    );
-    describe_counter!(
-        "cowlogd_graylog_forwarded_total",
-        "Messages sent on to Graylog."
-    );
-    describe_counter!(
-        "cowlogd_truncated_messages_total",
-        "Messages cut to limits.max_message_bytes."
-    );
-    describe_counter!(
-        "cowlogd_fluent_resent_total",
-        "Forward events sent again after cowlogd had queued them (their ack was lost): acked again, not queued twice."
-    );
-    describe_counter!(
-        "cowlogd_graylog_truncated_total",
-        "Forwarded messages cut to fit in 128 UDP chunks."
-    );
-    describe_counter!(
-        "cowlogd_graylog_reconnects_total",
-        "Graylog TCP connections opened after the first."
-    );
-    describe_gauge!(
-        "cowlogd_graylog_queue_messages",
-        "Messages waiting to be forwarded."
-    );
-    describe_gauge!(
-        "cowlogd_graylog_queue_bytes",
-        "Bytes waiting to be forwarded."
-    );
+    for metric in ALL {
+        metric.describe();
+    }
+    *installed = Some(handle.clone());
     Ok(handle)
 }
 
@@ -375,5 +580,40 @@ mod tests {
         assert_eq!(limiter.allow(), None);
         assert_eq!(limiter.allow(), None);
         assert_eq!(limiter.suppressed.load(Ordering::Relaxed), 2);
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    const README: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+
+    #[test]
+    fn the_readme_lists_every_metric_as_declared() {
+        let begin = "<!-- metrics table: made by metrics::readme_table() -->\n";
+        let start = README
+            .find(begin)
+            .expect("README has the metrics table marker")
+            + begin.len();
+        let end = start
+            + README[start..]
+                .find("<!-- end of metrics table -->")
+                .expect("README has the end marker");
+        let expected = readme_table();
+        assert!(
+            README[start..end] == expected,
+            "README's metrics table is out of date; put this between the markers:\n{expected}"
+        );
+    }
+
+    #[test]
+    fn names_are_unique_and_label_free_handles_match_their_declaration() {
+        let mut names: Vec<&str> = ALL.iter().map(|m| m.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+        assert!(ALL.iter().all(|m| m.name.starts_with("cowlogd_")));
+        assert_eq!(DropReason::ALL.len(), 27);
     }
 }

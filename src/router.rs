@@ -39,15 +39,52 @@ pub struct RouteConfig {
     /// only other messages.
     pub headerless: Option<bool>,
     /// `"store"` (default) or `"drop"`.
-    pub action: String,
+    pub action: ActionName,
     /// Redis list to push to; may use `{container}`, `{program}`, `{host}`.
     pub key: String,
     /// Also publish the message on the channel.
     pub publish: bool,
-    /// Severity to write instead of the record's (SOGo's lines: `notice`).
-    pub set_severity: String,
+    /// Severity to write instead of the record's (SOGo's lines: `notice`);
+    /// `""` or absent: the record's own.
+    #[serde(
+        default,
+        deserialize_with = "severity_or_empty",
+        serialize_with = "severity_keyword",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub set_severity: Option<Severity>,
     /// Entries kept in this route's lists (default: `redis.list_cap`).
     pub list_cap: Option<usize>,
+}
+
+/// What a route does with the records it matches, as the config says it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionName {
+    /// Push to the route's key (and publish, with `publish = true`).
+    #[default]
+    Store,
+    /// Count and forget.
+    Drop,
+}
+
+fn severity_or_empty<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Severity>, D::Error> {
+    let word = String::deserialize(deserializer)?;
+    if word.is_empty() {
+        return Ok(None);
+    }
+    Severity::from_keyword(&word)
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown severity {word:?}")))
+}
+
+fn severity_keyword<S: serde::Serializer>(
+    severity: &Option<Severity>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(severity.map_or("", Severity::keyword))
 }
 
 /// The mailcow profile: what mailcow's syslog-ng configs do today.
@@ -72,7 +109,7 @@ pub fn mailcow_profile() -> Vec<RouteConfig> {
     let drop = |name: &str, container: Vec<String>| RouteConfig {
         name: name.into(),
         container,
-        action: "drop".into(),
+        action: ActionName::Drop,
         ..RouteConfig::default()
     };
     vec![
@@ -123,7 +160,7 @@ pub fn mailcow_profile() -> Vec<RouteConfig> {
             headerless: Some(true),
             key: "SOGO_LOG".into(),
             publish: true,
-            set_severity: "notice".into(),
+            set_severity: Some(Severity::Notice),
             ..RouteConfig::default()
         },
         RouteConfig {
@@ -153,7 +190,7 @@ pub fn mailcow_profile() -> Vec<RouteConfig> {
             true,
         ),
         RouteConfig {
-            set_severity: "notice".into(),
+            set_severity: Some(Severity::Notice),
             ..store("sogo", "sogo-mailcow", &[], "SOGO_LOG", true)
         },
     ]
@@ -385,24 +422,18 @@ impl Route {
             .iter()
             .map(|s| Severity::from_keyword(s).with_context(|| format!("severity: unknown {s:?}")))
             .collect::<anyhow::Result<_>>()?;
-        let action = match config.action.as_str() {
-            "drop" => {
+        let action = match config.action {
+            ActionName::Drop => {
                 if !config.key.is_empty() || config.publish {
                     bail!("a \"drop\" route takes no key and no publish");
                 }
                 RouteAction::Drop
             }
-            "" | "store" => {
+            ActionName::Store => {
                 if config.key.is_empty() {
                     bail!("key: a \"store\" route needs a key");
                 }
-                let set_severity = match config.set_severity.as_str() {
-                    "" => None,
-                    s => Some(
-                        Severity::from_keyword(s)
-                            .with_context(|| format!("set_severity: unknown {s:?}"))?,
-                    ),
-                };
+                let set_severity = config.set_severity;
                 let list_cap = config.list_cap.unwrap_or(default_cap);
                 if list_cap == 0 {
                     bail!("list_cap: must be greater than 0");
@@ -414,7 +445,6 @@ impl Route {
                     list_cap,
                 })
             }
-            other => bail!("action: {other:?} is not \"store\" or \"drop\""),
         };
         Ok(Route {
             name: config.name.clone(),

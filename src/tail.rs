@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use redis::Commands;
 
-use crate::config::{Settings, mask_password};
+use crate::config::Settings;
 
 /// The lists the mailcow UI shows.
 pub const MAILCOW_KEYS: [&str; 3] = ["POSTFIX_MAILLOG", "DOVECOT_MAILLOG", "SOGO_LOG"];
@@ -104,16 +104,16 @@ fn json_from_syslog_ng(raw: &str) -> String {
 /// # Errors
 /// Redis unreachable, or a key that is not a list.
 pub fn run(settings: &Settings, options: &TailOptions) -> anyhow::Result<()> {
-    if settings.redis_url.is_empty() {
+    if settings.redis.url.is_none() {
         bail!("redis.url is empty: Redis is off, there is nothing to tail");
     }
-    let shown = mask_password(&settings.redis_url);
-    let client = crate::sinks::redis::client(settings)?;
+    let shown = settings.redis.shown_url();
+    let client = crate::sinks::redis::client(&settings.redis)?;
     let mut connection = client
-        .get_connection_with_timeout(settings.connect_timeout)
+        .get_connection_with_timeout(settings.redis.connect_timeout)
         .with_context(|| format!("Redis at {shown} unreachable"))?;
     if options.channel {
-        return follow_channel(connection, &settings.channel, &shown);
+        return follow_channel(connection, &settings.redis.channel, &shown);
     }
     let keys: Vec<String> = if options.keys.is_empty() {
         MAILCOW_KEYS.iter().map(|k| (*k).to_owned()).collect()

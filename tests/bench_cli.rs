@@ -16,12 +16,7 @@ fn bench(daemon: &Daemon, redis: &RedisServer, args: &[&str]) -> serde_json::Val
         ])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    json_output(&output)
 }
 
 #[test]

@@ -9,7 +9,8 @@ use cowlogd::f2b::address::AddressClass;
 use cowlogd::f2b::rules::{DEFAULT_RULES, RuleSet, RuleVerdict};
 
 use crate::support::{
-    Daemon, POSTFIX, RedisServer, Subscriber, docker_gelf, run_cowlogd, run_with_stdin, wait_for,
+    Daemon, POSTFIX, RedisServer, Subscriber, docker_gelf, json_output, run_cowlogd,
+    run_with_stdin, wait_for,
 };
 
 /// Channel payloads as syslog-ng sanitizes them, for every default rule
@@ -121,12 +122,7 @@ print(json.dumps(out))
         "lines": lines,
     });
     let output = run_with_stdin("python3", &["-c", script], input.to_string().as_bytes());
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    serde_json::from_value(json_output(&output)).unwrap()
 }
 
 #[test]

@@ -25,6 +25,8 @@ mod gelf_udp;
 mod graylog;
 /// GELF over HTTP.
 mod http_gelf;
+/// The daemon in this process: `cowlogd::Daemon`, listeners on port 0.
+mod in_process;
 /// Every limit, flooded past.
 mod limits;
 /// `cowlogd check`, `/metrics` (promtool), `/ready`.

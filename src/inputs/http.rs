@@ -23,15 +23,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Allowlist;
+use super::gelf::GelfDecoder;
 use super::slots::{ConnectionSlots, Slot};
 use crate::metrics::{DropReason, Input, dropped, tcp_connections};
-use crate::pipeline::{Processor, Shared};
+use crate::pipeline::{Flush, Pipeline, Processor};
 
 /// What the HTTP input needs.
 #[derive(Clone)]
 pub struct HttpContext {
-    /// Processing state shared by all tasks.
-    pub shared: Arc<Shared>,
+    /// Where records go.
+    pub pipeline: Arc<Pipeline>,
     /// Who may send.
     pub allow: Arc<Allowlist>,
     /// Connection slots, this input's own.
@@ -40,6 +41,8 @@ pub struct HttpContext {
     pub max_body: usize,
     /// One message per line.
     pub bulk: bool,
+    /// `limits.max_decompressed_bytes`.
+    pub max_decompressed: usize,
     /// Wait for Redis queue space.
     pub queue_wait: Duration,
     /// How long a request's headers may take, from the connection's first
@@ -86,10 +89,11 @@ async fn connection(
     slot: &Slot,
     context: HttpContext,
 ) {
-    let mut processor = Processor::new(Input::GelfHttp, context.shared.clone());
+    let mut processor = Processor::new(Input::GelfHttp, context.pipeline.clone());
     processor.set_peer(peer.ip());
+    let gelf = GelfDecoder::new(context.max_decompressed);
     // One request at a time per HTTP/1 connection: the lock is never contended.
-    let processor = Arc::new(Mutex::new(processor));
+    let processor = Arc::new(Mutex::new((processor, gelf)));
     let shutdown = context.shutdown.clone();
     let header_timeout = context.header_timeout;
     let activity = slot.activity();
@@ -117,7 +121,7 @@ async fn connection(
 
 async fn handle(
     request: Request<Incoming>,
-    processor: &Mutex<Processor>,
+    processor: &Mutex<(Processor, GelfDecoder)>,
     context: &HttpContext,
 ) -> Response<Full<Bytes>> {
     if request.uri().path() != "/gelf" {
@@ -152,15 +156,16 @@ async fn handle(
         }
     };
     let (outcome, batches) = {
-        let mut processor = processor
+        let mut guard = processor
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        processor.begin();
-        processor.count_bytes(body.len());
-        let outcome = processor.gelf_body(&body, declared, context.bulk);
-        (outcome, processor.take_batches())
+        let (processor, gelf) = &mut *guard;
+        let mut cycle = processor.begin();
+        cycle.count_bytes(body.len());
+        let outcome = gelf.body(&mut cycle, &body, declared, context.bulk);
+        (outcome, cycle.seal())
     };
-    batches.queue(&context.shared, context.queue_wait).await;
+    batches.flush(Flush::WaitUpTo(context.queue_wait)).await;
     // A bulk body with some bad lines is taken (202, the bad lines counted):
     // a 400 would make the shipper resend, duplicating the good lines. 400
     // means nothing of the body was stored.

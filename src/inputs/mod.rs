@@ -1,14 +1,19 @@
-//! Listeners: sockets in, frames to the [`crate::pipeline::Processor`].
+//! Listeners: sockets in, records out to the [`crate::pipeline`].
 //!
-//! The sender allowlist is checked before a byte is parsed.
+//! Transports ([`udp`], [`tcp`], [`http`], [`fluent`]) own their sockets,
+//! slots and buffers; protocols ([`gelf`], [`syslog`], [`fluent`]'s events)
+//! own their parsing state and hand whole records to a read cycle. The
+//! sender allowlist is checked before a byte is parsed.
 
 pub mod fluent;
+pub mod gelf;
 pub mod http;
 pub mod slots;
+pub mod syslog;
 pub mod tcp;
 pub mod udp;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -17,9 +22,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::metrics::Input;
-use crate::pipeline::Shared;
+use crate::pipeline::Pipeline;
 use slots::ConnectionSlots;
-use tcp::{BufferBudget, TcpContext, TcpLimits};
+use tcp::{BufferBudget, TcpContext};
 
 /// Networks allowed to send.
 #[derive(Debug, Clone)]
@@ -38,122 +43,166 @@ impl Allowlist {
     }
 }
 
+/// The addresses the listeners got (a configured port 0 becomes a real
+/// one): what an in-process caller sends to.
+#[derive(Debug, Clone, Default)]
+pub struct Bound {
+    /// GELF over UDP.
+    pub gelf_udp: Option<SocketAddr>,
+    /// GELF over TCP.
+    pub gelf_tcp: Option<SocketAddr>,
+    /// Syslog over UDP.
+    pub syslog_udp: Option<SocketAddr>,
+    /// Syslog over TCP.
+    pub syslog_tcp: Option<SocketAddr>,
+    /// GELF over HTTP.
+    pub gelf_http: Option<SocketAddr>,
+    /// Fluent Forward over TCP.
+    pub fluent_tcp: Option<SocketAddr>,
+}
+
+impl Bound {
+    /// `gelf_udp=0.0.0.0:12201 syslog_tcp=…`: the inputs that are on.
+    pub fn summary(&self, fluent_unix: Option<&std::path::Path>) -> String {
+        let mut on: Vec<String> = [
+            ("gelf_udp", self.gelf_udp),
+            ("gelf_tcp", self.gelf_tcp),
+            ("syslog_udp", self.syslog_udp),
+            ("syslog_tcp", self.syslog_tcp),
+            ("gelf_http", self.gelf_http),
+            ("fluent_tcp", self.fluent_tcp),
+        ]
+        .iter()
+        .filter_map(|(name, addr)| addr.map(|a| format!("{name}={a}")))
+        .collect();
+        if let Some(path) = fluent_unix {
+            on.push(format!("fluent_unix={}", path.display()));
+        }
+        on.join(" ")
+    }
+}
+
 /// Binds every configured listener and starts its tasks on `tasks`; they
-/// stop reading when `stop` fires. Returns the UDP sockets' inode numbers
-/// (for their kernel drop counters).
+/// stop reading when `stop` fires.
 ///
 /// # Errors
 /// When an address cannot be bound.
 pub async fn start(
     settings: &Settings,
-    shared: &Arc<Shared>,
+    pipeline: &Arc<Pipeline>,
     stop: &CancellationToken,
     tasks: &TaskTracker,
-) -> anyhow::Result<Vec<u64>> {
-    let allow = Arc::new(Allowlist::new(settings.allow.clone()));
+) -> anyhow::Result<Bound> {
+    let inputs = &settings.inputs;
+    let allow = Arc::new(Allowlist::new(inputs.allow.clone()));
+    let mut bound = Bound::default();
 
+    let chunks = gelf::ChunkedGelf::new(settings.limits.reassembly);
     let mut udp_inodes = Vec::new();
     for (addr, input) in [
-        (settings.gelf_udp, Input::GelfUdp),
-        (settings.syslog_udp, Input::SyslogUdp),
+        (inputs.gelf_udp, Input::GelfUdp),
+        (inputs.syslog_udp, Input::SyslogUdp),
     ] {
         let Some(addr) = addr else { continue };
-        for (socket, inode) in udp::bind(
-            addr,
-            settings.udp_sockets,
-            settings.udp_receive_buffer,
-            input,
-        )? {
+        let (local, sockets) = udp::bind(addr, inputs.udp, input)?;
+        match input {
+            Input::GelfUdp => bound.gelf_udp = Some(local),
+            _ => bound.syslog_udp = Some(local),
+        }
+        for (socket, inode) in sockets {
             udp_inodes.push(inode);
-            tasks.spawn(udp::serve(
-                socket,
+            let reader = udp::Reader {
                 input,
-                shared.clone(),
-                allow.clone(),
-                stop.clone(),
-            ));
+                pipeline: pipeline.clone(),
+                allow: allow.clone(),
+                chunks: chunks.clone(),
+                max_decompressed: settings.limits.max_decompressed,
+            };
+            tasks.spawn(reader.serve(socket, stop.clone()));
         }
     }
-    let slots = ConnectionSlots::new(
-        settings.tcp_max_connections,
-        settings.tcp_max_connections_per_source,
-        "tcp",
-    );
-    let buffers = BufferBudget::new(settings.tcp_buffers_total);
-    let limits = TcpLimits {
-        max_frame: settings.max_frame,
-        idle_timeout: settings.tcp_idle_timeout,
-        first_byte_timeout: settings.tcp_first_byte_timeout,
-        queue_wait: settings.tcp_queue_wait,
-        frame_timeout: settings.tcp_frame_timeout,
-    };
-    for (addr, input) in [
-        (settings.gelf_tcp, Input::GelfTcp),
-        (settings.syslog_tcp, Input::SyslogTcp),
-    ] {
-        let Some(addr) = addr else { continue };
-        let listener = tcp::bind(addr, input).await?;
-        let context = TcpContext {
-            input,
-            shared: shared.clone(),
-            allow: allow.clone(),
-            slots: slots.clone(),
-            buffers: buffers.clone(),
-            limits,
-            shutdown: stop.clone(),
-        };
-        tasks.spawn(tcp::serve(listener, context, tasks.clone()));
+    if inputs.gelf_udp.is_some() {
+        tasks.spawn(chunks.expire_until(stop.clone()));
     }
-    let fluent = |input: Input, slots: Arc<ConnectionSlots>| TcpContext {
+    if !udp_inodes.is_empty() {
+        tasks.spawn(udp::count_kernel_drops(udp_inodes, stop.clone()));
+    }
+
+    let tcp = inputs.tcp;
+    let slots = ConnectionSlots::new(tcp.max_connections, tcp.max_per_source, "tcp");
+    let buffers = BufferBudget::new(tcp.buffers_total);
+    let context = |input: Input, slots: Arc<ConnectionSlots>| TcpContext {
         input,
-        shared: shared.clone(),
+        pipeline: pipeline.clone(),
         allow: allow.clone(),
         slots,
         buffers: buffers.clone(),
-        limits,
+        limits: tcp.limits,
+        max_decompressed: settings.limits.max_decompressed,
         shutdown: stop.clone(),
     };
-    if let Some(addr) = settings.fluent_tcp {
-        let listener = tcp::bind(addr, Input::FluentTcp).await?;
-        let context = fluent(Input::FluentTcp, slots.clone());
-        tasks.spawn(fluent::serve_tcp(listener, context, tasks.clone()));
-    }
-    if let Some(path) = &settings.fluent_unix {
-        let listener = fluent::bind_unix(path, settings.fluent_unix_mode)?;
-        // A pool of its own: every unix peer counts as one source.
-        let slots = ConnectionSlots::new(
-            settings.tcp_max_connections,
-            settings.tcp_max_connections,
-            "fluent_unix",
-        );
-        let context = fluent(Input::FluentUnix, slots);
-        tasks.spawn(fluent::serve_unix(
+    for (addr, input) in [
+        (inputs.gelf_tcp, Input::GelfTcp),
+        (inputs.syslog_tcp, Input::SyslogTcp),
+    ] {
+        let Some(addr) = addr else { continue };
+        let listener = tcp::bind(addr, input).await?;
+        let local = listener.local_addr()?;
+        match input {
+            Input::GelfTcp => bound.gelf_tcp = Some(local),
+            _ => bound.syslog_tcp = Some(local),
+        }
+        tasks.spawn(tcp::serve(
             listener,
-            path.clone(),
-            context,
+            context(input, slots.clone()),
             tasks.clone(),
         ));
     }
-    if let Some(addr) = settings.gelf_http {
+    let acked = Arc::new(fluent::AckedChunks::default());
+    if let Some(addr) = inputs.fluent_tcp {
+        let listener = tcp::bind(addr, Input::FluentTcp).await?;
+        bound.fluent_tcp = Some(listener.local_addr()?);
+        let fluent = fluent::FluentContext {
+            stream: context(Input::FluentTcp, slots.clone()),
+            partial: inputs.fluent.partial,
+            acked: acked.clone(),
+        };
+        tasks.spawn(fluent::serve_tcp(listener, fluent, tasks.clone()));
+    }
+    if let Some(path) = &inputs.fluent.unix {
+        let listener = fluent::bind_unix(path, inputs.fluent.unix_mode)?;
+        // A pool of its own: every unix peer counts as one source.
+        let slots = ConnectionSlots::new(tcp.max_connections, tcp.max_connections, "fluent_unix");
+        let fluent = fluent::FluentContext {
+            stream: context(Input::FluentUnix, slots),
+            partial: inputs.fluent.partial,
+            acked: acked.clone(),
+        };
+        tasks.spawn(fluent::serve_unix(
+            listener,
+            path.clone(),
+            fluent,
+            tasks.clone(),
+        ));
+    }
+    if let Some(addr) = inputs.gelf_http {
         let listener = tcp::bind(addr, Input::GelfHttp).await?;
+        bound.gelf_http = Some(listener.local_addr()?);
         let context = http::HttpContext {
-            shared: shared.clone(),
+            pipeline: pipeline.clone(),
             allow: allow.clone(),
-            slots: ConnectionSlots::new(
-                settings.http_max_connections,
-                settings.tcp_max_connections_per_source,
-                "http",
-            ),
-            max_body: settings.http_max_body,
-            bulk: settings.gelf_http_bulk,
-            queue_wait: settings.tcp_queue_wait,
-            header_timeout: settings.tcp_first_byte_timeout,
-            body_timeout: settings.tcp_frame_timeout,
+            slots: ConnectionSlots::new(inputs.http.max_connections, tcp.max_per_source, "http"),
+            max_body: inputs.http.max_body,
+            bulk: inputs.http.bulk,
+            max_decompressed: settings.limits.max_decompressed,
+            queue_wait: tcp.limits.queue_wait,
+            header_timeout: tcp.limits.first_byte_timeout,
+            body_timeout: tcp.limits.frame_timeout,
             shutdown: stop.clone(),
         };
         tasks.spawn(http::serve(listener, context, tasks.clone()));
     }
-    Ok(udp_inodes)
+    Ok(bound)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::Allowlist;
-use crate::metrics::{DropReason, dropped};
+use crate::metrics::{DropReason, connection_closed, dropped};
 
 /// A connection silent for less than this is never evicted: a busy
 /// sender is not closed for a newcomer.
@@ -221,8 +221,7 @@ impl ConnectionSlots {
         }
         open.evict.cancel();
         state.release(id);
-        metrics::counter!("cowlogd_connections_closed_total", "pool" => self.pool, "reason" => "evicted")
-            .increment(1);
+        connection_closed(self.pool, "evicted");
         crate::warn_limited!(
             pool = self.pool,
             idle_ms = idle,
@@ -240,8 +239,7 @@ impl ConnectionSlots {
 /// Counts a connection closed for `reason` (`first_byte_timeout`,
 /// `idle_timeout`).
 pub fn closed(pool: &'static str, reason: &'static str) {
-    metrics::counter!("cowlogd_connections_closed_total", "pool" => pool, "reason" => reason)
-        .increment(1);
+    connection_closed(pool, reason);
 }
 
 #[cfg(test)]

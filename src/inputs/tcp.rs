@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Allowlist;
+use super::gelf::GelfDecoder;
 use super::slots::{ConnectionSlots, Slot, closed};
 use crate::metrics::{DropReason, Input, dropped, tcp_connections};
-use crate::pipeline::{Processor, Shared};
+use crate::pipeline::{Flush, Pipeline, Processor, ReadCycle};
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 64 * 1024;
@@ -123,8 +124,8 @@ pub async fn bind(addr: SocketAddr, input: Input) -> anyhow::Result<TcpListener>
 pub struct TcpContext {
     /// Which input.
     pub input: Input,
-    /// Processing state shared by all tasks.
-    pub shared: Arc<Shared>,
+    /// Where records go.
+    pub pipeline: Arc<Pipeline>,
     /// Who may send.
     pub allow: Arc<Allowlist>,
     /// Connection slots.
@@ -133,6 +134,8 @@ pub struct TcpContext {
     pub buffers: Arc<BufferBudget>,
     /// Limits.
     pub limits: TcpLimits,
+    /// `limits.max_decompressed_bytes` (GELF payloads).
+    pub max_decompressed: usize,
     /// Stops accepting and reading.
     pub shutdown: CancellationToken,
 }
@@ -295,38 +298,62 @@ impl StreamReader {
     }
 }
 
+/// What a stream input decodes its frames as.
+enum FrameDecoder {
+    Gelf(Box<GelfDecoder>),
+    Syslog,
+}
+
+impl FrameDecoder {
+    fn frame(&mut self, cycle: &mut ReadCycle<'_>, frame: &[u8]) {
+        match self {
+            FrameDecoder::Gelf(gelf) => {
+                if !frame.iter().all(u8::is_ascii_whitespace) {
+                    gelf.payload(cycle, frame);
+                }
+            }
+            FrameDecoder::Syslog => super::syslog::line(cycle, frame),
+        }
+    }
+}
+
 async fn connection(mut stream: TcpStream, peer: SocketAddr, slot: Slot, context: TcpContext) {
     let input = context.input;
     let open = tcp_connections(input);
     open.increment(1.0);
-    let mut framer = if input.is_gelf() {
-        Framer::nul(context.limits.max_frame)
+    let (mut framer, mut decoder) = if input.is_gelf() {
+        (
+            Framer::nul(context.limits.max_frame),
+            FrameDecoder::Gelf(Box::new(GelfDecoder::new(context.max_decompressed))),
+        )
     } else {
-        Framer::syslog(context.limits.max_frame)
+        (
+            Framer::syslog(context.limits.max_frame),
+            FrameDecoder::Syslog,
+        )
     };
-    let mut processor = Processor::new(input, context.shared.clone());
+    let mut processor = Processor::new(input, context.pipeline.clone());
     processor.set_peer(peer.ip());
     let mut reader = StreamReader::new(input, context.limits, context.buffers.clone());
+    let flush = Flush::WaitUpTo(context.limits.queue_wait);
     while let Some(len) = reader
         .read(&mut stream, &slot, &context.shutdown, &peer)
         .await
     {
-        processor.begin();
-        processor.count_bytes(len);
-        let used = decode_frames(&mut framer, reader.buf(), &mut processor, input);
+        let mut cycle = processor.begin();
+        cycle.count_bytes(len);
+        let used = decode_frames(&mut framer, reader.buf(), &mut cycle, &mut decoder);
         reader.consume(used);
-        processor.flush_waiting(context.limits.queue_wait).await;
+        cycle.finish(flush).await;
     }
     // What is left is a last frame without its delimiter, or a cut one.
+    let mut cycle = processor.begin();
     match framer.finish(reader.buf()) {
-        Some(Ok(frame)) => {
-            processor.begin();
-            frame_to(&mut processor, input, frame);
-        }
+        Some(Ok(frame)) => decoder.frame(&mut cycle, frame),
         Some(Err(error)) => frame_error(input, peer, error),
         None => {}
     }
-    processor.flush_waiting(context.limits.queue_wait).await;
+    cycle.finish(flush).await;
     open.decrement(1.0);
 }
 
@@ -335,35 +362,25 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, slot: Slot, context
 fn decode_frames(
     framer: &mut Framer,
     buf: &[u8],
-    processor: &mut Processor,
-    input: Input,
+    cycle: &mut ReadCycle<'_>,
+    decoder: &mut FrameDecoder,
 ) -> usize {
     let mut used = 0;
     loop {
         match framer.decode(&buf[used..]) {
             Decoded::Frame { frame, consumed } => {
                 used += consumed;
-                frame_to(processor, input, frame);
+                decoder.frame(cycle, frame);
             }
             Decoded::Skipped { consumed, error } => {
                 used += consumed;
                 if let Some(error) = error {
                     dropped(DropReason::Oversize, 1);
-                    crate::warn_limited!(input = input.label(), %error, "frame too long; skipped");
+                    crate::warn_limited!(input = cycle.input().label(), %error, "frame too long; skipped");
                 }
             }
             Decoded::NeedMore => return used,
         }
-    }
-}
-
-fn frame_to(processor: &mut Processor, input: Input, frame: &[u8]) {
-    if input.is_gelf() {
-        if !frame.iter().all(u8::is_ascii_whitespace) {
-            processor.gelf_payload(frame);
-        }
-    } else {
-        processor.syslog_line(frame);
     }
 }
 

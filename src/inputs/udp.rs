@@ -16,8 +16,10 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::Allowlist;
+use super::gelf::{ChunkedGelf, GelfDecoder};
+use crate::config::UdpSettings;
 use crate::metrics::{DropReason, Input, dropped};
-use crate::pipeline::{Processor, Shared};
+use crate::pipeline::{Flush, Pipeline, Processor, ReadCycle};
 
 /// Datagrams handled before the batch is queued.
 const MAX_DATAGRAMS_PER_CYCLE: usize = 512;
@@ -28,17 +30,24 @@ const MAX_DATAGRAM: usize = 65_535;
 /// datagrams touch become resident (one page per slot for usual traffic).
 const DATAGRAMS_PER_CALL: usize = 16;
 
-/// Binds `count` sockets on `addr` sharing the port; returns them with their
-/// inode numbers (to find their kernel drop counters).
+/// How often the kernel's drop counters are read.
+const KERNEL_DROPS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Binds `settings.sockets` sockets on `addr` sharing the port; returns the
+/// address they got and the sockets with their inode numbers (to find
+/// their kernel drop counters).
 ///
 /// # Errors
 /// When the address cannot be bound.
 pub fn bind(
     addr: SocketAddr,
-    count: usize,
-    receive_buffer: usize,
+    settings: UdpSettings,
     input: Input,
-) -> anyhow::Result<Vec<(UdpSocket, u64)>> {
+) -> anyhow::Result<(SocketAddr, Vec<(UdpSocket, u64)>)> {
+    let UdpSettings {
+        sockets: count,
+        receive_buffer,
+    } = settings;
     let mut sockets = Vec::with_capacity(count);
     let mut bound = addr;
     for _ in 0..count {
@@ -75,68 +84,126 @@ pub fn bind(
         sockets.push((socket, inode));
     }
     tracing::info!(input = input.label(), addr = %bound, sockets = count, "listening");
-    Ok(sockets)
+    Ok((bound, sockets))
 }
 
-/// Reads one socket until `shutdown`.
-pub async fn serve(
-    socket: UdpSocket,
-    input: Input,
-    shared: Arc<Shared>,
-    allow: Arc<Allowlist>,
-    shutdown: CancellationToken,
-) {
-    let mut processor = Processor::new(input, shared);
-    let mut slots = vec![0u8; DATAGRAMS_PER_CALL * MAX_DATAGRAM];
-    let mut received: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(DATAGRAMS_PER_CALL);
-    loop {
-        tokio::select! {
-            ready = socket.readable() => {
-                if let Err(error) = ready {
-                    crate::warn_limited!(input = input.label(), %error, "UDP socket not readable");
-                    continue;
-                }
-            }
-            () = shutdown.cancelled() => break,
-        }
-        processor.begin();
-        let mut handled = 0;
+/// What one socket's reader task needs.
+pub struct Reader {
+    /// Which input.
+    pub input: Input,
+    /// Where records go.
+    pub pipeline: Arc<Pipeline>,
+    /// Who may send.
+    pub allow: Arc<Allowlist>,
+    /// The GELF UDP sockets' shared reassembler.
+    pub chunks: Arc<ChunkedGelf>,
+    /// `limits.max_decompressed_bytes`.
+    pub max_decompressed: usize,
+}
+
+impl Reader {
+    /// Reads one socket until `shutdown`; one read cycle per wake-up, its
+    /// batches queued without waiting (a full queue drops its oldest).
+    pub async fn serve(self, socket: UdpSocket, shutdown: CancellationToken) {
+        let input = self.input;
+        let mut processor = Processor::new(input, self.pipeline.clone());
+        let mut gelf = GelfDecoder::new(self.max_decompressed);
+        let mut slots = vec![0u8; DATAGRAMS_PER_CALL * MAX_DATAGRAM];
+        let mut received: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(DATAGRAMS_PER_CALL);
         loop {
-            received.clear();
-            let result = socket.try_io(Interest::READABLE, || {
-                receive_batch(socket.as_raw_fd(), &mut slots, &mut received)
-            });
-            match result {
-                Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(error) => {
-                    crate::warn_limited!(input = input.label(), %error, "UDP receive failed");
+            tokio::select! {
+                ready = socket.readable() => {
+                    if let Err(error) = ready {
+                        crate::warn_limited!(input = input.label(), %error, "UDP socket not readable");
+                        continue;
+                    }
+                }
+                () = shutdown.cancelled() => break,
+            }
+            let mut cycle = processor.begin();
+            let mut handled = 0;
+            loop {
+                received.clear();
+                let result = socket.try_io(Interest::READABLE, || {
+                    receive_batch(socket.as_raw_fd(), &mut slots, &mut received)
+                });
+                match result {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(error) => {
+                        crate::warn_limited!(input = input.label(), %error, "UDP receive failed");
+                        break;
+                    }
+                }
+                for (slot, &(len, peer)) in received.iter().enumerate() {
+                    let start = slot * MAX_DATAGRAM;
+                    let datagram = &slots[start..start + len.min(MAX_DATAGRAM)];
+                    match peer {
+                        Some(peer) => self.datagram(&mut cycle, &mut gelf, datagram, peer),
+                        None => {
+                            // No sender to check against inputs.allow: refused as not allowed.
+                            dropped(DropReason::NotAllowed, 1);
+                            crate::warn_limited!(
+                                input = input.label(),
+                                "UDP datagram without a sender address; dropped"
+                            );
+                        }
+                    }
+                }
+                handled += received.len();
+                // A short batch means the socket is (nearly) empty: hand the
+                // cycle on now rather than spend a call to learn it.
+                if received.len() < DATAGRAMS_PER_CALL || handled >= MAX_DATAGRAMS_PER_CYCLE {
                     break;
                 }
             }
-            for (slot, &(len, peer)) in received.iter().enumerate() {
-                let start = slot * MAX_DATAGRAM;
-                let datagram = &slots[start..start + len.min(MAX_DATAGRAM)];
-                match peer {
-                    Some(peer) => handle(&mut processor, input, &allow, datagram, peer),
-                    None => {
-                        // No sender to check against inputs.allow: refused as not allowed.
-                        dropped(DropReason::NotAllowed, 1);
-                        crate::warn_limited!(
-                            input = input.label(),
-                            "UDP datagram without a sender address; dropped"
-                        );
-                    }
-                }
-            }
-            handled += received.len();
-            // A short batch means the socket is (nearly) empty: hand the
-            // cycle on now rather than spend a call to learn it.
-            if received.len() < DATAGRAMS_PER_CALL || handled >= MAX_DATAGRAMS_PER_CYCLE {
-                break;
-            }
+            cycle.finish(Flush::DropOldest).await;
         }
-        processor.flush();
+    }
+
+    fn datagram(
+        &self,
+        cycle: &mut ReadCycle<'_>,
+        gelf: &mut GelfDecoder,
+        datagram: &[u8],
+        peer: SocketAddr,
+    ) {
+        let input = self.input;
+        if !self.allow.allows(peer.ip()) {
+            dropped(DropReason::NotAllowed, 1);
+            crate::warn_limited!(input = input.label(), %peer, "sender not in inputs.allow; dropped");
+            return;
+        }
+        cycle.count_bytes(datagram.len());
+        cycle.set_peer(peer.ip());
+        if input.is_gelf() {
+            gelf.datagram(cycle, datagram, peer, &self.chunks);
+        } else {
+            super::syslog::line(cycle, datagram);
+        }
+    }
+}
+
+/// Counts what the kernel dropped for want of receive buffer on these
+/// sockets, every 250 ms until `stop`.
+pub async fn count_kernel_drops(inodes: Vec<u64>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(KERNEL_DROPS_EVERY);
+    let mut seen = kernel_drops(&inodes);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let drops = kernel_drops(&inodes);
+        if drops > seen {
+            let new = drops - seen;
+            dropped(DropReason::UdpReceiveBuffer, new);
+            crate::warn_limited!(
+                datagrams = new,
+                "the kernel dropped UDP datagrams: receive buffer full"
+            );
+        }
+        seen = seen.max(drops);
     }
 }
 
@@ -177,30 +244,9 @@ fn receive_batch(
     Ok(())
 }
 
-fn handle(
-    processor: &mut Processor,
-    input: Input,
-    allow: &Allowlist,
-    datagram: &[u8],
-    peer: SocketAddr,
-) {
-    if !allow.allows(peer.ip()) {
-        dropped(DropReason::NotAllowed, 1);
-        crate::warn_limited!(input = input.label(), %peer, "sender not in inputs.allow; dropped");
-        return;
-    }
-    processor.count_bytes(datagram.len());
-    processor.set_peer(peer.ip());
-    if input.is_gelf() {
-        processor.gelf_datagram(datagram, peer);
-    } else {
-        processor.syslog_line(datagram);
-    }
-}
-
 /// Sums the kernel's per-socket drop counters (`/proc/net/udp{,6}`, last
 /// column) for the sockets with these inodes.
-pub fn kernel_drops(inodes: &[u64]) -> u64 {
+fn kernel_drops(inodes: &[u64]) -> u64 {
     let mut total = 0;
     for table in ["/proc/net/udp", "/proc/net/udp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {

@@ -18,16 +18,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ::metrics::Counter;
 use cowlogd_parsers::encode::compress::Compressor;
 use cowlogd_parsers::encode::gelf::{ChunkingError, for_each_chunk, max_chunked_payload};
-use metrics::{Counter, counter};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::GelfBatch;
 use crate::config::{GraylogSettings, GraylogTransport};
-use crate::metrics::{DropReason, dropped};
-use crate::pipeline::GelfBatch;
+use crate::metrics::{self, DropReason, dropped};
 use crate::queue::BatchQueue;
 
 /// Most messages taken from the queue at once (and at most the queue's own
@@ -62,9 +62,9 @@ impl GraylogWriter {
             settings,
             queue,
             shutdown_flush,
-            forwarded: counter!("cowlogd_graylog_forwarded_total"),
-            truncated: counter!("cowlogd_graylog_truncated_total"),
-            reconnects: counter!("cowlogd_graylog_reconnects_total"),
+            forwarded: metrics::GRAYLOG_FORWARDED.counter(),
+            truncated: metrics::GRAYLOG_TRUNCATED.counter(),
+            reconnects: metrics::GRAYLOG_RECONNECTS.counter(),
         }
     }
 
@@ -159,7 +159,7 @@ impl GraylogWriter {
                     }
                     continue;
                 }
-                let id: [u8; 8] = rand::random();
+                let id = super::random_id().to_be_bytes();
                 let mut datagrams: Vec<Vec<u8>> = Vec::new();
                 let chunked = for_each_chunk(&compressed, chunk_size, id, &mut scratch, |d| {
                     datagrams.push(d.to_vec())

@@ -97,6 +97,16 @@ pub fn run_with_stdin(program: &str, args: &[&str], input: &[u8]) -> std::proces
         .unwrap_or_else(|e| panic!("{program}: {e}"))
 }
 
+/// A successful process's stdout as JSON; its stderr is the failure.
+pub fn json_output(output: &std::process::Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 pub fn free_port() -> u16 {
     loop {
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();

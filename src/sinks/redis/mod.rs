@@ -32,8 +32,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ::metrics::{Counter, Gauge, Histogram};
 use anyhow::Context;
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use redis::{AsyncConnectionConfig, Client, RedisError, RedisResult, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -41,9 +41,9 @@ use tokio_util::sync::CancellationToken;
 use self::outcome::{Attempt, Decision, Tally, error_label, judge};
 use self::plan::{Exclusions, Marker, Pending, Plan};
 use self::session::{Connector, Fence, FenceError, Session};
-use crate::config::{Settings, mask_password};
-use crate::metrics::{DropReason, dropped};
-use crate::pipeline::RedisBatch;
+use crate::batch::RedisBatch;
+use crate::config::{RedisSettings, mask_password};
+use crate::metrics::{self, DropReason, dropped};
 use crate::queue::BatchQueue;
 
 /// First back-off after a failure; it doubles up to the ceiling.
@@ -202,20 +202,23 @@ impl FlushDeadline {
 ///
 /// # Errors
 /// When the URL or the CA file cannot be used.
-pub fn client(settings: &Settings) -> anyhow::Result<Client> {
-    let shown_url = mask_password(&settings.redis_url);
+pub fn client(settings: &RedisSettings) -> anyhow::Result<Client> {
+    let Some(url) = settings.url.as_deref() else {
+        anyhow::bail!("redis.url is empty: Redis is off");
+    };
+    let shown_url = mask_password(url);
     match &settings.tls_ca_file {
         Some(path) => {
             let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             Client::build_with_tls(
-                settings.redis_url.as_str(),
+                url,
                 redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(pem),
                 },
             )
         }
-        None => Client::open(settings.redis_url.as_str()),
+        None => Client::open(url),
     }
     .with_context(|| format!("redis.url {shown_url}"))
 }
@@ -253,16 +256,16 @@ impl RedisWriter {
     /// # Errors
     /// When the URL or the CA file cannot be used.
     pub fn new(
-        settings: &Settings,
+        settings: &RedisSettings,
         queue: Arc<BatchQueue<RedisBatch>>,
         health: Arc<RedisHealth>,
     ) -> anyhow::Result<Self> {
-        let shown_url = mask_password(&settings.redis_url);
+        let shown_url = settings.shown_url();
         let client = client(settings)?;
         let connection_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(settings.response_timeout));
-        let up = gauge!("cowlogd_redis_up");
+        let up = metrics::REDIS_UP.gauge();
         up.set(0.0);
         Ok(RedisWriter {
             connector: Connector::new(client, connection_config),
@@ -271,7 +274,7 @@ impl RedisWriter {
             connected_before: false,
             fence: Fence::default(),
             marker: Marker {
-                key: format!("cowlogd:applied:{:016x}", rand::random::<u64>()),
+                key: format!("cowlogd:applied:{:016x}", super::random_id()),
                 ttl_s: MARKER_TTL_S,
             },
             next_seq: 1,
@@ -287,12 +290,12 @@ impl RedisWriter {
             shutdown_flush: settings.shutdown_flush,
             health,
             metrics: WriterMetrics {
-                written: counter!("cowlogd_redis_entries_written_total"),
-                published: counter!("cowlogd_redis_published_total"),
-                reconnects: counter!("cowlogd_redis_reconnects_total"),
-                splits: counter!("cowlogd_redis_window_splits_total"),
-                batch_messages: histogram!("cowlogd_redis_batch_messages"),
-                write_seconds: histogram!("cowlogd_redis_write_duration_seconds"),
+                written: metrics::REDIS_ENTRIES_WRITTEN.counter(),
+                published: metrics::REDIS_PUBLISHED.counter(),
+                reconnects: metrics::REDIS_RECONNECTS.counter(),
+                splits: metrics::REDIS_WINDOW_SPLITS.counter(),
+                batch_messages: metrics::REDIS_BATCH_MESSAGES.histogram(),
+                write_seconds: metrics::REDIS_WRITE_DURATION.histogram(),
                 up,
             },
         })
@@ -466,6 +469,17 @@ impl RedisWriter {
                 }
                 Err(FenceError::Refused(error)) => return Attempt::Unavailable(error),
                 Err(FenceError::Lost(error)) => return Attempt::Lost(error),
+                Err(FenceError::Unreadable(what)) => {
+                    // Counted (kind "marker_unreadable") and retried after
+                    // the back-off: writing again could apply it twice.
+                    metrics::REDIS_ERRORS
+                        .counter_with(["marker_unreadable".into()])
+                        .increment(1);
+                    crate::warn_limited!(key = %self.marker.key, %what, "the writer's marker is not a sequence number; not writing until it is");
+                    return Attempt::Lost(redis::RedisError::from(std::io::Error::other(
+                        "marker unreadable",
+                    )));
+                }
             }
         }
         self.fence.sending(session);
@@ -547,7 +561,9 @@ impl RedisWriter {
         self.metrics.written.increment(tally.written);
         self.metrics.published.increment(tally.published);
         for kind in &tally.errors {
-            counter!("cowlogd_redis_errors_total", "kind" => *kind).increment(1);
+            metrics::REDIS_ERRORS
+                .counter_with([(*kind).into()])
+                .increment(1);
         }
         if tally.rejected > 0 {
             dropped(DropReason::RedisRejected, tally.rejected);

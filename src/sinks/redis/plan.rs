@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
 
-use crate::pipeline::RedisBatch;
+use crate::batch::RedisBatch;
 
 /// A message's place in [`Pending`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +143,7 @@ impl Pending {
     fn ops<'a>(
         &'a self,
         window: &Window,
-    ) -> impl Iterator<Item = (&'a RedisBatch, &'a crate::pipeline::RedisOp)> + 'a {
+    ) -> impl Iterator<Item = (&'a RedisBatch, &'a crate::batch::RedisOp)> + 'a {
         let (from, to) = (window.from, window.to);
         self.batches
             .iter()
@@ -347,7 +347,7 @@ impl<'a> Plan<'a> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::pipeline::RedisOp;
+    use crate::batch::RedisOp;
 
     /// A batch of `(key, entry, payload)` messages.
     pub(crate) fn batch(messages: &[(&str, &str, Option<&str>)]) -> RedisBatch {

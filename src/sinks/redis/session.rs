@@ -104,6 +104,9 @@ pub enum FenceError {
     Lost(RedisError),
     /// Redis answered the marker read with an error (e.g. `LOADING`).
     Refused(ServerError),
+    /// The marker holds something that is not a sequence number: how far
+    /// Redis got is unknown, so nothing is written again until it is.
+    Unreadable(String),
 }
 
 impl Fence {
@@ -174,7 +177,10 @@ impl Fence {
         };
         let applied = match marker_reply {
             Some(Ok(Value::Nil)) => 0,
-            Some(Ok(value)) => redis::from_redis_value::<u64>(value).unwrap_or(0),
+            Some(Ok(value)) => match redis::from_redis_value::<u64>(value) {
+                Ok(applied) => applied,
+                Err(error) => return Err(FenceError::Unreadable(error.to_string())),
+            },
             Some(Err(error)) => {
                 return Err(error
                     .into_server_errors()

@@ -8,10 +8,16 @@
 //!
 //! The same caps, allowlist and timeouts apply as to the other TCP inputs;
 //! a unix socket's peers are trusted by the socket file's permissions.
+//! `events` turns the events into records.
+
+mod events;
+
+pub use events::{AckedChunks, FluentDecoder, PartialSettings};
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use cowlogd_parsers::fluent::msgpack::{MsgpackError, object_len};
@@ -22,7 +28,18 @@ use tokio_util::task::TaskTracker;
 use super::slots::Slot;
 use super::tcp::{StreamReader, TcpContext};
 use crate::metrics::{DropReason, dropped, tcp_connections};
-use crate::pipeline::Processor;
+use crate::pipeline::{Flush, Processor};
+
+/// What a fluent connection needs beyond any stream input's context.
+#[derive(Clone)]
+pub struct FluentContext {
+    /// Slots, buffers, timeouts, the pipeline.
+    pub stream: TcpContext,
+    /// Bounds for lines Docker split.
+    pub partial: PartialSettings,
+    /// Events queued and acked, all fluent connections together.
+    pub acked: Arc<AckedChunks>,
+}
 
 /// Binds the unix socket at `path` with `mode`, replacing a stale socket
 /// file (not any other kind of file).
@@ -49,10 +66,14 @@ pub fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
 }
 
 /// Accepts TCP connections until shutdown; each runs on `tasks`.
-pub async fn serve_tcp(listener: TcpListener, context: TcpContext, tasks: TaskTracker) {
-    super::tcp::accept(listener, context, tasks, |stream, peer, slot, context| {
-        connection(stream, Some(peer), slot, context)
-    })
+pub async fn serve_tcp(listener: TcpListener, context: FluentContext, tasks: TaskTracker) {
+    let stream_context = context.stream.clone();
+    super::tcp::accept(
+        listener,
+        stream_context,
+        tasks,
+        move |stream, peer, slot, _| connection(stream, Some(peer), slot, context.clone()),
+    )
     .await;
 }
 
@@ -61,23 +82,27 @@ pub async fn serve_tcp(listener: TcpListener, context: TcpContext, tasks: TaskTr
 pub async fn serve_unix(
     listener: UnixListener,
     path: std::path::PathBuf,
-    context: TcpContext,
+    context: FluentContext,
     tasks: TaskTracker,
 ) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = context.shutdown.cancelled() => break,
+            () = context.stream.shutdown.cancelled() => break,
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(error) => {
-                crate::warn_limited!(input = context.input.label(), %error, "accept failed");
+                crate::warn_limited!(input = context.stream.input.label(), %error, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let Some(slot) = context.slots.admit_local(context.input.label()) else {
+        let Some(slot) = context
+            .stream
+            .slots
+            .admit_local(context.stream.input.label())
+        else {
             continue;
         };
         tasks.spawn(connection(stream, None, slot, context.clone()));
@@ -103,15 +128,21 @@ fn write_ack(out: &mut Vec<u8>, chunk: &[u8]) {
     out.extend_from_slice(chunk);
 }
 
-async fn connection<S>(mut stream: S, peer: Option<SocketAddr>, slot: Slot, context: TcpContext)
+async fn connection<S>(mut stream: S, peer: Option<SocketAddr>, slot: Slot, context: FluentContext)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let FluentContext {
+        stream: context,
+        partial,
+        acked: acked_before,
+    } = context;
     let input = context.input;
     let limits = context.limits;
     let open = tcp_connections(input);
     open.increment(1.0);
-    let mut processor = Processor::new(input, context.shared.clone());
+    let mut processor = Processor::new(input, context.pipeline.clone());
+    let mut decoder = FluentDecoder::new(partial, context.max_decompressed);
     match peer {
         Some(peer) => processor.set_peer(peer.ip()),
         None => processor.set_peer_host("localhost"),
@@ -125,15 +156,16 @@ where
         .read(&mut stream, &slot, &context.shutdown, &shown)
         .await
     {
-        processor.begin();
-        processor.count_bytes(len);
-        processor.expire_partials();
+        let mut cycle = processor.begin();
+        cycle.count_bytes(len);
+        decoder.expire_partials(&cycle);
         let mut used = 0;
         let mut broken = None;
         loop {
             match object_len(&reader.buf()[used..], limits.max_frame) {
                 Ok(Some(len)) => {
-                    if let Some(chunk) = processor.fluent_event(&reader.buf()[used..used + len]) {
+                    let frame = &reader.buf()[used..used + len];
+                    if let Some(chunk) = decoder.event(&mut cycle, frame, &acked_before) {
                         write_ack(&mut acks, chunk);
                         acked.push(chunk.to_vec());
                     }
@@ -148,14 +180,14 @@ where
         }
         reader.consume(used);
         if acks.is_empty() {
-            processor.flush_waiting(limits.queue_wait).await;
+            cycle.finish(Flush::WaitUpTo(limits.queue_wait)).await;
         } else {
-            if !processor.flush_for_ack(&context.shutdown).await {
+            if !cycle.finish(Flush::UntilQueued(&context.shutdown)).await {
                 // Not queued, not acked: the sender sends it again.
                 tracing::info!(peer = %shown, "stopping with acked events not queued; the sender resends them");
                 break;
             }
-            context.shared.acked_chunks.remember(acked.drain(..));
+            acked_before.remember(acked.drain(..));
             if let Err(error) = stream.write_all(&acks).await {
                 tracing::debug!(peer = %shown, %error, "ack not sent; closing");
                 break;
@@ -177,7 +209,6 @@ where
         dropped(DropReason::Truncated, 1);
         crate::warn_limited!(input = input.label(), peer = %shown, "connection closed inside an event; it is lost");
     }
-    processor.flush_waiting(limits.queue_wait).await;
     close(stream, open).await;
 }
 

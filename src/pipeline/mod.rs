@@ -1,0 +1,304 @@
+//! The middle of the flow: record → route → encoded batches → queues.
+//!
+//! [`Pipeline`] is what every listener task shares: the router, how records
+//! are encoded ([`emit`]), the queues, the console and the ban engine.
+//! Each listener task owns a [`Processor`]: its own clock, batches and ban
+//! tap, so handling a record takes no lock and no allocation beyond what
+//! encoding needs. Protocol state (GELF chunks and decompression, Fluent
+//! acks and split lines) belongs to the inputs, which hand this module
+//! whole [`Record`]s.
+//!
+//! A read cycle is a value: [`Processor::begin`] returns a [`ReadCycle`],
+//! records go into it, and it ends once, by [`ReadCycle::finish`] with
+//! one [`Flush`] policy (or [`ReadCycle::seal`] when the batches must
+//! leave a lock first). A cycle dropped unfinished queues what it holds
+//! without waiting, so no record is lost to a forgotten step.
+
+pub mod emit;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cowlogd_parsers::syslog::TimeContext;
+use cowlogd_parsers::{Record, Timestamp};
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{GelfBatch, RedisBatch};
+use crate::config::ForwardFilter;
+use crate::console::Console;
+use crate::f2b::F2b;
+use crate::metrics::{Input, InputMetrics};
+use crate::queue::BatchQueue;
+use crate::router::Router;
+use emit::{EmitSettings, Emitter};
+
+/// Forwarding to Graylog: the queue and which records go into it.
+pub struct Forwarding {
+    /// The forwarding queue.
+    pub queue: Arc<BatchQueue<GelfBatch>>,
+    filter: ForwardFilter,
+}
+
+impl Forwarding {
+    /// Forwarding through `queue` of the records `filter` selects.
+    pub fn new(queue: Arc<BatchQueue<GelfBatch>>, filter: ForwardFilter) -> Forwarding {
+        Forwarding { queue, filter }
+    }
+}
+
+/// What every listener task shares; see the module docs.
+pub struct Pipeline {
+    router: Router,
+    emit: EmitSettings,
+    timezone: jiff::tz::TimeZone,
+    /// The Redis queue.
+    redis: Arc<BatchQueue<RedisBatch>>,
+    forwarding: Option<Forwarding>,
+    console: Option<Console>,
+    f2b: Option<Arc<F2b>>,
+}
+
+impl Pipeline {
+    /// A pipeline routing with `router` into `redis` (and `forwarding`).
+    pub fn new(
+        router: Router,
+        emit: EmitSettings,
+        timezone: jiff::tz::TimeZone,
+        redis: Arc<BatchQueue<RedisBatch>>,
+        forwarding: Option<Forwarding>,
+    ) -> Pipeline {
+        Pipeline {
+            router,
+            emit,
+            timezone,
+            redis,
+            forwarding,
+            console: None,
+            f2b: None,
+        }
+    }
+
+    /// Every record also printed on `console`.
+    pub fn with_console(mut self, console: Option<Console>) -> Pipeline {
+        self.console = console;
+        self
+    }
+
+    /// Every published payload also inspected by the ban engine.
+    pub fn with_f2b(mut self, f2b: Option<Arc<F2b>>) -> Pipeline {
+        self.f2b = f2b;
+        self
+    }
+
+    /// The ban engine, when `[f2b]` is on.
+    pub fn f2b(&self) -> Option<&Arc<F2b>> {
+        self.f2b.as_ref()
+    }
+
+    /// Whether records are forwarded to Graylog.
+    pub fn forwards(&self) -> bool {
+        self.forwarding.is_some()
+    }
+}
+
+/// How a read cycle's batches enter the queues: the one decision each
+/// input makes about backpressure.
+#[derive(Clone, Copy)]
+pub enum Flush<'a> {
+    /// Never wait (UDP): a full queue drops its oldest messages.
+    DropOldest,
+    /// Wait up to this long for room in the Redis queue, then drop its
+    /// oldest (TCP, HTTP: Docker blocks a container's output while its
+    /// collector does not read). Forwarding goes first and never waits.
+    WaitUpTo(Duration),
+    /// Wait for room however long it takes, so that an ack means queued
+    /// (Fluent); forward only once queued, so a resend never reaches
+    /// Graylog twice. Gives up, queuing nothing, when the token fires.
+    UntilQueued(&'a CancellationToken),
+}
+
+/// A listener task's processing state; see the module docs.
+pub struct Processor {
+    input: Input,
+    metrics: InputMetrics,
+    emitter: Emitter,
+    clock: Clock,
+}
+
+/// The receive time of the current read cycle.
+struct Clock {
+    now: Timestamp,
+    time: TimeContext,
+}
+
+impl Processor {
+    /// A processor for `input`.
+    pub fn new(input: Input, pipeline: Arc<Pipeline>) -> Processor {
+        let now = wall_clock();
+        let time = TimeContext::new(now, pipeline.timezone.clone());
+        Processor {
+            input,
+            metrics: InputMetrics::new(input),
+            emitter: Emitter::new(input, pipeline),
+            clock: Clock { now, time },
+        }
+    }
+
+    /// Sets the sender of what follows.
+    pub fn set_peer(&mut self, peer: IpAddr) {
+        self.emitter.set_peer(peer);
+    }
+
+    /// Sets the `host` forwarded for records that name none, when the
+    /// sender has no address (a unix socket).
+    pub fn set_peer_host(&mut self, host: &str) {
+        self.emitter.set_peer_host(host);
+    }
+
+    /// Which input this processor serves.
+    pub fn input(&self) -> Input {
+        self.input
+    }
+
+    /// Starts a read cycle: takes the receive time and the ban rules in
+    /// force for what follows.
+    pub fn begin(&mut self) -> ReadCycle<'_> {
+        let now = wall_clock();
+        if now.secs != self.clock.now.secs {
+            self.clock.time = TimeContext::new(now, self.emitter.pipeline().timezone.clone());
+        }
+        self.clock.now = now;
+        self.emitter.refresh_tap();
+        ReadCycle {
+            processor: self,
+            done: false,
+        }
+    }
+}
+
+/// One read cycle; see the module docs.
+#[must_use = "a read cycle ends with finish() or seal()"]
+pub struct ReadCycle<'p> {
+    processor: &'p mut Processor,
+    done: bool,
+}
+
+impl ReadCycle<'_> {
+    /// Which input is reading.
+    pub fn input(&self) -> Input {
+        self.processor.input
+    }
+
+    /// The time context for timestamps without a year or zone.
+    pub fn time(&self) -> &TimeContext {
+        &self.processor.clock.time
+    }
+
+    /// When this cycle's bytes were received.
+    pub fn now(&self) -> Timestamp {
+        self.processor.clock.now
+    }
+
+    /// Counts bytes read from the network.
+    pub fn count_bytes(&self, n: usize) {
+        self.processor.metrics.bytes.increment(n as u64);
+    }
+
+    /// Counts one message received (a datagram, a frame, an entry), kept
+    /// or not.
+    pub fn count_received(&self) {
+        self.processor.metrics.received.increment(1);
+    }
+
+    /// Routes `record` and encodes it into this cycle's batches.
+    pub fn record(&mut self, record: &Record<'_>) {
+        self.processor.emitter.record(record);
+    }
+
+    /// Sets the sender of what follows (UDP: per datagram).
+    pub fn set_peer(&mut self, peer: IpAddr) {
+        self.processor.emitter.set_peer(peer);
+    }
+
+    /// Ends the cycle and hands its batches to the queues by `policy`;
+    /// `false` only for [`Flush::UntilQueued`] given up (nothing queued).
+    pub async fn finish(self, policy: Flush<'_>) -> bool {
+        self.seal().flush(policy).await
+    }
+
+    /// Ends the cycle and takes its batches out, to be flushed after a lock
+    /// held during the cycle is released.
+    pub fn seal(mut self) -> Sealed {
+        self.done = true;
+        self.processor.emitter.take()
+    }
+}
+
+impl Drop for ReadCycle<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.processor.emitter.take().push_now();
+        }
+    }
+}
+
+/// A finished cycle's batches, on their way to the queues.
+#[must_use = "sealed batches are lost unless flushed"]
+pub struct Sealed {
+    pipeline: Arc<Pipeline>,
+    redis: Option<RedisBatch>,
+    forward: Option<GelfBatch>,
+}
+
+impl Sealed {
+    /// Queues the batches by `policy` (see [`Flush`]).
+    pub async fn flush(mut self, policy: Flush<'_>) -> bool {
+        match policy {
+            Flush::DropOldest => {
+                self.push_now();
+                true
+            }
+            Flush::WaitUpTo(wait) => {
+                self.push_forward();
+                if let Some(batch) = self.redis.take() {
+                    self.pipeline.redis.push_waiting(batch, wait).await;
+                }
+                true
+            }
+            Flush::UntilQueued(cancel) => {
+                let queued = match self.redis.take() {
+                    Some(batch) => self.pipeline.redis.push_when_room(batch, cancel).await,
+                    None => true,
+                };
+                if queued {
+                    self.push_forward();
+                }
+                queued
+            }
+        }
+    }
+
+    fn push_now(&mut self) {
+        if let Some(batch) = self.redis.take() {
+            self.pipeline.redis.push(batch);
+        }
+        self.push_forward();
+    }
+
+    fn push_forward(&mut self) {
+        if let (Some(forwarding), Some(batch)) = (&self.pipeline.forwarding, self.forward.take()) {
+            forwarding.queue.push(batch);
+        }
+    }
+}
+
+fn wall_clock() -> Timestamp {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::new(since.as_secs() as i64, since.subsec_nanos())
+}
+
+#[cfg(test)]
+mod tests;

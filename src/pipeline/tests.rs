@@ -1,0 +1,175 @@
+//! The pipeline without sockets: records in, batches out of the queues.
+
+use std::sync::Arc;
+
+use cowlogd_parsers::encode::mailcow::ChannelSanitize;
+use cowlogd_parsers::normalize::normalize_syslog;
+use cowlogd_parsers::syslog::parse_syslog;
+
+use super::*;
+use crate::config::Config;
+use crate::metrics::DropReason;
+
+struct Harness {
+    pipeline: Arc<Pipeline>,
+    redis: Arc<BatchQueue<RedisBatch>>,
+    forward: Arc<BatchQueue<GelfBatch>>,
+}
+
+fn harness(config: &str) -> Harness {
+    let settings = Config::parse(config).unwrap().validate().unwrap();
+    let redis = Arc::new(BatchQueue::new(
+        settings.redis.queue_messages,
+        settings.redis.queue_bytes,
+        (metrics::Gauge::noop(), metrics::Gauge::noop()),
+        DropReason::QueueFull,
+    ));
+    let forward = Arc::new(BatchQueue::new(
+        100,
+        1 << 20,
+        (metrics::Gauge::noop(), metrics::Gauge::noop()),
+        DropReason::ForwardQueueFull,
+    ));
+    let filter = ForwardFilter {
+        routes: vec![true; settings.router.routes().len()],
+        unrouted: true,
+    };
+    let pipeline = Arc::new(Pipeline::new(
+        settings.router.clone(),
+        settings.emit.clone(),
+        jiff::tz::TimeZone::UTC,
+        redis.clone(),
+        Some(Forwarding::new(forward.clone(), filter)),
+    ));
+    Harness {
+        pipeline,
+        redis,
+        forward,
+    }
+}
+
+/// A postfix line as the mailcow postfix container's stdout carries it.
+fn postfix(cycle: &mut ReadCycle<'_>, text: &str) {
+    let line = format!(
+        "<22>1 2026-11-24T13:49:59Z mail postfix-mailcow 1 - - Nov 24 13:49:59 mail postfix/smtpd[7]: {text}"
+    );
+    let message = parse_syslog(line.as_bytes(), cycle.time());
+    let mut record = normalize_syslog(&message, cycle.time(), cycle.now());
+    record.container = Some(b"mailcowdockerized-postfix-mailcow-1");
+    cycle.record(&record);
+}
+
+fn queued(queue: &BatchQueue<RedisBatch>) -> Vec<(String, String, Option<String>)> {
+    let mut out = Vec::new();
+    for batch in queue.take(usize::MAX, usize::MAX) {
+        for op in &batch.ops {
+            let text =
+                |r: &std::ops::Range<usize>| String::from_utf8_lossy(batch.slice(r)).into_owned();
+            out.push((
+                text(&op.key),
+                text(&op.entry),
+                op.publish.as_ref().map(text),
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_cycle_queues_its_records_once_it_is_finished() {
+    let h = harness("");
+    let mut processor = Processor::new(Input::SyslogTcp, h.pipeline.clone());
+    let mut cycle = processor.begin();
+    postfix(&mut cycle, "connect from unknown[1.2.3.4]");
+    postfix(&mut cycle, "disconnect from unknown[1.2.3.4]");
+    assert!(queued(&h.redis).is_empty(), "nothing queued mid-cycle");
+    assert!(cycle.finish(Flush::DropOldest).await);
+    let ops = queued(&h.redis);
+    assert_eq!(ops.len(), 2);
+    assert_eq!(ops[0].0, "POSTFIX_MAILLOG");
+    assert!(ops[0].1.contains("connect from unknown[1.2.3.4]"));
+    assert_eq!(
+        ops[1].2.as_deref(),
+        Some("disconnect from unknown[1.2.3.4]")
+    );
+    // Forwarding got both too.
+    let forwarded: usize = h
+        .forward
+        .take(usize::MAX, usize::MAX)
+        .iter()
+        .map(|b| b.messages.len())
+        .sum();
+    assert_eq!(forwarded, 2);
+}
+
+#[tokio::test]
+async fn a_cycle_dropped_unfinished_still_queues_what_it_holds() {
+    let h = harness("");
+    let mut processor = Processor::new(Input::SyslogUdp, h.pipeline.clone());
+    {
+        let mut cycle = processor.begin();
+        postfix(&mut cycle, "lost if the cycle were forgotten");
+    }
+    assert_eq!(queued(&h.redis).len(), 1);
+}
+
+#[tokio::test]
+async fn until_queued_gives_up_without_queuing_or_forwarding_when_cancelled() {
+    let h = harness("[redis]\nqueue_messages = 2\n");
+    let cancel = CancellationToken::new();
+    let mut processor = Processor::new(Input::FluentTcp, h.pipeline.clone());
+    let mut first = processor.begin();
+    postfix(&mut first, "fills the queue");
+    postfix(&mut first, "to the brim");
+    first.finish(Flush::DropOldest).await;
+    h.forward.take(usize::MAX, usize::MAX);
+    let mut second = processor.begin();
+    postfix(&mut second, "waits for room");
+    cancel.cancel();
+    assert!(!second.finish(Flush::UntilQueued(&cancel)).await);
+    assert_eq!(queued(&h.redis).len(), 2, "what was queued before stays");
+    assert!(
+        h.forward.take(usize::MAX, usize::MAX).is_empty(),
+        "not forwarded: the sender resends"
+    );
+}
+
+#[tokio::test]
+async fn a_long_channel_payload_is_cut_at_a_character_and_the_entry_kept_whole() {
+    let h = harness("[redis]\nchannel_max_bytes = 64\n");
+    let mut processor = Processor::new(Input::SyslogTcp, h.pipeline.clone());
+    let mut cycle = processor.begin();
+    let text = "\u{e9}".repeat(100);
+    postfix(&mut cycle, &text);
+    cycle.finish(Flush::DropOldest).await;
+    let ops = queued(&h.redis);
+    let payload = ops[0].2.as_deref().unwrap();
+    assert!(
+        payload.len() <= 64 && payload.len() >= 61,
+        "{}",
+        payload.len()
+    );
+    assert!(ops[0].1.contains(&text), "the list entry is whole");
+}
+
+#[tokio::test]
+async fn an_over_long_message_is_cut_and_marked() {
+    let h = harness("[limits]\nmax_message_bytes = 100\n");
+    let mut processor = Processor::new(Input::SyslogTcp, h.pipeline.clone());
+    let mut cycle = processor.begin();
+    postfix(&mut cycle, &"x".repeat(500));
+    cycle.finish(Flush::DropOldest).await;
+    let ops = queued(&h.redis);
+    assert!(ops[0].1.contains("...[truncated by cowlogd]"));
+    assert!(!ops[0].1.contains(&"x".repeat(101)));
+}
+
+#[test]
+fn the_emit_settings_follow_the_config() {
+    let settings = Config::parse("[redis]\nchannel_sanitize = \"control-only\"\nurl = \"\"\n")
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(settings.emit.channel_sanitize, ChannelSanitize::ControlOnly);
+    assert!(settings.emit.redis_off);
+}
