@@ -392,3 +392,77 @@ fn frame_error(input: Input, peer: SocketAddr, error: FrameError) {
     dropped(reason, 1);
     crate::warn_limited!(input = input.label(), %peer, %error, "frame lost at end of connection");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_charge_takes_only_what_passes_the_free_share_and_gives_it_back() {
+        let budget = BufferBudget::new(3 * READ_SIZE);
+        let mut charge = Charge::new(budget.clone());
+        assert!(charge.fit(FREE_CAPACITY), "the free share costs nothing");
+        assert_eq!(budget.used.load(Ordering::Relaxed), 0);
+        assert!(charge.fit(FREE_CAPACITY + 2 * READ_SIZE));
+        assert_eq!(budget.used.load(Ordering::Relaxed), 2 * READ_SIZE);
+        let mut other = Charge::new(budget.clone());
+        assert!(!other.fit(FREE_CAPACITY + 2 * READ_SIZE), "past the budget");
+        assert!(other.fit(FREE_CAPACITY + READ_SIZE));
+        // Shrinking gives back; dropping gives back the rest.
+        assert!(charge.fit(FREE_CAPACITY));
+        assert_eq!(budget.used.load(Ordering::Relaxed), READ_SIZE);
+        drop(other);
+        assert_eq!(budget.used.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn frames_split_across_reads_are_decoded_once_whole_and_an_oversized_one_is_skipped() {
+        use crate::batch::RedisBatch;
+        use crate::queue::{BatchQueue, Weighed};
+
+        let settings = crate::config::Config::parse("")
+            .unwrap()
+            .validate()
+            .unwrap();
+        let queue = Arc::new(BatchQueue::<RedisBatch>::new(
+            100,
+            1 << 20,
+            (::metrics::Gauge::noop(), ::metrics::Gauge::noop()),
+            DropReason::QueueFull,
+        ));
+        let pipeline = Arc::new(Pipeline::new(
+            settings.router.clone(),
+            settings.emit.clone(),
+            jiff::tz::TimeZone::UTC,
+            queue.clone(),
+            None,
+        ));
+        let line = |n: usize| {
+            format!(
+                "<22>1 2026-11-24T13:49:59Z mail postfix-mailcow 1 - - Nov 24 13:49:59 mail postfix/smtpd[7]: msg {n}"
+            )
+        };
+        let frame = |n: usize| format!("{} {}", line(n).len(), line(n)).into_bytes();
+        let mut stream = frame(1);
+        stream.extend_from_slice(b"999999 ");
+        stream.extend_from_slice(&[b'x'; 300]);
+        let mut framer = Framer::syslog(256);
+        let mut decoder = FrameDecoder::Syslog;
+        let mut processor = Processor::new(Input::SyslogTcp, pipeline);
+        let mut buf = Vec::new();
+        let mut cycle = processor.begin();
+        // Frame 1 arrives in two reads: nothing until it is whole.
+        let (head, tail) = stream.split_at(10);
+        buf.extend_from_slice(head);
+        let used = decode_frames(&mut framer, &buf, &mut cycle, &mut decoder);
+        assert_eq!(used, 0);
+        buf.extend_from_slice(tail);
+        let used = decode_frames(&mut framer, &buf, &mut cycle, &mut decoder);
+        buf.drain(..used);
+        cycle.finish(Flush::DropOldest).await;
+        let batches = queue.take(usize::MAX, usize::MAX);
+        assert_eq!(batches.iter().map(Weighed::messages).sum::<usize>(), 1);
+        // The oversized frame is being skipped, not buffered.
+        assert!(buf.len() < 256, "{} bytes kept", buf.len());
+    }
+}

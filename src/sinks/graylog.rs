@@ -324,3 +324,50 @@ fn shrink_to_fit(
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use cowlogd_parsers::encode::compress::Codec;
+
+    use super::*;
+
+    #[test]
+    fn a_message_too_large_for_128_chunks_is_halved_until_it_fits_and_marked() {
+        // Incompressible text: about 400 KB after gzip, past 128 × 1420.
+        let mut seed = 7u64;
+        let text: String = (0..400_000)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                char::from(b'!' + (seed >> 58) as u8)
+            })
+            .collect();
+        let message = serde_json::json!({"version": "1.1", "host": "h", "short_message": text});
+        let message = serde_json::to_vec(&message).unwrap();
+        let mut compressor = Compressor::new(Codec::Gzip);
+        let mut out = Vec::new();
+        compressor.compress(&message, &mut out);
+        assert!(
+            out.len() > max_chunked_payload(1420),
+            "the test message must not fit"
+        );
+        assert!(shrink_to_fit(&message, &mut compressor, &mut out, 1420));
+        assert!(out.len() <= max_chunked_payload(1420));
+        let mut plain = cowlogd_parsers::decompress::Decompressor::new(1 << 24);
+        let json: serde_json::Value =
+            serde_json::from_slice(plain.decompress(&out).unwrap()).unwrap();
+        assert_eq!(json["_truncated"], true);
+        let kept = json["short_message"].as_str().unwrap();
+        assert!(text.starts_with(kept) && kept.len() < text.len());
+    }
+
+    #[test]
+    fn what_is_not_json_is_not_shrunk() {
+        let mut compressor = Compressor::new(Codec::None);
+        assert!(!shrink_to_fit(
+            b"not json",
+            &mut compressor,
+            &mut Vec::new(),
+            1420
+        ));
+    }
+}

@@ -499,7 +499,10 @@ impl<S: Sender> Reassembler<S> {
                 self.refused_order.len()
             ));
         }
-        if self.started.len() > 2 * self.pending.len() + 1024 + 1 {
+        // Compaction keeps the deadline queue within twice the messages
+        // pending when it ran, plus slack; completions may lower the count
+        // since, never past the cap.
+        if self.started.len() > 2 * limits.max_pending_messages + 1024 + 1 {
             return Err(format!("{} deadlines queued", self.started.len()));
         }
         Ok(())
