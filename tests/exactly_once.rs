@@ -258,3 +258,51 @@ fn writing_resumes_within_a_second_of_redis_answering_again() {
         "resumed {took:?} after Redis returned"
     );
 }
+
+#[test]
+fn a_marker_that_is_no_sequence_number_stops_writing_counted_until_it_is_one_again() {
+    // The fence reads the writer's marker to learn how far a lost
+    // transaction got; garbage there must not be read as "nothing applied"
+    // (that would write the window again).
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        &redis.url(),
+        "[redis]\nresponse_timeout_ms = 200\nconnect_timeout_ms = 200\nlist_cap = 1000\n",
+    );
+    let mut stream = daemon.tcp(daemon.ports.syslog);
+    stream.write_all(&postfix_frame(0)).unwrap();
+    redis.wait_list("POSTFIX_MAILLOG", 1);
+    let mut client = redis.client();
+    let markers: Vec<String> = redis::cmd("KEYS")
+        .arg("cowlogd:applied:*")
+        .query(&mut client)
+        .unwrap();
+    assert_eq!(markers.len(), 1, "{markers:?}");
+    let marker = &markers[0];
+    let set = |client: &mut redis::Connection, value: &str| {
+        redis::cmd("SET")
+            .arg(marker)
+            .arg(value)
+            .query::<()>(client)
+            .unwrap();
+    };
+    set(&mut client, "garbage");
+    // Writes wait while paused: the next transaction times out, unapplied,
+    // and the retry's fence reads the marker (reads are not paused).
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query::<()>(&mut client)
+        .unwrap();
+    stream.write_all(&postfix_frame(1)).unwrap();
+    wait_for("the unreadable marker counted", || {
+        (daemon.metric("cowlogd_redis_errors_total{kind=\"marker_unreadable\"}") >= 1.0)
+            .then_some(())
+    });
+    // What Redis applied: line 0 (sequence 1). Once the marker says so
+    // again (this SET waits for the pause to end), line 1 goes out once.
+    set(&mut client, "1");
+    let indices = exactly(&redis, "POSTFIX_MAILLOG", 2);
+    assert_eq!(indices, (0..2).collect());
+}

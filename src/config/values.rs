@@ -157,7 +157,7 @@ impl Serialize for Zone {
     }
 }
 
-pub(super) fn parse_timezone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+fn parse_timezone(name: &str) -> Result<jiff::tz::TimeZone, String> {
     if name.eq_ignore_ascii_case("utc") || name.is_empty() {
         return Ok(jiff::tz::TimeZone::UTC);
     }

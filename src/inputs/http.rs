@@ -25,6 +25,8 @@ use tokio_util::task::TaskTracker;
 use super::Allowlist;
 use super::gelf::GelfDecoder;
 use super::slots::{ConnectionSlots, Slot};
+use super::tcp::TcpLimits;
+use crate::config::HttpSettings;
 use crate::metrics::{DropReason, Input, dropped, tcp_connections};
 use crate::pipeline::{Flush, Pipeline, Processor};
 
@@ -37,20 +39,16 @@ pub struct HttpContext {
     pub allow: Arc<Allowlist>,
     /// Connection slots, this input's own.
     pub slots: Arc<ConnectionSlots>,
-    /// Largest body.
-    pub max_body: usize,
-    /// One message per line.
-    pub bulk: bool,
+    /// Body size and bulk mode.
+    pub settings: HttpSettings,
+    /// The stream inputs' timeouts: the first-byte timeout bounds a
+    /// request's headers (from the connection's first byte or the end of
+    /// the previous request, so an idle keep-alive connection is closed
+    /// after it too), the frame timeout one body, the queue wait a full
+    /// Redis queue.
+    pub limits: TcpLimits,
     /// `limits.max_decompressed_bytes`.
     pub max_decompressed: usize,
-    /// Wait for Redis queue space.
-    pub queue_wait: Duration,
-    /// How long a request's headers may take, from the connection's first
-    /// byte or the end of the previous request (an idle keep-alive
-    /// connection is closed after it too).
-    pub header_timeout: Duration,
-    /// Deadline for reading one body.
-    pub body_timeout: Duration,
     /// Stops accepting and reading.
     pub shutdown: CancellationToken,
 }
@@ -95,7 +93,7 @@ async fn connection(
     // One request at a time per HTTP/1 connection: the lock is never contended.
     let processor = Arc::new(Mutex::new((processor, gelf)));
     let shutdown = context.shutdown.clone();
-    let header_timeout = context.header_timeout;
+    let header_timeout = context.limits.first_byte_timeout;
     let activity = slot.activity();
     let service = service_fn(move |request: Request<Incoming>| {
         activity.touch();
@@ -135,8 +133,8 @@ async fn handle(
         return response;
     }
     let declared = declared_compression(request.headers().get(header::CONTENT_ENCODING));
-    let collect = Limited::new(request.into_body(), context.max_body).collect();
-    let Ok(collected) = tokio::time::timeout(context.body_timeout, collect).await else {
+    let collect = Limited::new(request.into_body(), context.settings.max_body).collect();
+    let Ok(collected) = tokio::time::timeout(context.limits.frame_timeout, collect).await else {
         dropped(DropReason::SlowSender, 1);
         crate::warn_limited!("GELF HTTP body not received within inputs.tcp_frame_timeout_s; 408");
         return reply(StatusCode::REQUEST_TIMEOUT);
@@ -149,7 +147,10 @@ async fn handle(
                 .is_some()
             {
                 dropped(DropReason::HttpBodyTooLarge, 1);
-                crate::warn_limited!(max = context.max_body, "GELF HTTP body too large; 413");
+                crate::warn_limited!(
+                    max = context.settings.max_body,
+                    "GELF HTTP body too large; 413"
+                );
                 return reply(StatusCode::PAYLOAD_TOO_LARGE);
             }
             return reply(StatusCode::BAD_REQUEST);
@@ -162,10 +163,12 @@ async fn handle(
         let (processor, gelf) = &mut *guard;
         let mut cycle = processor.begin();
         cycle.count_bytes(body.len());
-        let outcome = gelf.body(&mut cycle, &body, declared, context.bulk);
+        let outcome = gelf.body(&mut cycle, &body, declared, context.settings.bulk);
         (outcome, cycle.seal())
     };
-    batches.flush(Flush::WaitUpTo(context.queue_wait)).await;
+    batches
+        .flush(Flush::WaitUpTo(context.limits.queue_wait))
+        .await;
     // A bulk body with some bad lines is taken (202, the bad lines counted):
     // a 400 would make the shipper resend, duplicating the good lines. 400
     // means nothing of the body was stored.

@@ -192,12 +192,9 @@ pub async fn start(
             pipeline: pipeline.clone(),
             allow: allow.clone(),
             slots: ConnectionSlots::new(inputs.http.max_connections, tcp.max_per_source, "http"),
-            max_body: inputs.http.max_body,
-            bulk: inputs.http.bulk,
+            settings: inputs.http,
+            limits: tcp.limits,
             max_decompressed: settings.limits.max_decompressed,
-            queue_wait: tcp.limits.queue_wait,
-            header_timeout: tcp.limits.first_byte_timeout,
-            body_timeout: tcp.limits.frame_timeout,
             shutdown: stop.clone(),
         };
         tasks.spawn(http::serve(listener, context, tasks.clone()));

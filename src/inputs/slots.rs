@@ -171,7 +171,7 @@ impl ConnectionSlots {
     /// messages are lost); the metrics endpoint only as a closed connection.
     fn refused(&self, reason: DropReason) {
         if self.pool == "metrics" {
-            closed(self.pool, reason.labels().1);
+            connection_closed(self.pool, reason.labels().1);
         } else {
             dropped(reason, 1);
         }
@@ -234,12 +234,6 @@ impl ConnectionSlots {
     pub fn open(&self) -> usize {
         self.lock().open.len()
     }
-}
-
-/// Counts a connection closed for `reason` (`first_byte_timeout`,
-/// `idle_timeout`).
-pub fn closed(pool: &'static str, reason: &'static str) {
-    connection_closed(pool, reason);
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use tokio_util::task::TaskTracker;
 
 use super::Allowlist;
 use super::gelf::GelfDecoder;
-use super::slots::{ConnectionSlots, Slot, closed};
-use crate::metrics::{DropReason, Input, dropped, tcp_connections};
+use super::slots::{ConnectionSlots, Slot};
+use crate::metrics::{DropReason, Input, connection_closed, dropped, tcp_connections};
 use crate::pipeline::{Flush, Pipeline, Processor, ReadCycle};
 
 /// Bytes asked of the socket per read.
@@ -263,7 +263,7 @@ impl StreamReader {
                 } else {
                     "idle_timeout"
                 };
-                closed("tcp", reason);
+                connection_closed("tcp", reason);
                 tracing::debug!(%peer, reason, "timeout; closing");
                 None
             }
@@ -417,26 +417,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_split_across_reads_are_decoded_once_whole_and_an_oversized_one_is_skipped() {
-        use crate::batch::RedisBatch;
-        use crate::queue::{BatchQueue, Weighed};
-
-        let settings = crate::config::Config::parse("")
-            .unwrap()
-            .validate()
-            .unwrap();
-        let queue = Arc::new(BatchQueue::<RedisBatch>::new(
-            100,
-            1 << 20,
-            (::metrics::Gauge::noop(), ::metrics::Gauge::noop()),
-            DropReason::QueueFull,
-        ));
-        let pipeline = Arc::new(Pipeline::new(
-            settings.router.clone(),
-            settings.emit.clone(),
-            jiff::tz::TimeZone::UTC,
-            queue.clone(),
-            None,
-        ));
+        let h = crate::pipeline::tests::harness("");
         let line = |n: usize| {
             format!(
                 "<22>1 2026-11-24T13:49:59Z mail postfix-mailcow 1 - - Nov 24 13:49:59 mail postfix/smtpd[7]: msg {n}"
@@ -448,7 +429,7 @@ mod tests {
         stream.extend_from_slice(&[b'x'; 300]);
         let mut framer = Framer::syslog(256);
         let mut decoder = FrameDecoder::Syslog;
-        let mut processor = Processor::new(Input::SyslogTcp, pipeline);
+        let mut processor = Processor::new(Input::SyslogTcp, h.pipeline.clone());
         let mut buf = Vec::new();
         let mut cycle = processor.begin();
         // Frame 1 arrives in two reads: nothing until it is whole.
@@ -460,8 +441,9 @@ mod tests {
         let used = decode_frames(&mut framer, &buf, &mut cycle, &mut decoder);
         buf.drain(..used);
         cycle.finish(Flush::DropOldest).await;
-        let batches = queue.take(usize::MAX, usize::MAX);
-        assert_eq!(batches.iter().map(Weighed::messages).sum::<usize>(), 1);
+        let ops = crate::pipeline::tests::queued(&h.redis);
+        assert_eq!(ops.len(), 1);
+        assert!(ops[0].1.contains("msg 1"), "{}", ops[0].1);
         // The oversized frame is being skipped, not buffered.
         assert!(buf.len() < 256, "{} bytes kept", buf.len());
     }

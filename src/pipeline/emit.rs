@@ -39,8 +39,9 @@ pub struct EmitSettings {
     pub publish_matches_only: bool,
 }
 
-/// Counters the emit step moves on every record, registered once.
-struct EmitMetrics {
+/// Counters the emit step moves on every record, registered once per
+/// pipeline (not per connection: route labels are owned strings).
+pub(super) struct EmitMetrics {
     truncated: Counter,
     /// Dropped by a `drop` route: frequent (system lines, chatter).
     filtered: Counter,
@@ -49,14 +50,26 @@ struct EmitMetrics {
     channel_cut: Counter,
 }
 
-/// What [`Emitter::store`] did with a record, for the console.
-enum Stored {
+impl EmitMetrics {
+    pub(super) fn new(router: &crate::router::Router) -> EmitMetrics {
+        EmitMetrics {
+            truncated: metrics::TRUNCATED_MESSAGES.counter(),
+            filtered: drop_counter(DropReason::Filtered),
+            routes: router.routes().iter().map(|r| routed(&r.name)).collect(),
+            unrouted: routed("none"),
+            channel_cut: metrics::CHANNEL_PAYLOADS_CUT.counter(),
+        }
+    }
+}
+
+/// What `store` did with a record, for the console.
+enum Stored<'r> {
     /// No route matched.
     Unrouted,
     /// A `drop` route matched.
     Dropped,
-    /// Redis is off: nothing written.
-    RedisOff,
+    /// Redis is off: nothing written for this store route.
+    RedisOff(&'r StoreAction),
     /// Queued under the key at this range of the batch.
     Queued { key: Range<usize>, published: bool },
 }
@@ -69,7 +82,6 @@ pub(super) struct Emitter {
 
 /// What the emit step writes to, apart from the shared pipeline.
 struct Output {
-    metrics: EmitMetrics,
     redis: RedisBatch,
     forward: GelfBatch,
     /// The sender's address as text: GELF `host` for syslog lines without
@@ -95,18 +107,6 @@ const BATCH_HINT_MAX_BYTES: usize = 1024 * 1024;
 
 impl Emitter {
     pub(super) fn new(input: Input, pipeline: Arc<Pipeline>) -> Emitter {
-        let metrics = EmitMetrics {
-            truncated: metrics::TRUNCATED_MESSAGES.counter(),
-            filtered: drop_counter(DropReason::Filtered),
-            routes: pipeline
-                .router
-                .routes()
-                .iter()
-                .map(|r| routed(&r.name))
-                .collect(),
-            unrouted: routed("none"),
-            channel_cut: metrics::CHANNEL_PAYLOADS_CUT.counter(),
-        };
         let tap = pipeline
             .f2b
             .as_ref()
@@ -114,7 +114,6 @@ impl Emitter {
         Emitter {
             pipeline,
             out: Output {
-                metrics,
                 redis: RedisBatch::default(),
                 forward: GelfBatch::default(),
                 peer_host: String::new(),
@@ -156,7 +155,7 @@ impl Emitter {
         let max = self.pipeline.emit.max_message;
         if record.message.len() > max {
             let cut = truncate_message(record.message, max);
-            self.out.metrics.truncated.increment(1);
+            self.pipeline.metrics.truncated.increment(1);
             crate::warn_limited!(
                 bytes = record.message.len(),
                 "message over limits.max_message_bytes; cut"
@@ -224,26 +223,27 @@ impl Output {
 
     /// Counts the route's decision and, for a store route, encodes the list
     /// entry and the channel payload into the Redis batch.
-    fn store(
+    fn store<'r>(
         &mut self,
         pipeline: &Pipeline,
         record: &Record<'_>,
-        matched: Option<(usize, &Route)>,
-    ) -> Stored {
+        matched: Option<(usize, &'r Route)>,
+    ) -> Stored<'r> {
+        let metrics = &pipeline.metrics;
         let Some((index, route)) = matched else {
-            self.metrics.unrouted.increment(1);
+            metrics.unrouted.increment(1);
             return Stored::Unrouted;
         };
-        self.metrics.routes[index].increment(1);
+        metrics.routes[index].increment(1);
         let store = match &route.action {
             RouteAction::Drop => {
-                self.metrics.filtered.increment(1);
+                metrics.filtered.increment(1);
                 return Stored::Dropped;
             }
             RouteAction::Store(store) => store,
         };
         if pipeline.emit.redis_off {
-            return Stored::RedisOff;
+            return Stored::RedisOff(store);
         }
         if self.redis.data.capacity() == 0 {
             // A fresh batch: start at the size of the last one (bounded), so
@@ -279,7 +279,7 @@ impl Output {
             settings.channel_sanitize,
             settings.channel_max,
         ) {
-            self.metrics.channel_cut.increment(1);
+            pipeline.metrics.channel_cut.increment(1);
         }
         let range = start..data.len();
         let verdict = match &mut self.tap {
@@ -301,7 +301,7 @@ impl Output {
         pipeline: &Pipeline,
         record: &Record<'_>,
         matched: Option<(usize, &Route)>,
-        stored: &Stored,
+        stored: &Stored<'_>,
     ) {
         let Some(console) = &pipeline.console else {
             return;
@@ -311,18 +311,9 @@ impl Output {
         match stored {
             Stored::Unrouted => console.show(input, record, None, &Fate::Unrouted),
             Stored::Dropped => console.show(input, record, route, &Fate::Dropped),
-            Stored::RedisOff => {
+            Stored::RedisOff(store) => {
                 let mut key = Vec::new();
-                if let Some((
-                    _,
-                    Route {
-                        action: RouteAction::Store(store),
-                        ..
-                    },
-                )) = matched
-                {
-                    store.key.render(record, &mut key);
-                }
+                store.key.render(record, &mut key);
                 console.show(input, record, route, &Fate::RedisOff { key: &key });
             }
             Stored::Queued { key, published } => {

@@ -31,7 +31,7 @@ use crate::f2b::F2b;
 use crate::metrics::{Input, InputMetrics};
 use crate::queue::BatchQueue;
 use crate::router::Router;
-use emit::{EmitSettings, Emitter};
+use emit::{EmitMetrics, EmitSettings, Emitter};
 
 /// Forwarding to Graylog: the queue and which records go into it.
 pub struct Forwarding {
@@ -51,6 +51,7 @@ impl Forwarding {
 pub struct Pipeline {
     router: Router,
     emit: EmitSettings,
+    metrics: EmitMetrics,
     timezone: jiff::tz::TimeZone,
     /// The Redis queue.
     redis: Arc<BatchQueue<RedisBatch>>,
@@ -69,6 +70,7 @@ impl Pipeline {
         forwarding: Option<Forwarding>,
     ) -> Pipeline {
         Pipeline {
+            metrics: EmitMetrics::new(&router),
             router,
             emit,
             timezone,
@@ -89,16 +91,6 @@ impl Pipeline {
     pub fn with_f2b(mut self, f2b: Option<Arc<F2b>>) -> Pipeline {
         self.f2b = f2b;
         self
-    }
-
-    /// The ban engine, when `[f2b]` is on.
-    pub fn f2b(&self) -> Option<&Arc<F2b>> {
-        self.f2b.as_ref()
-    }
-
-    /// Whether records are forwarded to Graylog.
-    pub fn forwards(&self) -> bool {
-        self.forwarding.is_some()
     }
 }
 
@@ -154,11 +146,6 @@ impl Processor {
     /// sender has no address (a unix socket).
     pub fn set_peer_host(&mut self, host: &str) {
         self.emitter.set_peer_host(host);
-    }
-
-    /// Which input this processor serves.
-    pub fn input(&self) -> Input {
-        self.input
     }
 
     /// Starts a read cycle: takes the receive time and the ban rules in
@@ -301,4 +288,4 @@ fn wall_clock() -> Timestamp {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

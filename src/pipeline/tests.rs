@@ -10,13 +10,15 @@ use super::*;
 use crate::config::Config;
 use crate::metrics::DropReason;
 
-struct Harness {
-    pipeline: Arc<Pipeline>,
-    redis: Arc<BatchQueue<RedisBatch>>,
-    forward: Arc<BatchQueue<GelfBatch>>,
+/// A pipeline on `config`'s routes and emit settings, with its queues:
+/// for the tests of the stages around it too.
+pub(crate) struct Harness {
+    pub(crate) pipeline: Arc<Pipeline>,
+    pub(crate) redis: Arc<BatchQueue<RedisBatch>>,
+    pub(crate) forward: Arc<BatchQueue<GelfBatch>>,
 }
 
-fn harness(config: &str) -> Harness {
+pub(crate) fn harness(config: &str) -> Harness {
     let settings = Config::parse(config).unwrap().validate().unwrap();
     let redis = Arc::new(BatchQueue::new(
         settings.redis.queue_messages,
@@ -59,7 +61,8 @@ fn postfix(cycle: &mut ReadCycle<'_>, text: &str) {
     cycle.record(&record);
 }
 
-fn queued(queue: &BatchQueue<RedisBatch>) -> Vec<(String, String, Option<String>)> {
+/// Every op queued, as (key, entry, payload) text; the queue is emptied.
+pub(crate) fn queued(queue: &BatchQueue<RedisBatch>) -> Vec<(String, String, Option<String>)> {
     let mut out = Vec::new();
     for batch in queue.take(usize::MAX, usize::MAX) {
         for op in &batch.ops {

@@ -701,6 +701,21 @@ mod tests {
     }
 
     #[test]
+    fn the_invariant_check_finds_bookkeeping_out_of_step() {
+        let mut r = reassembler();
+        assert_eq!(
+            r.add(1, &chunk(1, 0, 2, b"part"), 0),
+            Ok(ChunkOutcome::Pending)
+        );
+        assert_eq!(r.check_invariants(), Ok(()));
+        r.pending_bytes += 1;
+        assert!(r.check_invariants().unwrap_err().contains("pending_bytes"));
+        r.pending_bytes -= 1;
+        r.started.clear();
+        assert!(r.check_invariants().unwrap_err().contains("deadline"));
+    }
+
+    #[test]
     fn decode_unordered_chunks() {
         let mut r = reassembler();
         assert_eq!(
