@@ -110,3 +110,95 @@ async fn two_daemons_in_one_process_share_the_metrics_recorder() {
     second.stop().await;
     first.stop().await;
 }
+
+/// Settings for a daemon with Redis off and only syslog over TCP, for
+/// tests of connection policy under a paused clock (no real Redis whose
+/// timeouts a jumping clock would fire).
+fn tcp_only(extra: &str) -> cowlogd::config::Settings {
+    let text = format!(
+        "[redis]\nurl = \"\"\n\
+         [inputs]\ngelf_udp = \"\"\ngelf_tcp = \"\"\nsyslog_udp = \"\"\n\
+         syslog_tcp = \"127.0.0.1:0\"\n{extra}\n[metrics]\nlisten = \"\"\n"
+    );
+    Config::parse(&text).unwrap().validate().unwrap()
+}
+
+/// Reads `stream` until the daemon closes it; the (virtual) time that took.
+async fn closed_after(stream: &mut tokio::net::TcpStream) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let started = tokio::time::Instant::now();
+    let mut sink = [0u8; 64];
+    while stream.read(&mut sink).await.unwrap_or(0) > 0 {}
+    started.elapsed()
+}
+
+// The clock is paused: the runtime jumps to the next timer whenever every
+// task waits, so ten minutes of idle time take milliseconds, and the times
+// measured are the daemon's own deadlines, not the machine's load.
+#[tokio::test(start_paused = true)]
+async fn a_silent_connection_closes_at_the_first_byte_timeout_an_idle_one_at_the_idle_timeout() {
+    let daemon = Daemon::start(tcp_only(
+        "tcp_first_byte_timeout_s = 10\ntcp_idle_timeout_s = 600\ntcp_frame_timeout_s = 60",
+    ))
+    .await
+    .unwrap();
+    let addr = daemon.inputs().syslog_tcp.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let waited = closed_after(&mut silent).await;
+    assert!(
+        (Duration::from_secs(10)..Duration::from_secs(11)).contains(&waited),
+        "a connection that never sent was closed after {waited:?}"
+    );
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        idle.write_all(&postfix_frame(1)).await.unwrap();
+    }
+    let waited = closed_after(&mut idle).await;
+    assert!(
+        (Duration::from_secs(600)..Duration::from_secs(601)).contains(&waited),
+        "a connection idle after a whole frame was closed after {waited:?}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_frame_trickled_a_byte_at_a_time_is_cut_off_at_the_frame_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let daemon = Daemon::start(tcp_only(
+        "tcp_first_byte_timeout_s = 10\ntcp_idle_timeout_s = 600\ntcp_frame_timeout_s = 60",
+    ))
+    .await
+    .unwrap();
+    let addr = daemon.inputs().syslog_tcp.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = tokio::time::Instant::now();
+    // A byte every 5 s: never idle for long, never a whole frame. The
+    // daemon's close shows as the end of the stream on our side.
+    let mut cut_off = None;
+    for byte in b"<30>Nov 24 13:49:59 x[1]: a frame that never ends"
+        .iter()
+        .cycle()
+        .take(40)
+    {
+        if slow.write_all(&[*byte]).await.is_err() {
+            cut_off = Some(started.elapsed());
+            break;
+        }
+        let mut sink = [0u8; 1];
+        tokio::select! {
+            read = slow.read(&mut sink) => {
+                assert!(matches!(read, Ok(0) | Err(_)), "the daemon sent {read:?}");
+                cut_off = Some(started.elapsed());
+                break;
+            }
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+    let cut_off = cut_off.expect("the trickling connection was never closed");
+    assert!(
+        (Duration::from_secs(60)..Duration::from_secs(61)).contains(&cut_off),
+        "closed after {cut_off:?}"
+    );
+    daemon.stop().await;
+}

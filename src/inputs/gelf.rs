@@ -5,7 +5,11 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The runtime's clock, so that deadlines and the timers that wake for
+// them agree (and a paused test clock governs both).
+use tokio::time::Instant;
 
 use cowlogd_parsers::ReassemblyLimits;
 use cowlogd_parsers::decompress::{Compression, DecompressError, Decompressor};

@@ -12,7 +12,11 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The runtime's clock, so that deadlines and the timers that wake for
+// them agree (and a paused test clock governs both).
+use tokio::time::Instant;
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 

@@ -6,7 +6,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The runtime's clock, so that deadlines and the timers that wake for
+// them agree (and a paused test clock governs both).
+use tokio::time::Instant;
 
 use anyhow::Context;
 use cowlogd_parsers::framing::{Decoded, FrameError, Framer};

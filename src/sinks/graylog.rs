@@ -16,7 +16,11 @@
 //! the input, so forwarding never holds back the Redis path.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The runtime's clock, so that deadlines and the timers that wake for
+// them agree (and a paused test clock governs both).
+use tokio::time::Instant;
 
 use ::metrics::Counter;
 use cowlogd_parsers::encode::compress::Compressor;

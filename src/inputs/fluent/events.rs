@@ -6,7 +6,11 @@
 
 use std::num::NonZeroUsize;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The runtime's clock, so that deadlines and the timers that wake for
+// them agree (and a paused test clock governs both).
+use tokio::time::Instant;
 
 use ::metrics::Counter;
 use cowlogd_parsers::Timestamp;
