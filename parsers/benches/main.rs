@@ -4,6 +4,7 @@
 use std::hint::black_box;
 use std::io::Write;
 
+use cowlogd_parsers::ReassemblyLimits;
 use cowlogd_parsers::Timestamp;
 use cowlogd_parsers::decompress::Decompressor;
 use cowlogd_parsers::encode::mailcow::{
@@ -12,7 +13,7 @@ use cowlogd_parsers::encode::mailcow::{
 use cowlogd_parsers::fluent::docker::to_gelf;
 use cowlogd_parsers::fluent::forward::{Entries, parse_event};
 use cowlogd_parsers::fluent::msgpack::object_len;
-use cowlogd_parsers::gelf::{GelfMessage, parse_gelf};
+use cowlogd_parsers::gelf::{ChunkOutcome, GelfMessage, Reassembler, parse_gelf};
 use cowlogd_parsers::normalize::{normalize_gelf, normalize_syslog};
 use cowlogd_parsers::syslog::{TimeContext, parse_syslog};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -93,6 +94,34 @@ fn gelf(c: &mut Criterion) {
             let plain = decompressor.decompress(black_box(&gzipped)).unwrap();
             let m = parse_gelf(plain).unwrap();
             black_box(normalize_gelf(&m, &ctx, Timestamp::default()).message.len())
+        })
+    });
+    // A 3-chunk message (go-gelf's 1,420-byte datagrams), last chunk
+    // first, while 1,000 other senders each hold a message half received:
+    // the reassembler's bookkeeping on a busy host.
+    let mut reassembler = Reassembler::new(ReassemblyLimits::default());
+    let chunk = |id: u64, sequence: u8| {
+        let mut datagram = vec![0x1e, 0x0f];
+        datagram.extend(id.to_be_bytes());
+        datagram.extend([sequence, 3]);
+        datagram.extend(std::iter::repeat_n(b'x', 1408));
+        datagram
+    };
+    for sender in 0..1_000u32 {
+        reassembler.add(sender, &chunk(7, 0), 0).unwrap();
+    }
+    let chunks = [chunk(1, 2), chunk(1, 0), chunk(1, 1)];
+    group.bench_function("chunked_3_datagrams_reassemble_among_1000_pending", |b| {
+        b.iter(|| {
+            let mut joined = 0;
+            for datagram in &chunks {
+                if let Ok(ChunkOutcome::Complete(payload)) =
+                    reassembler.add(5_000u32, black_box(datagram), 1)
+                {
+                    joined = payload.len();
+                }
+            }
+            black_box(joined)
         })
     });
     group.finish();

@@ -7,10 +7,12 @@
 //! now and then. Expiry keeps one queue ordered by deadline instead of a
 //! timer per message; memory is bounded by [`ReassemblyLimits`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::Hash;
 
 use thiserror::Error;
+
+use super::bookkeeping::{Deadlines, HostLoad, HostLoads, Tombstones, Weight};
 
 use crate::limits::{MAX_CHUNKS, ReassemblyLimits};
 
@@ -214,6 +216,7 @@ impl<'a> Sender for &'a str {
     }
 }
 
+/// A message being put together.
 struct Pending {
     count: u8,
     /// Bit n set = chunk n received; a duplicate finds its bit set.
@@ -221,28 +224,12 @@ struct Pending {
     /// (offset, length) of each chunk's payload inside `data`.
     parts: Vec<(u32, u32)>,
     data: Vec<u8>,
+    /// Ties the message to its entry in the deadline queue.
     generation: u64,
 }
 
-struct Started<S> {
-    deadline_ms: u64,
-    key: (S, [u8; 8]),
-    generation: u64,
-}
-
-/// What one host holds.
-#[derive(Clone, Copy, Debug, Default)]
-struct HostLoad {
-    messages: usize,
-    bytes: usize,
-}
-
-/// Which load picks the host to evict from.
-#[derive(Clone, Copy)]
-enum Weight {
-    Messages,
-    Bytes,
-}
+/// A message's identity: its sender and the sender's id for it.
+type Key<S> = (S, [u8; 8]);
 
 /// Joins GELF chunks per (sender, message id); see the module docs.
 ///
@@ -256,16 +243,14 @@ enum Weight {
 /// ```
 pub struct Reassembler<S: Sender> {
     limits: ReassemblyLimits,
-    pending: HashMap<(S, [u8; 8]), Pending>,
-    /// Messages in the order they started, which is deadline order.
-    started: VecDeque<Started<S>>,
-    per_host: HashMap<S::Host, HostLoad>,
-    /// Allocated bytes of every pending message's buffer.
-    pending_bytes: usize,
+    pending: HashMap<Key<S>, Pending>,
+    /// What the pending messages hold, per host and in all.
+    loads: HostLoads<S::Host>,
+    /// When each pending message, and each tombstone, ends.
+    deadlines: Deadlines<Key<S>>,
     /// Messages given up on, until their deadline: their further chunks are
-    /// ignored instead of counted again. At most `max_pending_messages`.
-    refused: HashMap<(S, [u8; 8]), u64>,
-    refused_order: VecDeque<((S, [u8; 8]), u64)>,
+    /// ignored instead of counted again.
+    given_up: Tombstones<Key<S>>,
     next_generation: u64,
     dropped: DroppedMessages,
 }
@@ -274,7 +259,7 @@ impl<S: Sender> std::fmt::Debug for Reassembler<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reassembler")
             .field("pending_messages", &self.pending.len())
-            .field("pending_bytes", &self.pending_bytes)
+            .field("pending_bytes", &self.loads.total_bytes())
             .finish()
     }
 }
@@ -285,11 +270,9 @@ impl<S: Sender> Reassembler<S> {
         Reassembler {
             limits,
             pending: HashMap::new(),
-            started: VecDeque::new(),
-            per_host: HashMap::new(),
-            pending_bytes: 0,
-            refused: HashMap::new(),
-            refused_order: VecDeque::new(),
+            loads: HostLoads::new(),
+            deadlines: Deadlines::new(),
+            given_up: Tombstones::new(limits.max_pending_messages),
             next_generation: 0,
             dropped: DroppedMessages::default(),
         }
@@ -303,7 +286,7 @@ impl<S: Sender> Reassembler<S> {
     /// Bytes held by incomplete messages (their buffers' allocated size,
     /// what memory they really take). Never above `max_pending_bytes`.
     pub fn pending_bytes(&self) -> usize {
-        self.pending_bytes
+        self.loads.total_bytes()
     }
 
     /// Returns and resets the count of messages given up on.
@@ -332,95 +315,81 @@ impl<S: Sender> Reassembler<S> {
             return Ok(ChunkOutcome::Complete(payload.to_vec()));
         }
         let key = (sender, header.message_id);
-        if self.refused.contains_key(&key) {
+        if self.given_up.contains(&key) {
             return Ok(ChunkOutcome::Ignored);
         }
-        if !self.pending.contains_key(&key)
-            && let Err(error) = self.start(&key, header.count, now_ms, id)
-        {
-            self.refuse(key, now_ms);
-            return Err(error);
-        }
-        let max_message = self.limits.max_message_bytes;
-        let Some(message) = self.pending.get(&key) else {
-            return Ok(ChunkOutcome::Pending);
+        // Out of the map while this chunk is added, so that making room
+        // cannot pick it; its host stays charged for it meanwhile.
+        let mut message = match self.pending.remove(&key) {
+            Some(message) => message,
+            None => match self.start(&key, header.count, now_ms, id) {
+                Ok(message) => message,
+                Err(error) => {
+                    self.give_up(key, now_ms);
+                    return Err(error);
+                }
+            },
         };
         if message.count != header.count {
+            let expected = message.count;
+            self.pending.insert(key, message);
             return Err(ChunkError::CountMismatch {
                 id,
-                expected: message.count,
+                expected,
                 got: header.count,
             });
         }
         let bit = 1u128 << header.sequence;
         if message.received & bit != 0 {
+            self.pending.insert(key, message);
             return Ok(ChunkOutcome::Duplicate);
         }
+        let host = key.0.host();
+        let max_message = self.limits.max_message_bytes;
         if message.data.len() + payload.len() > max_message {
-            self.remove(&key);
-            self.refuse(key, now_ms);
+            self.loads.release(&host, message.data.capacity());
+            self.give_up(key, now_ms);
             return Err(ChunkError::MessageTooLarge {
                 id,
                 max: max_message,
             });
         }
         let growth = (message.data.len() + payload.len()).saturating_sub(message.data.capacity());
-        if !self.make_room(&key, growth) {
-            // This message was the one to go.
-            self.refuse(key, now_ms);
+        if !self.make_room(growth) {
+            // Nothing else could go: this message is the one evicted.
+            self.loads.release(&host, message.data.capacity());
+            self.dropped.evicted += 1;
+            self.give_up(key, now_ms);
             return Ok(ChunkOutcome::Ignored);
         }
-        let host = key.0.host();
-        let Some(message) = self.pending.get_mut(&key) else {
-            return Ok(ChunkOutcome::Pending);
-        };
         let capacity = message.data.capacity();
         // Exact growth: a doubling buffer would hold up to twice what the
         // cap allows.
         message.data.reserve_exact(payload.len());
-        let added = message.data.capacity() - capacity;
+        self.loads.grow(&host, message.data.capacity() - capacity);
         message.received |= bit;
         message.parts[usize::from(header.sequence)] =
             (message.data.len() as u32, payload.len() as u32);
         message.data.extend_from_slice(payload);
-        let complete = message.received.count_ones() == u32::from(message.count);
-        self.pending_bytes += added;
-        if let Some(load) = self.per_host.get_mut(&host) {
-            load.bytes += added;
+        if message.received.count_ones() == u32::from(message.count) {
+            self.loads.release(&host, message.data.capacity());
+            return Ok(ChunkOutcome::Complete(join(message)));
         }
-        if !complete {
-            return Ok(ChunkOutcome::Pending);
-        }
-        let Some(message) = self.remove(&key) else {
-            return Ok(ChunkOutcome::Pending);
-        };
-        Ok(ChunkOutcome::Complete(join(message)))
+        self.pending.insert(key, message);
+        Ok(ChunkOutcome::Pending)
     }
 
-    /// Gives up on every message whose deadline is at or before `now_ms`;
-    /// returns how many.
+    /// Gives up on every message whose deadline is at or before `now_ms`
+    /// and ends the tombstones due; returns how many messages expired.
     pub fn expire(&mut self, now_ms: u64) -> usize {
         let mut expired = 0;
-        while let Some(front) = self.started.front() {
-            if front.deadline_ms > now_ms {
-                break;
-            }
-            if let Some(started) = self.started.pop_front()
-                && self.is_live(&started)
-            {
-                self.remove(&started.key);
-                expired += 1;
-            }
-        }
-        while self
-            .refused_order
-            .front()
-            .is_some_and(|(_, until)| *until <= now_ms)
-        {
-            if let Some((key, until)) = self.refused_order.pop_front()
-                && self.refused.get(&key) == Some(&until)
-            {
-                self.refused.remove(&key);
+        while let Some(due) = self.deadlines.pop_due(now_ms) {
+            match self.pending.get(&due.key) {
+                Some(message) if message.generation == due.generation => {
+                    self.remove(&due.key);
+                    expired += 1;
+                }
+                _ => self.given_up.end(&due.key, due.generation),
             }
         }
         self.dropped.expired += expired as u64;
@@ -429,9 +398,10 @@ impl<S: Sender> Reassembler<S> {
 
     /// Checks the bookkeeping against the messages held: byte and message
     /// totals (overall and per host) equal what the pending messages hold,
-    /// every limit holds, every pending message has its deadline queued,
-    /// and the memory of refused messages is bounded. For tests and
-    /// fuzzing, after every step; `Err` says which invariant broke.
+    /// every limit holds, every pending message and tombstone has its
+    /// deadline queued, and the tombstones and the deadline queue are
+    /// bounded. For tests and fuzzing, after every step; `Err` says which
+    /// invariant broke.
     ///
     /// ```
     /// use cowlogd_parsers::gelf::Reassembler;
@@ -445,225 +415,157 @@ impl<S: Sender> Reassembler<S> {
     /// The first invariant that does not hold, described.
     pub fn check_invariants(&self) -> Result<(), String> {
         let limits = &self.limits;
+        let queued: std::collections::HashSet<(&Key<S>, u64)> = self
+            .deadlines
+            .iter()
+            .map(|deadline| (&deadline.key, deadline.generation))
+            .collect();
         let mut hosts: HashMap<S::Host, HostLoad> = HashMap::new();
-        let mut bytes = 0;
         for (key, message) in &self.pending {
             let load = hosts.entry(key.0.host()).or_default();
             load.messages += 1;
             load.bytes += message.data.capacity();
-            bytes += message.data.capacity();
             if message.data.len() > limits.max_message_bytes {
                 return Err(format!("a message holds {} bytes", message.data.len()));
             }
             if message.received.count_ones() >= u32::from(message.count) {
                 return Err("a complete message is still pending".into());
             }
-            if !self
-                .started
-                .iter()
-                .any(|s| &s.key == key && s.generation == message.generation)
-            {
+            if !queued.contains(&(key, message.generation)) {
                 return Err("a pending message has no deadline queued".into());
             }
         }
-        if bytes != self.pending_bytes {
-            return Err(format!(
-                "pending_bytes {} but messages hold {bytes}",
-                self.pending_bytes
-            ));
-        }
-        if hosts.len() != self.per_host.len() {
-            return Err("per_host lists a host with nothing pending, or misses one".into());
-        }
-        for (host, load) in &hosts {
-            match self.per_host.get(host) {
-                Some(kept) if kept.messages == load.messages && kept.bytes == load.bytes => {}
-                _ => return Err("a host's load differs from its messages".into()),
-            }
-            if load.messages > limits.max_pending_per_sender {
-                return Err(format!("a host holds {} messages", load.messages));
-            }
+        self.loads.matches(&hosts)?;
+        if let Some(load) = hosts
+            .values()
+            .find(|load| load.messages > limits.max_pending_per_sender)
+        {
+            return Err(format!("a host holds {} messages", load.messages));
         }
         if self.pending.len() > limits.max_pending_messages {
             return Err(format!("{} messages pending", self.pending.len()));
         }
-        if self.pending_bytes > limits.max_pending_bytes {
-            return Err(format!("{} bytes pending", self.pending_bytes));
+        if self.loads.total_bytes() > limits.max_pending_bytes {
+            return Err(format!("{} bytes pending", self.loads.total_bytes()));
         }
-        if self.refused_order.len() > limits.max_pending_messages
-            || self.refused.len() > self.refused_order.len()
-        {
-            return Err(format!(
-                "{} refused, {} in their queue",
-                self.refused.len(),
-                self.refused_order.len()
-            ));
+        self.given_up.check()?;
+        if self.given_up.keys().any(|entry| !queued.contains(&entry)) {
+            return Err("a tombstone has no deadline queued".into());
         }
-        // Compaction keeps the deadline queue within twice the messages
-        // pending when it ran, plus slack; completions may lower the count
-        // since, never past the cap.
-        if self.started.len() > 2 * limits.max_pending_messages + 1024 + 1 {
-            return Err(format!("{} deadlines queued", self.started.len()));
+        let bound = Deadlines::<Key<S>>::bound(2 * limits.max_pending_messages);
+        if self.deadlines.len() > bound {
+            return Err(format!("{} deadlines queued", self.deadlines.len()));
         }
         Ok(())
     }
 
-    fn is_live(&self, started: &Started<S>) -> bool {
-        self.pending
-            .get(&started.key)
-            .is_some_and(|p| p.generation == started.generation)
+    fn next_generation(&mut self) -> u64 {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        generation
     }
 
-    /// Remembers `key` as given up on until its deadline would have passed.
-    fn refuse(&mut self, key: (S, [u8; 8]), now_ms: u64) {
-        let until = now_ms.saturating_add(self.limits.timeout_ms);
-        if self.refused_order.len() >= self.limits.max_pending_messages
-            && let Some((oldest, until)) = self.refused_order.pop_front()
-            && self.refused.get(&oldest) == Some(&until)
-        {
-            self.refused.remove(&oldest);
-        }
-        self.refused.insert(key.clone(), until);
-        self.refused_order.push_back((key, until));
+    /// Whether a deadline entry still ends something.
+    fn compact_deadlines(&mut self) {
+        let (pending, given_up) = (&self.pending, &self.given_up);
+        self.deadlines
+            .compact(pending.len() + given_up.len(), |deadline| {
+                pending
+                    .get(&deadline.key)
+                    .is_some_and(|message| message.generation == deadline.generation)
+                    || given_up.holds(&deadline.key, deadline.generation)
+            });
     }
 
-    /// Registers a new message, making room under the message cap first.
+    /// Remembers `key` as given up on until a full timeout from now.
+    fn give_up(&mut self, key: Key<S>, now_ms: u64) {
+        self.compact_deadlines();
+        let generation = self.next_generation();
+        self.deadlines.push(
+            now_ms.saturating_add(self.limits.timeout_ms),
+            key.clone(),
+            generation,
+        );
+        self.given_up.insert(key, generation);
+    }
+
+    /// A new message, its host charged and its deadline queued, after
+    /// making room under the message cap. Not yet in `pending`.
     fn start(
         &mut self,
-        key: &(S, [u8; 8]),
+        key: &Key<S>,
         count: u8,
         now_ms: u64,
         id: u64,
-    ) -> Result<(), ChunkError> {
+    ) -> Result<Pending, ChunkError> {
         let host = key.0.host();
-        let held = self.per_host.get(&host).map_or(0, |load| load.messages);
-        if held >= self.limits.max_pending_per_sender {
+        if self.loads.messages(&host) >= self.limits.max_pending_per_sender {
             return Err(ChunkError::SenderLimit { id });
         }
         while !self.pending.is_empty() && self.pending.len() >= self.limits.max_pending_messages {
-            if !self.evict_from_largest(Weight::Messages, None) {
-                break;
+            match self.victim(Weight::Messages) {
+                Some(victim) => self.evict(victim),
+                None => break,
             }
         }
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        self.pending.insert(
+        self.compact_deadlines();
+        let generation = self.next_generation();
+        self.loads.start(host);
+        self.deadlines.push(
+            now_ms.saturating_add(self.limits.timeout_ms),
             key.clone(),
-            Pending {
-                count,
-                received: 0,
-                parts: vec![(0, 0); usize::from(count)],
-                data: Vec::new(),
-                generation,
-            },
-        );
-        self.per_host.entry(host).or_default().messages += 1;
-        self.started.push_back(Started {
-            deadline_ms: now_ms.saturating_add(self.limits.timeout_ms),
-            key: key.clone(),
             generation,
-        });
-        self.compact_started();
-        Ok(())
+        );
+        Ok(Pending {
+            count,
+            received: 0,
+            parts: vec![(0, 0); usize::from(count)],
+            data: Vec::new(),
+            generation,
+        })
     }
 
-    /// Evicts until `growth` more bytes fit under `max_pending_bytes`;
-    /// `false` if `key` itself had to go.
-    fn make_room(&mut self, key: &(S, [u8; 8]), growth: usize) -> bool {
-        while self.pending_bytes + growth > self.limits.max_pending_bytes {
-            if !self.pending.contains_key(key) {
-                return false;
+    /// Evicts others' messages until `growth` more bytes fit under
+    /// `max_pending_bytes`; `false` when nothing else is left to evict, so
+    /// the message being added (out of the map meanwhile) must go.
+    fn make_room(&mut self, growth: usize) -> bool {
+        while self.loads.total_bytes() + growth > self.limits.max_pending_bytes {
+            match self.victim(Weight::Bytes) {
+                Some(victim) => self.evict(victim),
+                None => return false,
             }
-            if !self.evict_from_largest(Weight::Bytes, Some(key)) {
-                return self.pending.contains_key(key);
-            }
-        }
-        self.pending.contains_key(key)
-    }
-
-    /// Evicts the oldest message of the host holding the most (by
-    /// `weight`), so one host cannot evict the others' messages. `keep`
-    /// is evicted only if nothing else of that host is left. `false` when
-    /// nothing could be evicted.
-    fn evict_from_largest(&mut self, weight: Weight, keep: Option<&(S, [u8; 8])>) -> bool {
-        let load = |l: &HostLoad| match weight {
-            Weight::Messages => l.messages,
-            Weight::Bytes => l.bytes,
-        };
-        let Some(most) = self.per_host.values().map(load).max() else {
-            return false;
-        };
-        let (pending, per_host) = (&self.pending, &self.per_host);
-        // The oldest live message of a host holding `most`.
-        let candidate = |s: &&Started<S>| {
-            pending
-                .get(&s.key)
-                .is_some_and(|p| p.generation == s.generation)
-                && per_host
-                    .get(&s.key.0.host())
-                    .is_some_and(|l| load(l) == most)
-        };
-        let victim = self
-            .started
-            .iter()
-            .filter(candidate)
-            .find(|s| Some(&s.key) != keep)
-            .or_else(|| self.started.iter().find(candidate))
-            .map(|s| s.key.clone());
-        let Some(victim) = victim else {
-            return false;
-        };
-        self.remove(&victim);
-        self.dropped.evicted += 1;
-        if Some(&victim) != keep {
-            // Its later chunks are ignored, not counted again.
-            let until = self
-                .started
-                .iter()
-                .find(|s| s.key == victim)
-                .map_or(0, |s| s.deadline_ms);
-            self.refused.insert(victim.clone(), until);
-            self.refused_order.push_back((victim, until));
-            self.bound_refused();
         }
         true
     }
 
-    fn bound_refused(&mut self) {
-        while self.refused_order.len() > self.limits.max_pending_messages {
-            if let Some((oldest, until)) = self.refused_order.pop_front()
-                && self.refused.get(&oldest) == Some(&until)
-            {
-                self.refused.remove(&oldest);
-            }
+    /// The oldest pending message of the host holding the most (by
+    /// `weight`), so that one host cannot evict the others' messages.
+    /// `None` when that host's only message is the one being added.
+    fn victim(&self, weight: Weight) -> Option<Key<S>> {
+        let most = self.loads.heaviest(weight)?;
+        self.deadlines
+            .iter()
+            .find(|deadline| {
+                self.pending
+                    .get(&deadline.key)
+                    .is_some_and(|message| message.generation == deadline.generation)
+                    && self.loads.of(&deadline.key.0.host()).weighed(weight) == most
+            })
+            .map(|deadline| deadline.key.clone())
+    }
+
+    /// Evicts a pending message; its later chunks are ignored, not counted
+    /// again, until the deadline it already has queued.
+    fn evict(&mut self, key: Key<S>) {
+        if let Some(message) = self.remove(&key) {
+            self.dropped.evicted += 1;
+            self.given_up.insert(key, message.generation);
         }
     }
 
-    /// Completed messages leave stale entries in `started`; drop them once
-    /// they outnumber the live ones so the queue stays proportional.
-    fn compact_started(&mut self) {
-        if self.started.len() > 2 * self.pending.len() + 1024 {
-            let pending = &self.pending;
-            self.started.retain(|s| {
-                pending
-                    .get(&s.key)
-                    .is_some_and(|p| p.generation == s.generation)
-            });
-        }
-    }
-
-    fn remove(&mut self, key: &(S, [u8; 8])) -> Option<Pending> {
+    fn remove(&mut self, key: &Key<S>) -> Option<Pending> {
         let message = self.pending.remove(key)?;
-        let bytes = message.data.capacity();
-        self.pending_bytes -= bytes;
-        let host = key.0.host();
-        if let Some(load) = self.per_host.get_mut(&host) {
-            load.messages -= 1;
-            load.bytes -= bytes;
-            if load.messages == 0 {
-                self.per_host.remove(&host);
-            }
-        }
+        self.loads.release(&key.0.host(), message.data.capacity());
         Some(message)
     }
 }
@@ -708,10 +610,11 @@ mod tests {
             Ok(ChunkOutcome::Pending)
         );
         assert_eq!(r.check_invariants(), Ok(()));
-        r.pending_bytes += 1;
-        assert!(r.check_invariants().unwrap_err().contains("pending_bytes"));
-        r.pending_bytes -= 1;
-        r.started.clear();
+        r.loads.grow(&1, 1);
+        assert!(r.check_invariants().unwrap_err().contains("load"));
+        let mut r = reassembler();
+        r.add(1, &chunk(1, 0, 2, b"part"), 0).unwrap();
+        r.deadlines.clear();
         assert!(r.check_invariants().unwrap_err().contains("deadline"));
     }
 
@@ -887,7 +790,7 @@ mod tests {
             d[10] = 1;
             assert!(matches!(r.add(1, &d, 0), Ok(ChunkOutcome::Complete(_))));
         }
-        assert!(r.started.len() <= 1025);
+        assert!(r.deadlines.len() <= 1025);
     }
 
     fn limited(limits: ReassemblyLimits) -> Reassembler<std::net::SocketAddr> {

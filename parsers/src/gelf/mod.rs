@@ -1,6 +1,7 @@
 //! GELF: chunk reassembly and JSON parsing (GELF 1.1, with Graylog's
 //! leniency). Decompression lives in [`crate::decompress`].
 
+mod bookkeeping;
 mod chunk;
 mod message;
 
