@@ -1,38 +1,42 @@
 //! cowlogd: a log collector appliance for Docker hosts and mailcow.
 //!
 //! Data flows one way, one module per stage (ARCHITECTURE.md has the map):
-//! - [`inputs`]: listeners (UDP, TCP, HTTP, Fluent Forward), their slots
+//! - `inputs`: listeners (UDP, TCP, HTTP, Fluent Forward), their slots
 //!   and buffers, and the protocols' own state (GELF chunks, Fluent acks).
-//! - [`pipeline`]: record → route → encoded batches, one read cycle at a
-//!   time; [`router`] decides, [`pipeline::emit`] encodes.
-//! - [`batch`]: what the pipeline hands the sinks; [`queue`]: the bounded
+//! - `pipeline`: record → route → encoded batches, one read cycle at a
+//!   time; `router` decides, `pipeline::emit` encodes.
+//! - `batch`: what the pipeline hands the sinks; `queue`: the bounded
 //!   queue in front of each sink.
-//! - [`sinks`]: the Redis writer (exactly once) and the Graylog forwarder.
+//! - `sinks`: the Redis writer (exactly once) and the Graylog forwarder.
 //! - [`f2b`]: netfilter's ban rules, tapped on every published payload.
-//! - [`metrics`]: every metric, declared once; [`http`]: `/metrics`,
+//! - `metrics`: every metric, declared once; [`http`]: `/metrics`,
 //!   `/health`, `/ready`, `/f2b`.
 //! - [`config`]: the TOML file and its validation into [`config::Settings`].
 //! - [`console`], [`tail`], [`bans`]: what an admin watches.
 //!
-//! Parsing itself lives in the `cowlogd-parsers` crate. [`Daemon`] runs
-//! the whole thing in-process (the binary and the tests both use it).
+//! The stages are private to the crate: what is public is what the
+//! binary, the tests and an embedding program use. Parsing itself lives in
+//! the `cowlogd-parsers` crate. [`Daemon`] runs the whole thing in-process
+//! (the binary and the tests both use it).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod bans;
-pub mod batch;
+mod batch;
 pub mod config;
 pub mod console;
 pub mod f2b;
 pub mod http;
-pub mod inputs;
-pub mod metrics;
-pub mod pipeline;
-pub mod queue;
-pub mod router;
-pub mod sinks;
+mod inputs;
+mod metrics;
+mod pipeline;
+mod queue;
+mod router;
+mod sinks;
 pub mod tail;
+
+pub use inputs::Bound;
 
 pub use cowlogd_parsers as parsers;
 

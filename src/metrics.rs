@@ -153,6 +153,7 @@ impl DropReason {
 
 impl DropReason {
     /// Every reason, in the order the README lists them.
+    #[cfg(test)]
     pub const ALL: [DropReason; 27] = [
         DropReason::NotAllowed,
         DropReason::ConnectionLimit,
@@ -399,6 +400,7 @@ impl Metric {
 
 /// The README's metrics table, made from [`ALL`] (a test keeps the README
 /// equal to it).
+#[cfg(test)]
 pub fn readme_table() -> String {
     let mut table = String::from("| metric | type | labels | meaning |\n|---|---|---|---|\n");
     for metric in ALL {
@@ -558,7 +560,9 @@ impl LogLimiter {
     }
 }
 
-/// Logs a warning through a per-call-site [`LogLimiter`] (one line per 10 s).
+/// Logs a warning through a per-call-site `LogLimiter` (one line per 10 s).
+/// The crate's own: it names private items, so it is hidden.
+#[doc(hidden)]
 #[macro_export]
 macro_rules! warn_limited {
     ($($arg:tt)*) => {{

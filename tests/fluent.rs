@@ -291,10 +291,8 @@ fn acked_event(line: &str, chunk: &str) -> Vec<u8> {
     acked_event_with(line, chunk, None)
 }
 
-fn str8(out: &mut Vec<u8>, s: &str) {
-    out.push(0xd9);
-    out.push(s.len() as u8);
-    out.extend_from_slice(s.as_bytes());
+fn write_string(out: &mut Vec<u8>, s: &str) {
+    cowlogd_parsers::fluent::msgpack::write_str(out, s.as_bytes());
 }
 
 /// Docker's record for `line` of the postfix container, with one more
@@ -307,11 +305,11 @@ fn record(out: &mut Vec<u8>, line: &str, extra: Option<(&str, &[u8])>) {
         ("source", "stdout"),
         ("log", line),
     ] {
-        str8(out, k);
-        str8(out, v);
+        write_string(out, k);
+        write_string(out, v);
     }
     if let Some((k, raw)) = extra {
-        str8(out, k);
+        write_string(out, k);
         out.extend_from_slice(raw);
     }
 }
@@ -327,13 +325,13 @@ fn entry(out: &mut Vec<u8>, line: &str) {
 /// MessagePack.
 fn acked_event_with(line: &str, chunk: &str, extra: Option<(&str, &[u8])>) -> Vec<u8> {
     let mut out = vec![0x94];
-    str8(&mut out, "app");
+    write_string(&mut out, "app");
     out.push(0xce);
     out.extend(1_712_345_678u32.to_be_bytes());
     record(&mut out, line, extra);
     out.push(0x81);
-    str8(&mut out, "chunk");
-    str8(&mut out, chunk);
+    write_string(&mut out, "chunk");
+    write_string(&mut out, chunk);
     out
 }
 
@@ -545,10 +543,10 @@ fn forward_packed_and_compressed_events_are_stored_and_bad_ones_counted() {
     };
     let options = |out: &mut Vec<u8>, compressed: &str, chunk: &str| {
         out.push(0x82);
-        str8(out, "compressed");
-        str8(out, compressed);
-        str8(out, "chunk");
-        str8(out, chunk);
+        write_string(out, "compressed");
+        write_string(out, compressed);
+        write_string(out, "chunk");
+        write_string(out, chunk);
     };
     let mut entries = Vec::new();
     (0..2).for_each(|n| entry(&mut entries, &postfix_line(n)));
@@ -562,28 +560,28 @@ fn forward_packed_and_compressed_events_are_stored_and_bad_ones_counted() {
     let mut stream = ack_client(&daemon, port);
     // Forward: [tag, [entries], {"chunk"}]
     let mut event = vec![0x93];
-    str8(&mut event, "app");
+    write_string(&mut event, "app");
     event.push(0x92);
     event.extend_from_slice(&entries);
     event.push(0x81);
-    str8(&mut event, "chunk");
-    str8(&mut event, "f");
+    write_string(&mut event, "chunk");
+    write_string(&mut event, "f");
     // PackedForward and CompressedPackedForward.
     event.push(0x93);
-    str8(&mut event, "app");
+    write_string(&mut event, "app");
     bin32(&mut event, &packed);
     options(&mut event, "text", "p");
     event.push(0x93);
-    str8(&mut event, "app");
+    write_string(&mut event, "app");
     bin32(&mut event, &gz);
     options(&mut event, "gzip", "g");
     // Not gzip, and an unknown compression: each costs its event.
     event.push(0x93);
-    str8(&mut event, "app");
+    write_string(&mut event, "app");
     bin32(&mut event, b"not gzip at all");
     options(&mut event, "gzip", "x");
     event.push(0x93);
-    str8(&mut event, "app");
+    write_string(&mut event, "app");
     bin32(&mut event, &gz);
     options(&mut event, "zstd", "z");
     stream.write_all(&event).unwrap();

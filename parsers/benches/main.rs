@@ -12,7 +12,7 @@ use cowlogd_parsers::encode::mailcow::{
 };
 use cowlogd_parsers::fluent::docker::to_gelf;
 use cowlogd_parsers::fluent::forward::{Entries, parse_event};
-use cowlogd_parsers::fluent::msgpack::object_len;
+use cowlogd_parsers::fluent::msgpack::{object_len, write_str};
 use cowlogd_parsers::gelf::{ChunkOutcome, GelfMessage, Reassembler, parse_gelf};
 use cowlogd_parsers::normalize::{normalize_gelf, normalize_syslog};
 use cowlogd_parsers::syslog::{TimeContext, parse_syslog};
@@ -131,16 +131,8 @@ fn gelf(c: &mut Criterion) {
 /// precision: `[tag, EventTime, record, {"chunk": id}]`, the same postfix
 /// line as the GELF benchmark.
 fn docker_forward() -> Vec<u8> {
-    fn str(out: &mut Vec<u8>, s: &[u8]) {
-        if s.len() < 32 {
-            out.push(0xa0 | s.len() as u8);
-        } else {
-            out.extend([0xd9, s.len() as u8]);
-        }
-        out.extend_from_slice(s);
-    }
     let mut out = vec![0x94];
-    str(&mut out, b"3b2f6e0c9a1d");
+    write_str(&mut out, b"3b2f6e0c9a1d");
     out.extend([0xd7, 0x00, 0x66, 0x32, 0x00, 0x20, 0x07, 0x54, 0xd4, 0xc0]);
     out.push(0x84);
     for (k, v) in [
@@ -149,12 +141,12 @@ fn docker_forward() -> Vec<u8> {
         (b"source", b"stdout"),
         (b"log", b"Nov 24 13:49:59 mail postfix/smtpd[12345]: warning: unknown[203.0.113.5]: SASL LOGIN authentication failed: UGFzc3dvcmQ6"),
     ] {
-        str(&mut out, k);
-        str(&mut out, v);
+        write_str(&mut out, k);
+        write_str(&mut out, v);
     }
     out.push(0x81);
-    str(&mut out, b"chunk");
-    str(&mut out, b"p8n9gmxTQVC8/nh2wlKKeQ==");
+    write_str(&mut out, b"chunk");
+    write_str(&mut out, b"p8n9gmxTQVC8/nh2wlKKeQ==");
     out
 }
 

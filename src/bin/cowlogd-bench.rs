@@ -21,6 +21,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use cowlogd_parsers::encode::compress::{Codec, Compressor};
 use cowlogd_parsers::encode::gelf::for_each_chunk;
+use cowlogd_parsers::fluent::msgpack::write_str;
 
 /// How the traffic reaches the collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -220,16 +221,9 @@ fn docker_gelf(line: &Line, created_ns: u64) -> Vec<u8> {
 /// Docker's fluentd record for `line` as fluent-logger-golang sends it:
 /// `[tag, EventTime, {container_id, container_name, source, log}, {}]`.
 fn docker_forward(line: &Line, created_ns: u64) -> Vec<u8> {
+    // Cut at 64 KiB, as before; Docker's own lines are at most 16 KiB.
     fn str(out: &mut Vec<u8>, s: &[u8]) {
-        match s.len() {
-            n if n < 32 => out.push(0xa0 | n as u8),
-            n if n < 256 => out.extend([0xd9, n as u8]),
-            n => {
-                out.push(0xda);
-                out.extend((n.min(usize::from(u16::MAX)) as u16).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&s[..s.len().min(usize::from(u16::MAX))]);
+        write_str(out, &s[..s.len().min(usize::from(u16::MAX))]);
     }
     let mut out = Vec::with_capacity(line.text.len() + 200);
     out.push(0x94);

@@ -235,6 +235,7 @@ impl ConnectionSlots {
     }
 
     /// Connections open.
+    #[cfg(test)]
     pub fn open(&self) -> usize {
         self.lock().open.len()
     }

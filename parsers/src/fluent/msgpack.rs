@@ -321,6 +321,38 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Appends `s` as a MessagePack string in its shortest form (fixstr, str8,
+/// str16 or str32), as fluentd and fluent-logger-golang write them; the
+/// one writer for Forward acks, the load generator and the tests.
+///
+/// ```
+/// use cowlogd_parsers::fluent::msgpack::write_str;
+/// let mut out = Vec::new();
+/// write_str(&mut out, b"ack");
+/// write_str(&mut out, &[b'x'; 40]);
+/// assert_eq!(&out[..6], b"\xa3ack\xd9\x28");
+/// assert_eq!(out.len(), 4 + 2 + 40);
+/// ```
+///
+/// Strings of 4 GiB or more do not exist in MessagePack; such an `s` is
+/// written cut at `u32::MAX` bytes.
+pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
+    let s = &s[..s.len().min(u32::MAX as usize)];
+    match s.len() {
+        n if n < 32 => out.push(0xa0 | n as u8),
+        n if n < 256 => out.extend([0xd9, n as u8]),
+        n if n < 65_536 => {
+            out.push(0xda);
+            out.extend((n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0xdb);
+            out.extend((n as u32).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(s);
+}
+
 /// Appends one whole value as JSON text: strings (and `bin`) as JSON
 /// strings with invalid UTF-8 replaced, maps with non-string keys keyed by
 /// their JSON text, extensions as `null`. Nesting past `max_depth` is

@@ -113,19 +113,7 @@ pub async fn serve_unix(
 /// `{"ack": chunk}`, as fluentd answers.
 fn write_ack(out: &mut Vec<u8>, chunk: &[u8]) {
     out.extend_from_slice(b"\x81\xa3ack");
-    match chunk.len() {
-        n if n < 32 => out.push(0xa0 | n as u8),
-        n if n < 256 => out.extend([0xd9, n as u8]),
-        n if n < 65536 => {
-            out.push(0xda);
-            out.extend((n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0xdb);
-            out.extend((n as u32).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(chunk);
+    cowlogd_parsers::fluent::msgpack::write_str(out, chunk);
 }
 
 async fn connection<S>(mut stream: S, peer: Option<SocketAddr>, slot: Slot, context: FluentContext)
