@@ -123,6 +123,18 @@ fn tcp_only(extra: &str) -> cowlogd::config::Settings {
     Config::parse(&text).unwrap().validate().unwrap()
 }
 
+/// A [`tcp_only`] daemon closing a silent connection after 10 s, an idle
+/// one after 600 s and an unfinished frame after 60 s; its syslog address.
+async fn tcp_only_with_timeouts() -> (Daemon, std::net::SocketAddr) {
+    let daemon = Daemon::start(tcp_only(
+        "tcp_first_byte_timeout_s = 10\ntcp_idle_timeout_s = 600\ntcp_frame_timeout_s = 60",
+    ))
+    .await
+    .unwrap();
+    let addr = daemon.inputs().syslog_tcp.unwrap();
+    (daemon, addr)
+}
+
 /// Reads `stream` until the daemon closes it; the (virtual) time that took.
 async fn closed_after(stream: &mut tokio::net::TcpStream) -> Duration {
     use tokio::io::AsyncReadExt;
@@ -137,12 +149,7 @@ async fn closed_after(stream: &mut tokio::net::TcpStream) -> Duration {
 // measured are the daemon's own deadlines, not the machine's load.
 #[tokio::test(start_paused = true)]
 async fn a_silent_connection_closes_at_the_first_byte_timeout_an_idle_one_at_the_idle_timeout() {
-    let daemon = Daemon::start(tcp_only(
-        "tcp_first_byte_timeout_s = 10\ntcp_idle_timeout_s = 600\ntcp_frame_timeout_s = 60",
-    ))
-    .await
-    .unwrap();
-    let addr = daemon.inputs().syslog_tcp.unwrap();
+    let (daemon, addr) = tcp_only_with_timeouts().await;
     let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
     let waited = closed_after(&mut silent).await;
     assert!(
@@ -165,12 +172,7 @@ async fn a_silent_connection_closes_at_the_first_byte_timeout_an_idle_one_at_the
 #[tokio::test(start_paused = true)]
 async fn a_frame_trickled_a_byte_at_a_time_is_cut_off_at_the_frame_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let daemon = Daemon::start(tcp_only(
-        "tcp_first_byte_timeout_s = 10\ntcp_idle_timeout_s = 600\ntcp_frame_timeout_s = 60",
-    ))
-    .await
-    .unwrap();
-    let addr = daemon.inputs().syslog_tcp.unwrap();
+    let (daemon, addr) = tcp_only_with_timeouts().await;
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
     let started = tokio::time::Instant::now();
     // A byte every 5 s: never idle for long, never a whole frame. The
