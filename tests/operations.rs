@@ -211,3 +211,74 @@ fn without_a_reachable_redis_lines_still_show_and_ready_says_why() {
     assert!(body.starts_with("redis not writable: "), "{body}");
     assert!(body.to_lowercase().contains("refused"), "{body}");
 }
+
+#[test]
+fn a_second_daemon_on_the_same_udp_port_exits_with_address_in_use() {
+    // SO_REUSEPORT would let the second one join the first one's group and
+    // take a share of the datagrams; it must refuse to start instead.
+    let redis = RedisServer::start();
+    let first = Daemon::start(&redis.url(), "");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("second.toml");
+    for (input, port) in [
+        ("gelf_udp", first.ports.gelf),
+        ("syslog_udp", first.ports.syslog),
+    ] {
+        let inputs: String = ["gelf_udp", "gelf_tcp", "syslog_udp", "syslog_tcp"]
+            .iter()
+            .map(|key| match *key == input {
+                true => format!("{key} = \"127.0.0.1:{port}\"\n"),
+                false => format!("{key} = \"\"\n"),
+            })
+            .collect();
+        std::fs::write(
+            &config,
+            format!(
+                "[redis]\nurl = \"{}\"\n[inputs]\n{inputs}[metrics]\nlisten = \"\"\n",
+                redis.url()
+            ),
+        )
+        .unwrap();
+        let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_cowlogd"))
+            .args(["--config", config.to_str().unwrap()])
+            .env_remove("COWLOGD_REDIS_URL")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let exited = wait_for_exit(&mut second, std::time::Duration::from_secs(10));
+        let mut stderr = String::new();
+        if let Some(mut pipe) = second.stderr.take() {
+            std::io::Read::read_to_string(&mut pipe, &mut stderr).unwrap();
+        }
+        assert!(
+            exited.is_some_and(|status| !status.success()),
+            "a second daemon started on {input} {port}"
+        );
+        assert!(
+            stderr.contains("Address already in use") && stderr.contains(input),
+            "{stderr}"
+        );
+    }
+    // The first one still gets every datagram.
+    for n in 0..50 {
+        first.udp(first.ports.gelf, &docker_gelf(POSTFIX, &postfix_line(n)));
+    }
+    assert_eq!(redis.wait_list("POSTFIX_MAILLOG", 50).len(), 50);
+}
+
+/// Waits up to `patience` for `child` to exit; kills it if it does not.
+fn wait_for_exit(
+    child: &mut std::process::Child,
+    patience: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + patience;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}

@@ -49,7 +49,7 @@ pub fn bind(
         receive_buffer,
     } = settings;
     let mut sockets = Vec::with_capacity(count);
-    let mut bound = addr;
+    let mut bound = claim(addr, input)?;
     for _ in 0..count {
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         if addr.is_ipv6() {
@@ -85,6 +85,28 @@ pub fn bind(
     }
     tracing::info!(input = input.label(), addr = %bound, sockets = count, "listening");
     Ok((bound, sockets))
+}
+
+/// Checks that no other socket holds `addr` (nor a `SO_REUSEPORT` group
+/// another process would share with us: the kernel would split the
+/// datagrams between the two, and the other's share would be lost to us),
+/// by binding it once without `SO_REUSEPORT`; returns the address with the
+/// port the kernel chose for port 0. The group is bound right after this
+/// socket closes: a second cowlogd started in that instant is the one race
+/// left, where one started later fails here with "address in use", as a
+/// TCP input does.
+fn claim(addr: SocketAddr, input: Input) -> anyhow::Result<SocketAddr> {
+    let probe = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(false).ok();
+    }
+    probe.bind(&addr.into()).with_context(|| {
+        format!(
+            "binding {} on {addr}: another process (another cowlogd?) holds the address",
+            input.label()
+        )
+    })?;
+    Ok(probe.local_addr()?.as_socket().unwrap_or(addr))
 }
 
 /// What one socket's reader task needs.
