@@ -124,6 +124,28 @@ fn gelf(c: &mut Criterion) {
             black_box(joined)
         })
     });
+    // A flood at the byte cap: every new message's first chunk evicts
+    // the oldest of the host holding the most, among ~700 pending and
+    // thousands given up on.
+    let mut full = Reassembler::new(ReassemblyLimits {
+        max_pending_bytes: 1_000_000,
+        ..ReassemblyLimits::default()
+    });
+    let mut id = 0u64;
+    let mut first_chunk = move || {
+        id += 1;
+        (id % 20, chunk(id, 0))
+    };
+    for _ in 0..20_000 {
+        let (sender, datagram) = first_chunk();
+        let _ = full.add(sender as u32, &datagram, 1);
+    }
+    group.bench_function("chunk_flood_at_the_byte_cap_evicts_one_per_chunk", |b| {
+        b.iter(|| {
+            let (sender, datagram) = first_chunk();
+            black_box(full.add(sender as u32, black_box(&datagram), 1).is_ok())
+        })
+    });
     group.finish();
 }
 

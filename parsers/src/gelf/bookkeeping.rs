@@ -1,8 +1,9 @@
 //! The [`Reassembler`](super::Reassembler)'s state, one invariant per type:
 //!
-//! - [`HostLoads`]: what each host holds (messages and allocated bytes)
-//!   and the total, charged and released only through its methods, so the
-//!   per-host and total figures cannot drift apart.
+//! - [`HostLoads`]: what each host holds (its messages by age and their
+//!   allocated bytes) and the total, charged and released only through
+//!   its methods, so the per-host and total figures cannot drift apart;
+//!   it also picks the message to evict.
 //! - [`Deadlines`]: one queue, in deadline order, for every message that
 //!   can expire, whether still being put together or given up on. Entries
 //!   name a `(key, generation)`; the owner says which are still live, and
@@ -11,14 +12,24 @@
 //!   ignored instead of counted again; never more than a fixed number.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hash;
 
-/// What one host holds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct HostLoad {
-    pub(super) messages: usize,
+/// What one host holds: how many messages and bytes, and which messages,
+/// oldest first (by generation, which grows with every message started).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct HostLoad<K> {
     pub(super) bytes: usize,
+    pub(super) by_age: BTreeMap<u64, K>,
+}
+
+impl<K> Default for HostLoad<K> {
+    fn default() -> Self {
+        HostLoad {
+            bytes: 0,
+            by_age: BTreeMap::new(),
+        }
+    }
 }
 
 /// Which load picks the host to evict from.
@@ -28,10 +39,14 @@ pub(super) enum Weight {
     Bytes,
 }
 
-impl HostLoad {
-    pub(super) fn weighed(&self, weight: Weight) -> usize {
+impl<K> HostLoad<K> {
+    pub(super) fn messages(&self) -> usize {
+        self.by_age.len()
+    }
+
+    fn weighed(&self, weight: Weight) -> usize {
         match weight {
-            Weight::Messages => self.messages,
+            Weight::Messages => self.messages(),
             Weight::Bytes => self.bytes,
         }
     }
@@ -39,14 +54,16 @@ impl HostLoad {
 
 /// Per-host loads and their byte total. A host with nothing left is
 /// forgotten, so the map is as large as the set of hosts holding messages.
+/// Each host lists its messages by age, so the oldest of the host holding
+/// the most is found without walking every message.
 #[derive(Debug)]
-pub(super) struct HostLoads<H> {
-    hosts: HashMap<H, HostLoad>,
+pub(super) struct HostLoads<H, K> {
+    hosts: HashMap<H, HostLoad<K>>,
     bytes: usize,
 }
 
-impl<H: Hash + Eq + Clone> HostLoads<H> {
-    pub(super) fn new() -> HostLoads<H> {
+impl<H: Hash + Eq + Clone, K: Clone + PartialEq> HostLoads<H, K> {
+    pub(super) fn new() -> HostLoads<H, K> {
         HostLoads {
             hosts: HashMap::new(),
             bytes: 0,
@@ -59,22 +76,16 @@ impl<H: Hash + Eq + Clone> HostLoads<H> {
     }
 
     pub(super) fn messages(&self, host: &H) -> usize {
-        self.hosts.get(host).map_or(0, |load| load.messages)
-    }
-
-    /// The load of `host`; nothing for a host holding nothing.
-    pub(super) fn of(&self, host: &H) -> HostLoad {
-        self.hosts.get(host).copied().unwrap_or_default()
-    }
-
-    /// The largest load by `weight`, if any host holds anything.
-    pub(super) fn heaviest(&self, weight: Weight) -> Option<usize> {
-        self.hosts.values().map(|load| load.weighed(weight)).max()
+        self.hosts.get(host).map_or(0, HostLoad::messages)
     }
 
     /// One more message for `host`, holding no bytes yet.
-    pub(super) fn start(&mut self, host: H) {
-        self.hosts.entry(host).or_default().messages += 1;
+    pub(super) fn start(&mut self, host: H, generation: u64, key: K) {
+        self.hosts
+            .entry(host)
+            .or_default()
+            .by_age
+            .insert(generation, key);
     }
 
     /// A message of `host` grew its buffer by `bytes`.
@@ -85,23 +96,43 @@ impl<H: Hash + Eq + Clone> HostLoads<H> {
         }
     }
 
-    /// A message of `host` holding `bytes` left (complete, expired,
-    /// evicted or given up on).
-    pub(super) fn release(&mut self, host: &H, bytes: usize) {
+    /// The message `generation` of `host`, holding `bytes`, left
+    /// (complete, expired, evicted or given up on).
+    pub(super) fn release(&mut self, host: &H, generation: u64, bytes: usize) {
         if let Entry::Occupied(mut entry) = self.hosts.entry(host.clone()) {
             let load = entry.get_mut();
+            if load.by_age.remove(&generation).is_none() {
+                return;
+            }
             let bytes = bytes.min(load.bytes);
             load.bytes -= bytes;
-            load.messages = load.messages.saturating_sub(1);
             self.bytes -= bytes;
-            if load.messages == 0 {
+            if load.by_age.is_empty() {
                 entry.remove();
             }
         }
     }
 
+    /// The oldest message of the host holding the most by `weight`
+    /// (the oldest over all such hosts on a tie), other than `spare`:
+    /// evicting it keeps one host from evicting the others' messages.
+    /// `None` when `spare` is all those hosts hold.
+    pub(super) fn victim(&self, weight: Weight, spare: Option<u64>) -> Option<K> {
+        let most = self.hosts.values().map(|load| load.weighed(weight)).max()?;
+        self.hosts
+            .values()
+            .filter(|load| load.weighed(weight) == most)
+            .filter_map(|load| {
+                load.by_age
+                    .iter()
+                    .find(|(generation, _)| Some(**generation) != spare)
+            })
+            .min_by_key(|(generation, _)| **generation)
+            .map(|(_, key)| key.clone())
+    }
+
     /// Whether these are exactly the loads `expected` adds up to.
-    pub(super) fn matches(&self, expected: &HashMap<H, HostLoad>) -> Result<(), String> {
+    pub(super) fn matches(&self, expected: &HashMap<H, HostLoad<K>>) -> Result<(), String> {
         if &self.hosts != expected {
             return Err("a host's load differs from its messages".into());
         }
@@ -262,29 +293,48 @@ mod tests {
     #[test]
     fn a_host_is_forgotten_when_its_last_message_leaves() {
         let mut loads = HostLoads::new();
-        loads.start("a");
-        loads.start("a");
+        loads.start("a", 1, "first");
+        loads.start("a", 2, "second");
         loads.grow(&"a", 100);
-        loads.release(&"a", 60);
-        assert_eq!(
-            loads.of(&"a"),
-            HostLoad {
-                messages: 1,
-                bytes: 40
-            }
-        );
-        loads.release(&"a", 40);
-        assert_eq!(loads.of(&"a"), HostLoad::default());
+        loads.release(&"a", 1, 60);
+        assert_eq!(loads.messages(&"a"), 1);
+        assert_eq!(loads.total_bytes(), 40);
+        loads.release(&"a", 2, 40);
+        assert_eq!(loads.messages(&"a"), 0);
         assert_eq!(loads.total_bytes(), 0);
-        assert_eq!(loads.heaviest(Weight::Messages), None);
+        assert_eq!(loads.victim(Weight::Messages, None), None);
+    }
+
+    #[test]
+    fn releasing_a_message_twice_releases_it_once() {
+        let mut loads = HostLoads::new();
+        loads.start("a", 1, "first");
+        loads.start("a", 2, "second");
+        loads.grow(&"a", 10);
+        loads.release(&"a", 1, 5);
+        loads.release(&"a", 1, 5);
+        assert_eq!((loads.messages(&"a"), loads.total_bytes()), (1, 5));
     }
 
     #[test]
     fn growing_a_host_that_holds_nothing_charges_nothing() {
-        let mut loads = HostLoads::new();
+        let mut loads: HostLoads<&str, &str> = HostLoads::new();
         loads.grow(&"ghost", 10);
         assert_eq!(loads.total_bytes(), 0);
         assert_eq!(loads.matches(&HashMap::new()), Ok(()));
+    }
+
+    #[test]
+    fn the_victim_is_the_oldest_of_the_heaviest_host_but_not_the_spared() {
+        let mut loads = HostLoads::new();
+        loads.start("light", 1, "light-old");
+        loads.start("heavy", 2, "heavy-old");
+        loads.start("heavy", 3, "heavy-new");
+        loads.grow(&"light", 5000);
+        assert_eq!(loads.victim(Weight::Messages, None), Some("heavy-old"));
+        assert_eq!(loads.victim(Weight::Messages, Some(2)), Some("heavy-new"));
+        assert_eq!(loads.victim(Weight::Bytes, None), Some("light-old"));
+        assert_eq!(loads.victim(Weight::Bytes, Some(1)), None);
     }
 
     #[test]

@@ -245,7 +245,7 @@ pub struct Reassembler<S: Sender> {
     limits: ReassemblyLimits,
     pending: HashMap<Key<S>, Pending>,
     /// What the pending messages hold, per host and in all.
-    loads: HostLoads<S::Host>,
+    loads: HostLoads<S::Host, Key<S>>,
     /// When each pending message, and each tombstone, ends.
     deadlines: Deadlines<Key<S>>,
     /// Messages given up on, until their deadline: their further chunks are
@@ -347,7 +347,8 @@ impl<S: Sender> Reassembler<S> {
         let host = key.0.host();
         let max_message = self.limits.max_message_bytes;
         if message.data.len() + payload.len() > max_message {
-            self.loads.release(&host, message.data.capacity());
+            self.loads
+                .release(&host, message.generation, message.data.capacity());
             self.give_up(key, now_ms);
             return Err(ChunkError::MessageTooLarge {
                 id,
@@ -355,9 +356,10 @@ impl<S: Sender> Reassembler<S> {
             });
         }
         let growth = (message.data.len() + payload.len()).saturating_sub(message.data.capacity());
-        if !self.make_room(growth) {
+        if !self.make_room(growth, message.generation) {
             // Nothing else could go: this message is the one evicted.
-            self.loads.release(&host, message.data.capacity());
+            self.loads
+                .release(&host, message.generation, message.data.capacity());
             self.dropped.evicted += 1;
             self.give_up(key, now_ms);
             return Ok(ChunkOutcome::Ignored);
@@ -372,7 +374,8 @@ impl<S: Sender> Reassembler<S> {
             (message.data.len() as u32, payload.len() as u32);
         message.data.extend_from_slice(payload);
         if message.received.count_ones() == u32::from(message.count) {
-            self.loads.release(&host, message.data.capacity());
+            self.loads
+                .release(&host, message.generation, message.data.capacity());
             return Ok(ChunkOutcome::Complete(join(message)));
         }
         self.pending.insert(key, message);
@@ -420,10 +423,10 @@ impl<S: Sender> Reassembler<S> {
             .iter()
             .map(|deadline| (&deadline.key, deadline.generation))
             .collect();
-        let mut hosts: HashMap<S::Host, HostLoad> = HashMap::new();
+        let mut hosts: HashMap<S::Host, HostLoad<Key<S>>> = HashMap::new();
         for (key, message) in &self.pending {
             let load = hosts.entry(key.0.host()).or_default();
-            load.messages += 1;
+            load.by_age.insert(message.generation, key.clone());
             load.bytes += message.data.capacity();
             if message.data.len() > limits.max_message_bytes {
                 return Err(format!("a message holds {} bytes", message.data.len()));
@@ -438,9 +441,9 @@ impl<S: Sender> Reassembler<S> {
         self.loads.matches(&hosts)?;
         if let Some(load) = hosts
             .values()
-            .find(|load| load.messages > limits.max_pending_per_sender)
+            .find(|load| load.messages() > limits.max_pending_per_sender)
         {
-            return Err(format!("a host holds {} messages", load.messages));
+            return Err(format!("a host holds {} messages", load.messages()));
         }
         if self.pending.len() > limits.max_pending_messages {
             return Err(format!("{} messages pending", self.pending.len()));
@@ -503,14 +506,17 @@ impl<S: Sender> Reassembler<S> {
             return Err(ChunkError::SenderLimit { id });
         }
         while !self.pending.is_empty() && self.pending.len() >= self.limits.max_pending_messages {
-            match self.victim(Weight::Messages) {
-                Some(victim) => self.evict(victim),
-                None => break,
+            let evicted = self
+                .loads
+                .victim(Weight::Messages, None)
+                .is_some_and(|victim| self.evict(victim));
+            if !evicted {
+                break;
             }
         }
         self.compact_deadlines();
         let generation = self.next_generation();
-        self.loads.start(host);
+        self.loads.start(host, generation, key.clone());
         self.deadlines.push(
             now_ms.saturating_add(self.limits.timeout_ms),
             key.clone(),
@@ -527,45 +533,36 @@ impl<S: Sender> Reassembler<S> {
 
     /// Evicts others' messages until `growth` more bytes fit under
     /// `max_pending_bytes`; `false` when nothing else is left to evict, so
-    /// the message being added (out of the map meanwhile) must go.
-    fn make_room(&mut self, growth: usize) -> bool {
+    /// the message being added (`spare`, out of the map meanwhile) must go.
+    fn make_room(&mut self, growth: usize, spare: u64) -> bool {
         while self.loads.total_bytes() + growth > self.limits.max_pending_bytes {
-            match self.victim(Weight::Bytes) {
-                Some(victim) => self.evict(victim),
-                None => return false,
+            let evicted = self
+                .loads
+                .victim(Weight::Bytes, Some(spare))
+                .is_some_and(|victim| self.evict(victim));
+            if !evicted {
+                return false;
             }
         }
         true
     }
 
-    /// The oldest pending message of the host holding the most (by
-    /// `weight`), so that one host cannot evict the others' messages.
-    /// `None` when that host's only message is the one being added.
-    fn victim(&self, weight: Weight) -> Option<Key<S>> {
-        let most = self.loads.heaviest(weight)?;
-        self.deadlines
-            .iter()
-            .find(|deadline| {
-                self.pending
-                    .get(&deadline.key)
-                    .is_some_and(|message| message.generation == deadline.generation)
-                    && self.loads.of(&deadline.key.0.host()).weighed(weight) == most
-            })
-            .map(|deadline| deadline.key.clone())
-    }
-
     /// Evicts a pending message; its later chunks are ignored, not counted
-    /// again, until the deadline it already has queued.
-    fn evict(&mut self, key: Key<S>) {
-        if let Some(message) = self.remove(&key) {
-            self.dropped.evicted += 1;
-            self.given_up.insert(key, message.generation);
-        }
+    /// again, until the deadline it already has queued. `false` if `key`
+    /// was not pending (then nothing changed, and the caller stops).
+    fn evict(&mut self, key: Key<S>) -> bool {
+        let Some(message) = self.remove(&key) else {
+            return false;
+        };
+        self.dropped.evicted += 1;
+        self.given_up.insert(key, message.generation);
+        true
     }
 
     fn remove(&mut self, key: &Key<S>) -> Option<Pending> {
         let message = self.pending.remove(key)?;
-        self.loads.release(&key.0.host(), message.data.capacity());
+        self.loads
+            .release(&key.0.host(), message.generation, message.data.capacity());
         Some(message)
     }
 }
