@@ -64,6 +64,7 @@ const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// A running daemon: listeners bound, writer and forwarder started.
 pub struct Daemon {
     bound: inputs::Bound,
+    pipeline: Arc<Pipeline>,
     metrics_addr: Option<SocketAddr>,
     stop_inputs: CancellationToken,
     inputs: TaskTracker,
@@ -196,8 +197,14 @@ impl Daemon {
             metrics = %metrics_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
             "cowlogd running"
         );
+        for result in ["applied", "refused"] {
+            metrics::CONFIG_RELOADS
+                .counter_with([result.into()])
+                .increment(0);
+        }
         Ok(Daemon {
             bound,
+            pipeline,
             metrics_addr,
             stop_inputs,
             inputs,
@@ -206,6 +213,47 @@ impl Daemon {
             writer,
             forwarder,
         })
+    }
+
+    /// Applies a re-read config (SIGHUP) while every input keeps running:
+    /// the routes, list caps, channel encoding and message limit of
+    /// `settings` (see [`config::RELOADABLE`]) from each listener's next
+    /// read cycle on. `started` is the config the daemon started with:
+    /// Graylog's route filter is read from it against the new routes, and
+    /// the keys `new` changes that need a restart are returned (they keep
+    /// their running values). Nothing queued is touched.
+    ///
+    /// # Errors
+    /// When the Graylog section the daemon runs with names a route the new
+    /// config no longer has; nothing is applied then.
+    pub fn reload(
+        &self,
+        started: &config::Config,
+        new: &config::Config,
+        settings: &Settings,
+    ) -> anyhow::Result<Vec<String>> {
+        let outcome = started.forward_filter(&settings.router).map(|filter| {
+            self.pipeline
+                .reload(settings.router.clone(), settings.emit.clone(), filter);
+            new.changes_needing_restart(started)
+        });
+        let result = if outcome.is_ok() {
+            "applied"
+        } else {
+            "refused"
+        };
+        metrics::CONFIG_RELOADS
+            .counter_with([result.into()])
+            .increment(1);
+        outcome
+    }
+
+    /// Counts a reload refused before it reached [`Daemon::reload`] (the
+    /// file did not read or validate).
+    pub fn count_refused_reload(&self) {
+        metrics::CONFIG_RELOADS
+            .counter_with(["refused".into()])
+            .increment(1);
     }
 
     /// Where the inputs listen.

@@ -2,7 +2,7 @@
 //! is [`cowlogd::run`].
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -15,6 +15,10 @@ use clap::{Parser, Subcommand};
 /// COWLOGD_REDIS_URL overrides redis.url. RUST_LOG sets the log level
 /// (default: info). SIGTERM or SIGINT stops the inputs, flushes queued
 /// messages to Redis (bounded by redis.shutdown_flush_ms) and exits 0.
+/// SIGHUP re-reads the config file and applies the routes, list caps and
+/// channel encoding without stopping any input; other changed keys are
+/// named in the log and need a restart; an invalid file is refused and
+/// the running config stays.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -176,8 +180,67 @@ fn main() -> ExitCode {
     };
     exit(
         "cowlogd",
-        runtime.block_on(cowlogd::run(settings, stop_signal())),
+        runtime.block_on(serve(config, settings, cli.config)),
     )
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, reloading on SIGHUP.
+async fn serve(
+    started: cowlogd::config::Config,
+    settings: cowlogd::config::Settings,
+    path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = anyhow::Context::context(signal(SignalKind::hangup()), "watching SIGHUP")?;
+    let daemon = cowlogd::Daemon::start(settings).await?;
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = hangup.recv() => reload(&daemon, &started, path.as_deref()),
+        }
+    }
+    daemon.stop().await;
+    Ok(())
+}
+
+/// SIGHUP: re-reads `path` and applies what can change while running.
+fn reload(daemon: &cowlogd::Daemon, started: &cowlogd::config::Config, path: Option<&Path>) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP: cowlogd runs without a config file (--config); nothing to re-read");
+        return;
+    };
+    let (config, settings) = match cowlogd::load_settings(Some(path)) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            daemon.count_refused_reload();
+            tracing::error!(
+                file = %path.display(),
+                error = format!("{error:#}"),
+                "SIGHUP: config refused; the running config stays"
+            );
+            return;
+        }
+    };
+    match daemon.reload(started, &config, &settings) {
+        Ok(restart) if restart.is_empty() => tracing::info!(
+            file = %path.display(),
+            routes = settings.router.routes().len(),
+            "SIGHUP: config reloaded"
+        ),
+        Ok(restart) => tracing::warn!(
+            file = %path.display(),
+            routes = settings.router.routes().len(),
+            needs_restart = restart.join(", "),
+            "SIGHUP: config reloaded; the keys named need a restart and keep their running values"
+        ),
+        Err(error) => tracing::error!(
+            file = %path.display(),
+            error = format!("{error:#}"),
+            "SIGHUP: config refused; the running config stays"
+        ),
+    }
 }
 
 /// 0, or 1 with the error and its causes on stderr after `what`.

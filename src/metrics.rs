@@ -337,6 +337,9 @@ declare_metrics! {
     /// Failed polls of netfilter's keys.
     F2B_POLL_ERRORS: Counter "cowlogd_f2b_poll_errors_total" ["reason"]
         "Polls of netfilter's keys that failed: redis, regex_unreadable, too_long.";
+    /// SIGHUP reloads, by outcome.
+    CONFIG_RELOADS: Counter "cowlogd_config_reloads_total" ["result"]
+        "Config reloads (SIGHUP): applied, or refused (invalid, the running config stays).";
 }
 
 #[allow(clippy::disallowed_macros)] // The one place handles are made.

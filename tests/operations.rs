@@ -282,3 +282,67 @@ fn wait_for_exit(
     let _ = child.wait();
     None
 }
+
+#[test]
+fn sighup_reloads_the_routes_names_what_needs_a_restart_and_refuses_a_broken_file() {
+    let redis = RedisServer::start();
+    let mut daemon = Daemon::start(&redis.url(), "");
+    let path = daemon.dir.path().join("cowlogd.toml");
+    let started = std::fs::read_to_string(&path).unwrap();
+    let hangup = |daemon: &Daemon| {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &daemon.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let line = |n: usize| format!("<30>Nov 24 13:49:59 {POSTFIX}[1]: {}\n", postfix_line(n));
+    let mut stream = daemon.tcp(daemon.ports.syslog);
+    stream.write_all(line(0).as_bytes()).unwrap();
+    redis.wait_list("POSTFIX_MAILLOG", 1);
+
+    // New routes (every line to one list) and a restart-only key changed.
+    let reloaded = started.clone()
+        + "\n[[route]]\nname = \"everything\"\ncontainer = []\nkey = \"EVERYTHING\"\n";
+    let reloaded = reloaded.replace("[inputs]", "[inputs]\ntcp_max_connections = 77");
+    std::fs::write(&path, reloaded).unwrap();
+    hangup(&daemon);
+    wait_for("the reload logged", || {
+        daemon
+            .log()
+            .contains("SIGHUP: config reloaded")
+            .then_some(())
+    });
+    assert!(
+        daemon
+            .log()
+            .contains("needs_restart=\"inputs.tcp_max_connections\""),
+        "{}",
+        daemon.log()
+    );
+    // The connection opened before the reload carries on, under the new routes.
+    stream.write_all(line(1).as_bytes()).unwrap();
+    assert!(redis.wait_list("EVERYTHING", 1)[0].contains(" msg 1"));
+    assert_eq!(redis.llen("POSTFIX_MAILLOG"), 1);
+
+    // A broken file is refused; the reloaded routes stay in force.
+    std::fs::write(&path, "[[route]]\nname = 3\n").unwrap();
+    hangup(&daemon);
+    wait_for("the refusal logged", || {
+        daemon
+            .log()
+            .contains("SIGHUP: config refused; the running config stays")
+            .then_some(())
+    });
+    stream.write_all(line(2).as_bytes()).unwrap();
+    assert_eq!(redis.wait_list("EVERYTHING", 2).len(), 2);
+    assert_eq!(
+        daemon.metric("cowlogd_config_reloads_total{result=\"applied\"}"),
+        1.0
+    );
+    assert_eq!(
+        daemon.metric("cowlogd_config_reloads_total{result=\"refused\"}"),
+        1.0
+    );
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+}

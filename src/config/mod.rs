@@ -446,6 +446,36 @@ impl Config {
         Ok(toml::to_string(&shown)?)
     }
 
+    /// The keys that differ between `running` (the config the daemon
+    /// started with) and `self` but that a reload cannot apply: listen
+    /// addresses, the Redis connection and queue, limits read at start,
+    /// Graylog, the console, `[f2b]`. Dotted, e.g. `inputs.gelf_udp`.
+    /// What a reload applies (see [`RELOADABLE`]) is left out.
+    pub fn changes_needing_restart(&self, running: &Config) -> Vec<String> {
+        let (Ok(old), Ok(new)) = (toml::Value::try_from(running), toml::Value::try_from(self))
+        else {
+            return vec!["(the config could not be compared)".into()];
+        };
+        let mut changed = Vec::new();
+        changed_keys("", &old, &new, &mut changed);
+        changed.retain(|key| {
+            !RELOADABLE
+                .iter()
+                .any(|reloadable| key == reloadable || key.starts_with(&format!("{reloadable}.")))
+        });
+        changed
+    }
+
+    /// Which Graylog records this config forwards, named against `router`
+    /// (a reload's routes, with the Graylog section the daemon started
+    /// with); `None` when forwarding is off.
+    ///
+    /// # Errors
+    /// When `graylog.routes` names a route `router` does not have.
+    pub fn forward_filter(&self, router: &Router) -> anyhow::Result<Option<ForwardFilter>> {
+        Ok(self.graylog.validate(router)?.map(|graylog| graylog.filter))
+    }
+
     /// Checks what depends on more than one value and builds the runtime
     /// settings, section by section.
     ///
@@ -893,9 +923,59 @@ pub struct F2bSettings {
     pub max_offenders: NonZeroUsize,
 }
 
+/// What a reload (SIGHUP) applies: the routes and how entries are encoded.
+/// Every other key keeps its value from the start until a restart.
+pub const RELOADABLE: &[&str] = &[
+    "route",
+    "redis.list_cap",
+    "redis.channel_sanitize",
+    "redis.channel_max_bytes",
+    "limits.max_message_bytes",
+];
+
+/// Appends to `out` the dotted keys under `prefix` where `old` and `new`
+/// differ (a whole array counts as one key).
+fn changed_keys(prefix: &str, old: &toml::Value, new: &toml::Value, out: &mut Vec<String>) {
+    let join = |key: &str| match prefix {
+        "" => key.to_owned(),
+        _ => format!("{prefix}.{key}"),
+    };
+    match (old, new) {
+        (toml::Value::Table(old), toml::Value::Table(new)) => {
+            for (key, value) in old {
+                match new.get(key) {
+                    Some(other) => changed_keys(&join(key), value, other, out),
+                    None => out.push(join(key)),
+                }
+            }
+            for key in new.keys().filter(|key| !old.contains_key(*key)) {
+                out.push(join(key));
+            }
+        }
+        _ if old == new => {}
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_names_the_keys_it_cannot_apply_and_not_the_ones_it_can() {
+        let running = Config::parse("[inputs]\ngelf_udp = \"0.0.0.0:12201\"\n").unwrap();
+        let new = Config::parse(
+            "[inputs]\ngelf_udp = \"0.0.0.0:12202\"\n[redis]\nqueue_messages = 7\n\
+             list_cap = 5\nchannel_max_bytes = 100\n\
+             [[route]]\nname = \"all\"\ncontainer = []\nkey = \"ALL\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            new.changes_needing_restart(&running),
+            ["inputs.gelf_udp", "redis.queue_messages"]
+        );
+        assert!(running.changes_needing_restart(&running).is_empty());
+    }
 
     #[test]
     fn empty_file_gives_the_documented_defaults() {

@@ -17,7 +17,7 @@ use cowlogd_parsers::encode::mailcow::{
 };
 use cowlogd_parsers::limits::truncate_message;
 
-use super::{Pipeline, Sealed};
+use super::{Pipeline, Routing, Sealed};
 use crate::batch::{GelfBatch, RedisBatch, RedisOp, take_if_any};
 use crate::console::Fate;
 use crate::f2b::tap::{Tap, Verdict};
@@ -77,6 +77,8 @@ enum Stored<'r> {
 /// One listener task's batches and the state to fill them.
 pub(super) struct Emitter {
     pipeline: Arc<Pipeline>,
+    /// The pipeline's routing as of this task's last read cycle.
+    routing: Arc<Routing>,
     out: Output,
 }
 
@@ -107,12 +109,14 @@ const BATCH_HINT_MAX_BYTES: usize = 1024 * 1024;
 
 impl Emitter {
     pub(super) fn new(input: Input, pipeline: Arc<Pipeline>) -> Emitter {
+        let routing = pipeline.routing();
         let tap = pipeline
             .f2b
             .as_ref()
-            .map(|f2b| Tap::new(f2b.clone(), pipeline.emit.publish_matches_only));
+            .map(|f2b| Tap::new(f2b.clone(), routing.emit.publish_matches_only));
         Emitter {
             pipeline,
+            routing,
             out: Output {
                 redis: RedisBatch::default(),
                 forward: GelfBatch::default(),
@@ -129,7 +133,13 @@ impl Emitter {
         &self.pipeline
     }
 
-    pub(super) fn refresh_tap(&mut self) {
+    /// Picks up a reloaded routing and new ban rules (a pointer compare
+    /// each when nothing changed).
+    pub(super) fn refresh(&mut self) {
+        let current = self.pipeline.routing.load();
+        if !Arc::ptr_eq(&current, &self.routing) {
+            self.routing = arc_swap::Guard::into_inner(current);
+        }
         if let Some(tap) = &mut self.out.tap {
             tap.refresh();
         }
@@ -152,10 +162,10 @@ impl Emitter {
 
     /// Cuts an over-long message, then routes and emits it.
     pub(super) fn record(&mut self, record: &Record<'_>) {
-        let max = self.pipeline.emit.max_message;
+        let max = self.routing.emit.max_message;
         if record.message.len() > max {
             let cut = truncate_message(record.message, max);
-            self.pipeline.metrics.truncated.increment(1);
+            self.routing.metrics.truncated.increment(1);
             crate::warn_limited!(
                 bytes = record.message.len(),
                 "message over limits.max_message_bytes; cut"
@@ -170,11 +180,11 @@ impl Emitter {
     }
 
     fn emit(&mut self, record: &Record<'_>) {
-        let pipeline = &*self.pipeline;
-        let matched = pipeline.router.route(record);
-        self.out.forward(pipeline, record, matched);
-        let stored = self.out.store(pipeline, record, matched);
-        self.out.observe(pipeline, record, matched, &stored);
+        let routing = &*self.routing;
+        let matched = routing.router.route(record);
+        self.out.forward(routing, record, matched);
+        let stored = self.out.store(routing, record, matched);
+        self.out.observe(&self.pipeline, record, matched, &stored);
     }
 
     /// Takes this cycle's batches, remembering the Redis batch's size for
@@ -202,14 +212,14 @@ impl Output {
     /// Redis decision: Graylog gets what routes drop too).
     fn forward(
         &mut self,
-        pipeline: &Pipeline,
+        routing: &Routing,
         record: &Record<'_>,
         matched: Option<(usize, &Route)>,
     ) {
-        let Some(forwarding) = &pipeline.forwarding else {
+        let Some(filter) = &routing.forward_filter else {
             return;
         };
-        if !forwarding.filter.forwards(matched.map(|(index, _)| index)) {
+        if !filter.forwards(matched.map(|(index, _)| index)) {
             return;
         }
         let start = self.forward.data.len();
@@ -225,11 +235,11 @@ impl Output {
     /// entry and the channel payload into the Redis batch.
     fn store<'r>(
         &mut self,
-        pipeline: &Pipeline,
+        routing: &Routing,
         record: &Record<'_>,
         matched: Option<(usize, &'r Route)>,
     ) -> Stored<'r> {
-        let metrics = &pipeline.metrics;
+        let metrics = &routing.metrics;
         let Some((index, route)) = matched else {
             metrics.unrouted.increment(1);
             return Stored::Unrouted;
@@ -242,7 +252,7 @@ impl Output {
             }
             RouteAction::Store(store) => store,
         };
-        if pipeline.emit.redis_off {
+        if routing.emit.redis_off {
             return Stored::RedisOff(store);
         }
         if self.redis.data.capacity() == 0 {
@@ -253,7 +263,7 @@ impl Output {
         }
         let (key, entry) = encode_entry(&mut self.redis.data, record, store);
         let publish = if store.publish {
-            self.publish(pipeline, record.message)
+            self.publish(routing, record.message)
         } else {
             None
         };
@@ -269,8 +279,8 @@ impl Output {
 
     /// Encodes the channel payload after the entry; the ban tap may keep it
     /// off the channel.
-    fn publish(&mut self, pipeline: &Pipeline, message: &[u8]) -> Option<Range<usize>> {
-        let settings = &pipeline.emit;
+    fn publish(&mut self, routing: &Routing, message: &[u8]) -> Option<Range<usize>> {
+        let settings = &routing.emit;
         let data = &mut self.redis.data;
         let start = data.len();
         if encode_channel_payload_capped(
@@ -279,7 +289,7 @@ impl Output {
             settings.channel_sanitize,
             settings.channel_max,
         ) {
-            pipeline.metrics.channel_cut.increment(1);
+            routing.metrics.channel_cut.increment(1);
         }
         let range = start..data.len();
         let verdict = match &mut self.tap {

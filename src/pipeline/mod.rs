@@ -18,6 +18,8 @@ pub mod emit;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cowlogd_parsers::syslog::TimeContext;
@@ -47,15 +49,42 @@ impl Forwarding {
     }
 }
 
-/// What every listener task shares; see the module docs.
-pub struct Pipeline {
+/// What decides a record's fate and how it is encoded: the part of the
+/// pipeline a reload (SIGHUP) replaces as a whole. The forwarding filter
+/// lives here because it names routes by index.
+pub struct Routing {
     router: Router,
     emit: EmitSettings,
     metrics: EmitMetrics,
+    forward_filter: Option<ForwardFilter>,
+}
+
+impl Routing {
+    /// Routing with `router`, encoding by `emit`, forwarding what
+    /// `forward_filter` selects (`None`: forwarding is off).
+    pub fn new(
+        router: Router,
+        emit: EmitSettings,
+        forward_filter: Option<ForwardFilter>,
+    ) -> Routing {
+        Routing {
+            metrics: EmitMetrics::new(&router),
+            router,
+            emit,
+            forward_filter,
+        }
+    }
+}
+
+/// What every listener task shares; see the module docs.
+pub struct Pipeline {
+    /// Swapped whole by [`Pipeline::reload`]; each listener task picks the
+    /// new one up at its next read cycle.
+    routing: ArcSwap<Routing>,
     timezone: jiff::tz::TimeZone,
     /// The Redis queue.
     redis: Arc<BatchQueue<RedisBatch>>,
-    forwarding: Option<Forwarding>,
+    forwarding: Option<Arc<BatchQueue<GelfBatch>>>,
     console: Option<Console>,
     f2b: Option<Arc<F2b>>,
 }
@@ -69,10 +98,12 @@ impl Pipeline {
         redis: Arc<BatchQueue<RedisBatch>>,
         forwarding: Option<Forwarding>,
     ) -> Pipeline {
+        let (forwarding, filter) = match forwarding {
+            Some(Forwarding { queue, filter }) => (Some(queue), Some(filter)),
+            None => (None, None),
+        };
         Pipeline {
-            metrics: EmitMetrics::new(&router),
-            router,
-            emit,
+            routing: ArcSwap::from_pointee(Routing::new(router, emit, filter)),
             timezone,
             redis,
             forwarding,
@@ -91,6 +122,34 @@ impl Pipeline {
     pub fn with_f2b(mut self, f2b: Option<Arc<F2b>>) -> Pipeline {
         self.f2b = f2b;
         self
+    }
+
+    /// Routes by `router`, encodes by `emit` and forwards what
+    /// `forward_filter` selects from the next read cycle of each listener
+    /// task on; what a cycle already holds stays as it was encoded. What
+    /// exists only from the start keeps its running value: whether Redis
+    /// is on, `redis.publish` (each task's ban tap is made with it), and
+    /// whether forwarding is on (its queue and writer).
+    pub fn reload(
+        &self,
+        router: Router,
+        emit: EmitSettings,
+        forward_filter: Option<ForwardFilter>,
+    ) {
+        let running = self.routing.load();
+        let emit = EmitSettings {
+            redis_off: running.emit.redis_off,
+            publish_matches_only: running.emit.publish_matches_only,
+            ..emit
+        };
+        let forward_filter = forward_filter.filter(|_| self.forwarding.is_some());
+        self.routing
+            .store(Arc::new(Routing::new(router, emit, forward_filter)));
+    }
+
+    /// The routing in force.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.load_full()
     }
 }
 
@@ -148,15 +207,15 @@ impl Processor {
         self.emitter.set_peer_host(host);
     }
 
-    /// Starts a read cycle: takes the receive time and the ban rules in
-    /// force for what follows.
+    /// Starts a read cycle: takes the receive time, the routing and the
+    /// ban rules in force for what follows.
     pub fn begin(&mut self) -> ReadCycle<'_> {
         let now = wall_clock();
         if now.secs != self.clock.now.secs {
             self.clock.time = TimeContext::new(now, self.emitter.pipeline().timezone.clone());
         }
         self.clock.now = now;
-        self.emitter.refresh_tap();
+        self.emitter.refresh();
         ReadCycle {
             processor: self,
             done: false,
@@ -275,7 +334,7 @@ impl Sealed {
 
     fn push_forward(&mut self) {
         if let (Some(forwarding), Some(batch)) = (&self.pipeline.forwarding, self.forward.take()) {
-            forwarding.queue.push(batch);
+            forwarding.push(batch);
         }
     }
 }

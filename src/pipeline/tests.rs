@@ -176,3 +176,45 @@ fn the_emit_settings_follow_the_config() {
     assert_eq!(settings.emit.channel_sanitize, ChannelSanitize::ControlOnly);
     assert!(settings.emit.redis_off);
 }
+
+#[tokio::test]
+async fn a_reload_applies_from_each_processors_next_cycle_and_keeps_redis_and_forwarding_as_started()
+ {
+    let h = harness("");
+    let mut processor = Processor::new(Input::SyslogTcp, h.pipeline.clone());
+    let mut cycle = processor.begin();
+    postfix(&mut cycle, "before the reload");
+    let new = Config::parse(
+        "[redis]\nurl = \"\"\nchannel_max_bytes = 64\n\
+         [[route]]\nname = \"all\"\ncontainer = []\nkey = \"ALL\"\npublish = true\n",
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    // Forwarding off in the new settings: the running forwarding filter
+    // comes from the config the daemon started with.
+    let filter = ForwardFilter {
+        routes: vec![false],
+        unrouted: false,
+    };
+    h.pipeline.reload(new.router, new.emit, Some(filter));
+    postfix(&mut cycle, "same cycle: the routing it began with");
+    assert!(cycle.finish(Flush::DropOldest).await);
+    let mut cycle = processor.begin();
+    postfix(&mut cycle, &format!("after the reload {}", "x".repeat(100)));
+    assert!(cycle.finish(Flush::DropOldest).await);
+    let ops = queued(&h.redis);
+    let keys: Vec<&str> = ops.iter().map(|op| op.0.as_str()).collect();
+    // Redis stays on (redis.url needs a restart), the new channel cap applies.
+    assert_eq!(keys, ["POSTFIX_MAILLOG", "POSTFIX_MAILLOG", "ALL"]);
+    let payload = ops[2].2.as_deref().unwrap_or_default();
+    assert!(payload.starts_with("after the reload"), "{payload}");
+    assert_eq!(payload.len(), 64);
+    let forwarded: usize = h
+        .forward
+        .take(usize::MAX, usize::MAX)
+        .iter()
+        .map(|b| b.messages.len())
+        .sum();
+    assert_eq!(forwarded, 2, "the new filter forwards nothing of route all");
+}
