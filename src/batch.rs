@@ -28,6 +28,32 @@ pub struct RedisBatch {
     pub data: Vec<u8>,
     /// What to do with them, in arrival order.
     pub ops: Vec<RedisOp>,
+    /// Told once every op is applied, for an input whose ack must mean
+    /// "kept" (Fluent).
+    pub applied: Option<Applied>,
+}
+
+/// The Redis writer's word that a batch's every op was applied (or
+/// refused by Redis, counted): what a Forward ack waits for. It is
+/// dropped unsent when the batch, or any op of it, is dropped instead (a
+/// full queue, the flush deadline at shutdown), so the waiting input
+/// learns that what it holds was not kept and does not ack it.
+#[derive(Debug)]
+pub struct Applied(tokio::sync::oneshot::Sender<()>);
+
+impl Applied {
+    /// A signal and the receiver that learns its outcome: `Ok` once told,
+    /// `Err` once dropped untold.
+    pub fn new() -> (Applied, tokio::sync::oneshot::Receiver<()>) {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        (Applied(sender), receiver)
+    }
+
+    /// Every op of the batch was applied.
+    pub fn tell(self) {
+        // The input may have given up waiting (its connection closed).
+        let _ = self.0.send(());
+    }
 }
 
 impl RedisBatch {
@@ -46,6 +72,10 @@ impl Weighed for RedisBatch {
     }
     fn drop_oldest(&mut self, n: usize) {
         self.ops.drain(..n.min(self.ops.len()));
+        if n > 0 {
+            // Part of it is lost: it can no longer be told applied.
+            self.applied = None;
+        }
     }
 }
 
@@ -99,8 +129,17 @@ mod tests {
                 list_cap: 1,
             });
         }
+        let (applied, mut told) = Applied::new();
+        batch.applied = Some(applied);
         batch.drop_oldest(2);
         assert_eq!(batch.messages(), 1);
+        assert!(
+            matches!(
+                told.try_recv(),
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+            ),
+            "a batch that lost ops is never told applied"
+        );
         assert_eq!(batch.slice(&batch.ops[0].key), b"k2");
         assert!(take_if_any(&mut GelfBatch::default()).is_none());
     }

@@ -297,7 +297,7 @@ declare_metrics! {
         "Connections closed by cowlogd (evicted, timed out, refused), by pool and reason.";
     /// Forward events acked again instead of stored twice.
     FLUENT_RESENT: Counter "cowlogd_fluent_resent_total" []
-        "Forward events sent again after cowlogd had queued them (their ack was lost): acked again, not queued twice.";
+        "Forward events sent again after cowlogd had applied them in Redis (their ack was lost): acked again, not stored twice.";
     /// Console lines the printer could not keep up with.
     CONSOLE_DROPPED: Counter "cowlogd_console_dropped_total" []
         "Console lines dropped because stdout did not keep up (never records).";

@@ -26,7 +26,7 @@ use cowlogd_parsers::syslog::TimeContext;
 use cowlogd_parsers::{Record, Timestamp};
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{GelfBatch, RedisBatch};
+use crate::batch::{Applied, GelfBatch, RedisBatch};
 use crate::config::ForwardFilter;
 use crate::console::Console;
 use crate::f2b::F2b;
@@ -163,11 +163,19 @@ pub enum Flush<'a> {
     /// oldest (TCP, HTTP: Docker blocks a container's output while its
     /// collector does not read). Forwarding goes first and never waits.
     WaitUpTo(Duration),
-    /// Wait for room however long it takes, so that an ack means queued
-    /// (Fluent); forward only once queued, so a resend never reaches
-    /// Graylog twice. Gives up, queuing nothing, when the token fires.
-    UntilQueued(&'a CancellationToken),
+    /// Wait for room however long it takes (giving up, queuing nothing,
+    /// when the token fires), forward only once queued (so a resend never
+    /// reaches Graylog twice), then wait until the Redis writer applied
+    /// the batch (Fluent: an ack means kept). `false` when it was not queued,
+    /// or dropped instead of applied (another input's traffic filled the
+    /// queue, the flush deadline at shutdown): the sender then resends.
+    /// Once the token fires it waits [`APPLIED_AFTER_STOP`] more.
+    UntilApplied(&'a CancellationToken),
 }
+
+/// How long an input that stops still waits for the writer to apply what
+/// it is about to ack (the writer keeps writing while the inputs stop).
+pub const APPLIED_AFTER_STOP: Duration = Duration::from_secs(2);
 
 /// A listener task's processing state; see the module docs.
 pub struct Processor {
@@ -268,7 +276,7 @@ impl ReadCycle<'_> {
     }
 
     /// Ends the cycle and hands its batches to the queues by `policy`;
-    /// `false` only for [`Flush::UntilQueued`] given up (nothing queued).
+    /// `false` only for [`Flush::UntilApplied`] not applied.
     pub async fn finish(self, policy: Flush<'_>) -> bool {
         self.seal().flush(policy).await
     }
@@ -312,15 +320,25 @@ impl Sealed {
                 }
                 true
             }
-            Flush::UntilQueued(cancel) => {
-                let queued = match self.redis.take() {
-                    Some(batch) => self.pipeline.redis.push_when_room(batch, cancel).await,
-                    None => true,
-                };
-                if queued {
+            Flush::UntilApplied(cancel) => {
+                let Some(mut batch) = self.redis.take() else {
+                    // Nothing for Redis (dropped or unrouted lines, Redis
+                    // off): handled is kept.
                     self.push_forward();
+                    return true;
+                };
+                let (applied, mut told) = Applied::new();
+                batch.applied = Some(applied);
+                if !self.pipeline.redis.push_when_room(batch, cancel).await {
+                    return false;
                 }
-                queued
+                self.push_forward();
+                tokio::select! {
+                    outcome = &mut told => outcome.is_ok(),
+                    () = cancel.cancelled() => {
+                        matches!(tokio::time::timeout(APPLIED_AFTER_STOP, told).await, Ok(Ok(())))
+                    }
+                }
             }
         }
     }

@@ -117,7 +117,7 @@ async fn a_cycle_dropped_unfinished_still_queues_what_it_holds() {
 }
 
 #[tokio::test]
-async fn until_queued_gives_up_without_queuing_or_forwarding_when_cancelled() {
+async fn until_applied_gives_up_without_queuing_or_forwarding_when_cancelled() {
     let h = harness("[redis]\nqueue_messages = 2\n");
     let cancel = CancellationToken::new();
     let mut processor = Processor::new(Input::FluentTcp, h.pipeline.clone());
@@ -129,7 +129,7 @@ async fn until_queued_gives_up_without_queuing_or_forwarding_when_cancelled() {
     let mut second = processor.begin();
     postfix(&mut second, "waits for room");
     cancel.cancel();
-    assert!(!second.finish(Flush::UntilQueued(&cancel)).await);
+    assert!(!second.finish(Flush::UntilApplied(&cancel)).await);
     assert_eq!(queued(&h.redis).len(), 2, "what was queued before stays");
     assert!(
         h.forward.take(usize::MAX, usize::MAX).is_empty(),
@@ -217,4 +217,47 @@ async fn a_reload_applies_from_each_processors_next_cycle_and_keeps_redis_and_fo
         .map(|b| b.messages.len())
         .sum();
     assert_eq!(forwarded, 2, "the new filter forwards nothing of route all");
+}
+
+#[tokio::test]
+async fn until_applied_is_true_once_the_writer_tells_and_false_when_others_push_the_batch_out() {
+    let h = harness("[redis]\nqueue_messages = 2\n");
+    let cancel = CancellationToken::new();
+    let pipeline = h.pipeline.clone();
+    let acked = tokio::spawn(async move {
+        let mut processor = Processor::new(Input::FluentTcp, pipeline);
+        let mut cycle = processor.begin();
+        postfix(&mut cycle, "acked only once applied");
+        cycle.finish(Flush::UntilApplied(&cancel)).await
+    });
+    // The writer's part: take the batch, apply it, tell.
+    let mut batches = loop {
+        let batches = h.redis.take(usize::MAX, usize::MAX);
+        if !batches.is_empty() {
+            break batches;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert!(!acked.is_finished(), "queued is not yet kept");
+    batches[0].applied.take().unwrap().tell();
+    assert!(acked.await.unwrap());
+
+    let cancel = CancellationToken::new();
+    let pipeline = h.pipeline.clone();
+    let lost = tokio::spawn(async move {
+        let mut processor = Processor::new(Input::FluentTcp, pipeline);
+        let mut cycle = processor.begin();
+        postfix(&mut cycle, "pushed out by a syslog burst");
+        cycle.finish(Flush::UntilApplied(&cancel)).await
+    });
+    while h.redis.len_messages() == 0 {
+        tokio::task::yield_now().await;
+    }
+    // A UDP burst fills the queue: the oldest, the Fluent line, goes.
+    let mut processor = Processor::new(Input::SyslogUdp, h.pipeline.clone());
+    let mut cycle = processor.begin();
+    postfix(&mut cycle, "burst 1");
+    postfix(&mut cycle, "burst 2");
+    cycle.finish(Flush::DropOldest).await;
+    assert!(!lost.await.unwrap(), "a line pushed out is not acked");
 }

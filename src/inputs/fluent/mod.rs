@@ -170,9 +170,9 @@ where
         if acks.is_empty() {
             cycle.finish(Flush::WaitUpTo(limits.queue_wait)).await;
         } else {
-            if !cycle.finish(Flush::UntilQueued(&context.shutdown)).await {
-                // Not queued, not acked: the sender sends it again.
-                tracing::info!(peer = %shown, "stopping with acked events not queued; the sender resends them");
+            if !cycle.finish(Flush::UntilApplied(&context.shutdown)).await {
+                // Not kept, not acked: closing makes the sender resend.
+                tracing::info!(peer = %shown, "events not kept in Redis (queue full or stopping); closing unacked, the sender resends them");
                 break;
             }
             acked_before.remember(acked.drain(..));

@@ -36,6 +36,8 @@ use ::metrics::{Counter, Gauge, Histogram};
 use anyhow::Context;
 use redis::{AsyncConnectionConfig, Client, RedisError, RedisResult, Value};
 use tokio::time::Instant;
+
+use crate::batch::Applied;
 use tokio_util::sync::CancellationToken;
 
 use self::outcome::{Attempt, Decision, Tally, error_label, judge};
@@ -345,6 +347,7 @@ impl RedisWriter {
                 self.drop_at_shutdown(pending.remaining());
                 break;
             }
+            pending.take_applied().for_each(Applied::tell);
         }
         self.queue.close();
     }

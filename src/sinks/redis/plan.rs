@@ -117,6 +117,13 @@ impl Pending {
         })
     }
 
+    /// The applied signals of the batches, once every window is written.
+    pub fn take_applied(&mut self) -> impl Iterator<Item = crate::batch::Applied> + '_ {
+        self.batches
+            .iter_mut()
+            .filter_map(|batch| batch.applied.take())
+    }
+
     /// Marks `window` (the current head window) done.
     pub fn advance(&mut self, window: &Window) {
         debug_assert_eq!(window.from, self.head);
