@@ -610,3 +610,41 @@ fn forward_packed_and_compressed_events_are_stored_and_bad_ones_counted() {
         1.0
     );
 }
+
+#[test]
+fn an_event_resent_while_its_first_copy_waits_for_redis_is_stored_once_and_acked_on_both() {
+    let mut redis = RedisServer::start();
+    let (daemon, port) = fluent_daemon(&redis, "");
+    redis.stop();
+    let mut first = ack_client(&daemon, port);
+    first
+        .write_all(&acked_event(&postfix_line(7), "once"))
+        .unwrap();
+    wait_for("the first copy received", || {
+        (daemon.metric("cowlogd_received_messages_total{input=\"fluent_tcp\"}") == 1.0)
+            .then_some(())
+    });
+    // The sender's ack timeout passes; it sends the event again on a new
+    // connection, twice.
+    let mut again: Vec<std::net::TcpStream> = (0..2).map(|_| ack_client(&daemon, port)).collect();
+    for stream in &mut again {
+        stream
+            .write_all(&acked_event(&postfix_line(7), "once"))
+            .unwrap();
+    }
+    wait_for("both resends recognised", || {
+        (daemon.metric("cowlogd_fluent_resent_total") == 2.0).then_some(())
+    });
+    first
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert!(read_ack(&mut first).is_err(), "acked with Redis down");
+    redis.restart();
+    for stream in std::iter::once(&mut first).chain(&mut again) {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        assert_eq!(read_ack(stream).unwrap(), b"once");
+    }
+    assert_lines(&redis, 7..8);
+}

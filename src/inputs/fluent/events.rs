@@ -1,8 +1,8 @@
 //! Fluent Forward events into records: each entry normalized as Docker's
 //! GELF message for the same line would be, lines Docker split put back
 //! together ([`FluentDecoder`], one per connection), and the chunk ids of
-//! events already queued and acked ([`AckedChunks`], all connections
-//! together), so that a resend is acked again instead of stored twice.
+//! events applied or on their way ([`AckedChunks`], all connections
+//! together), so that a resend is acked instead of stored twice.
 
 use std::num::NonZeroUsize;
 use std::sync::{Mutex, PoisonError};
@@ -34,14 +34,40 @@ const INFLATED_KEEP: usize = 64 * 1024;
 /// any syslog header before the message.
 const PARTIAL_HEADER_ROOM: usize = 1024;
 
-/// The chunk ids of the last Forward events queued and acked. A sender
-/// that never got its ack (the connection broke after cowlogd queued the
-/// event, or its own ack timeout passed) sends the event again, usually
-/// on a new connection: it is acked again, not queued twice.
+/// The chunk ids of the last Forward events taken in, all connections
+/// together: applied in Redis (acked), or still on their way there. A
+/// sender that never got its ack (the connection broke, or its own ack
+/// timeout passed while Redis was slow) sends the event again, usually on
+/// a new connection: a resend of an applied event is acked again, a
+/// resend of one still on its way waits for that one's outcome; neither is
+/// stored twice.
 pub struct AckedChunks {
-    kept: Mutex<lru::LruCache<Vec<u8>, ()>>,
-    /// Events not queued again for it.
+    kept: Mutex<lru::LruCache<Vec<u8>, ChunkState>>,
+    /// Events not stored again for it.
     resent: Counter,
+}
+
+/// Where an event with a chunk id is.
+#[derive(Clone)]
+enum ChunkState {
+    /// Applied in Redis.
+    Kept,
+    /// In a read cycle that has not been applied yet: its outcome, told by
+    /// the connection that took it in.
+    OnItsWay(CycleOutcome),
+}
+
+/// A read cycle's outcome as its connection tells it: `None` until known,
+/// then whether it was applied. The connection drops its sender if it ends
+/// without telling; the event then counts as never taken in.
+pub type CycleOutcome = tokio::sync::watch::Receiver<Option<bool>>;
+
+/// What a Forward event's chunk means for its ack.
+pub enum Ack<'f> {
+    /// Ack once this cycle is applied (stored now, or applied before).
+    WithCycle(&'f [u8]),
+    /// A resend of an event another cycle holds: ack once that one is.
+    After(&'f [u8], CycleOutcome),
 }
 
 impl Default for AckedChunks {
@@ -60,22 +86,41 @@ impl AckedChunks {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<Vec<u8>, ()>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<Vec<u8>, ChunkState>> {
         self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether `chunk` was queued and acked before.
-    pub fn contains(&self, chunk: &[u8]) -> bool {
-        let kept = self.lock();
-        !kept.is_empty() && kept.contains(chunk)
+    /// Where `chunk` is: `None` if new (or its cycle ended untold), else
+    /// applied or on its way.
+    fn find(&self, chunk: &[u8]) -> Option<ChunkState> {
+        let mut kept = self.lock();
+        match kept.get(chunk)? {
+            ChunkState::OnItsWay(outcome)
+                if outcome.has_changed().is_err() && outcome.borrow().is_none() =>
+            {
+                kept.pop(chunk);
+                None
+            }
+            state => Some(state.clone()),
+        }
     }
 
-    /// Remembers `chunks` (queued and about to be acked), forgetting the
-    /// oldest beyond the capacity.
-    pub fn remember(&self, chunks: impl IntoIterator<Item = Vec<u8>>) {
-        let mut kept = self.lock();
+    /// `chunk` is in a cycle whose outcome `outcome` will tell.
+    fn hold(&self, chunk: &[u8], outcome: &CycleOutcome) {
+        self.lock()
+            .put(chunk.to_vec(), ChunkState::OnItsWay(outcome.clone()));
+    }
+
+    /// The cycle holding `chunks` was applied (`kept`) or not; not applied,
+    /// they are forgotten, so that their resends are taken in.
+    pub fn settle<'c>(&self, chunks: impl IntoIterator<Item = &'c [u8]>, kept: bool) {
+        let mut known = self.lock();
         for chunk in chunks {
-            kept.put(chunk, ());
+            if kept {
+                known.put(chunk.to_vec(), ChunkState::Kept);
+            } else if matches!(known.peek(chunk), Some(ChunkState::OnItsWay(_))) {
+                known.pop(chunk);
+            }
         }
     }
 }
@@ -130,16 +175,18 @@ impl FluentDecoder {
         self.origin.elapsed().as_millis() as u64
     }
 
-    /// One complete Forward event (one MessagePack object) into the cycle.
-    /// Returns the `chunk` the sender wants acknowledged once the cycle is
-    /// queued; `None` for an event that is not one (counted). An event
-    /// acked before is not stored again.
+    /// One complete Forward event (one MessagePack object) into the cycle,
+    /// which `outcome` will say was applied or not. Returns the `chunk`
+    /// the sender wants acknowledged and when; `None` for an event without
+    /// one, or not one at all (counted). An event applied before, or on its
+    /// way in another cycle, is not stored again.
     pub fn event<'f>(
         &mut self,
         cycle: &mut ReadCycle<'_>,
         frame: &'f [u8],
-        acked: &AckedChunks,
-    ) -> Option<&'f [u8]> {
+        chunks: &AckedChunks,
+        outcome: &CycleOutcome,
+    ) -> Option<Ack<'f>> {
         let event = match parse_event(frame) {
             Ok(event) => event,
             Err(error) => {
@@ -148,12 +195,19 @@ impl FluentDecoder {
                 return None;
             }
         };
-        if let Some(chunk) = event.chunk
-            && acked.contains(chunk)
-        {
-            // Queued and acked before; the ack was lost on the way.
-            acked.resent.increment(1);
-            return Some(chunk);
+        if let Some(chunk) = event.chunk {
+            match chunks.find(chunk) {
+                Some(ChunkState::Kept) => {
+                    // Applied before; the ack was lost on the way.
+                    chunks.resent.increment(1);
+                    return Some(Ack::WithCycle(chunk));
+                }
+                Some(ChunkState::OnItsWay(held)) => {
+                    chunks.resent.increment(1);
+                    return Some(Ack::After(chunk, held));
+                }
+                None => chunks.hold(chunk, outcome),
+            }
         }
         match event.entries {
             Entries::Message { time, record } => self.entry(cycle, event.tag, time, record),
@@ -186,7 +240,7 @@ impl FluentDecoder {
                 self.inflated = inflated;
             }
         }
-        event.chunk
+        event.chunk.map(Ack::WithCycle)
     }
 
     fn entries(&mut self, cycle: &mut ReadCycle<'_>, tag: &[u8], raw: &[u8]) {
@@ -267,4 +321,32 @@ fn invalid(cycle: &ReadCycle<'_>, error: &dyn std::fmt::Display) {
     parse_error(cycle.input(), "invalid_forward");
     dropped(DropReason::InvalidForward, 1);
     crate::warn_limited!(input = cycle.input().label(), %error, "Forward event rejected");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_is_new_on_its_way_then_kept_and_forgotten_if_its_cycle_fails_or_vanishes() {
+        let chunks = AckedChunks::new(16);
+        let (tell, outcome) = tokio::sync::watch::channel(None);
+        assert!(chunks.find(b"a").is_none());
+        chunks.hold(b"a", &outcome);
+        chunks.hold(b"b", &outcome);
+        assert!(matches!(chunks.find(b"a"), Some(ChunkState::OnItsWay(_))));
+        let _ = tell.send(Some(true));
+        chunks.settle([&b"a"[..]], true);
+        assert!(matches!(chunks.find(b"a"), Some(ChunkState::Kept)));
+        // Not applied: forgotten, so that the resend is taken in; a kept
+        // chunk stays kept.
+        chunks.settle([&b"b"[..], &b"a"[..]], false);
+        assert!(chunks.find(b"b").is_none());
+        assert!(matches!(chunks.find(b"a"), Some(ChunkState::Kept)));
+        // A cycle whose connection ended without telling held nothing.
+        let (tell, outcome) = tokio::sync::watch::channel(None);
+        chunks.hold(b"c", &outcome);
+        drop(tell);
+        assert!(chunks.find(b"c").is_none());
+    }
 }

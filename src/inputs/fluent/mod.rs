@@ -12,7 +12,7 @@
 
 mod events;
 
-pub use events::{AckedChunks, FluentDecoder, PartialSettings};
+pub use events::{Ack, AckedChunks, CycleOutcome, FluentDecoder, PartialSettings};
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -123,7 +123,7 @@ where
     let FluentContext {
         stream: context,
         partial,
-        acked: acked_before,
+        acked: chunks,
     } = context;
     let input = context.input;
     let limits = context.limits;
@@ -137,13 +137,16 @@ where
     }
     let shown = peer.map_or_else(|| "unix socket".to_owned(), |p| p.to_string());
     let mut reader = StreamReader::new(input, limits, context.buffers.clone());
-    // This read cycle's acks, and the chunk ids they answer.
+    // This read cycle's acks, the chunk ids it took in, and the resends
+    // whose ack waits for another cycle.
     let mut acks: Vec<u8> = Vec::new();
-    let mut acked: Vec<Vec<u8>> = Vec::new();
-    while let Some(len) = reader
+    let mut taken: Vec<Vec<u8>> = Vec::new();
+    let mut waiting: Vec<(Vec<u8>, CycleOutcome)> = Vec::new();
+    'read: while let Some(len) = reader
         .read(&mut stream, &slot, &context.shutdown, &shown)
         .await
     {
+        let (tell, outcome) = tokio::sync::watch::channel(None);
         let mut cycle = processor.begin();
         cycle.count_bytes(len);
         decoder.expire_partials(&cycle);
@@ -153,9 +156,13 @@ where
             match object_len(&reader.buf()[used..], limits.max_frame) {
                 Ok(Some(len)) => {
                     let frame = &reader.buf()[used..used + len];
-                    if let Some(chunk) = decoder.event(&mut cycle, frame, &acked_before) {
-                        write_ack(&mut acks, chunk);
-                        acked.push(chunk.to_vec());
+                    match decoder.event(&mut cycle, frame, &chunks, &outcome) {
+                        Some(Ack::WithCycle(chunk)) => {
+                            write_ack(&mut acks, chunk);
+                            taken.push(chunk.to_vec());
+                        }
+                        Some(Ack::After(chunk, held)) => waiting.push((chunk.to_vec(), held)),
+                        None => {}
                     }
                     used += len;
                 }
@@ -167,15 +174,25 @@ where
             }
         }
         reader.consume(used);
-        if acks.is_empty() {
+        if acks.is_empty() && waiting.is_empty() {
             cycle.finish(Flush::WaitUpTo(limits.queue_wait)).await;
         } else {
-            if !cycle.finish(Flush::UntilApplied(&context.shutdown)).await {
+            let kept = cycle.finish(Flush::UntilApplied(&context.shutdown)).await;
+            let _ = tell.send(Some(kept));
+            chunks.settle(taken.iter().map(Vec::as_slice), kept);
+            taken.clear();
+            if !kept {
                 // Not kept, not acked: closing makes the sender resend.
                 tracing::info!(peer = %shown, "events not kept in Redis (queue full or stopping); closing unacked, the sender resends them");
                 break;
             }
-            acked_before.remember(acked.drain(..));
+            for (chunk, mut held) in waiting.drain(..) {
+                if !other_cycle_kept(&mut held, &context.shutdown).await {
+                    tracing::info!(peer = %shown, "a resent event's first copy was not kept; closing unacked, the sender resends it");
+                    break 'read;
+                }
+                write_ack(&mut acks, &chunk);
+            }
             if let Err(error) = stream.write_all(&acks).await {
                 tracing::debug!(peer = %shown, %error, "ack not sent; closing");
                 break;
@@ -198,6 +215,18 @@ where
         crate::warn_limited!(input = input.label(), peer = %shown, "connection closed inside an event; it is lost");
     }
     close(stream, open).await;
+}
+
+/// Waits for the cycle holding a resent event's first copy: whether it was
+/// applied. A cycle that ended untold (its connection gone) was not.
+async fn other_cycle_kept(
+    held: &mut CycleOutcome,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> bool {
+    tokio::select! {
+        told = held.wait_for(Option::is_some) => told.is_ok_and(|told| *told == Some(true)),
+        () = shutdown.cancelled() => false,
+    }
 }
 
 async fn close<S: AsyncWrite + Unpin>(mut stream: S, open: metrics::Gauge) {
