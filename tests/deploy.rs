@@ -102,12 +102,10 @@ fn blocks(config: &str) -> Blocks {
 
 #[test]
 fn mailcow_syslog_ng_replacements_keep_sources_filters_and_stdout_and_write_no_redis() {
-    let originals = repo().join("../shared/spec/mailcow-syslog-ng");
-    assert!(
-        originals.is_dir(),
-        "mailcow's syslog-ng configs are expected in {} (shared/spec beside the repository)",
-        originals.display()
-    );
+    // mailcow's own files, as its images carry them
+    // (deploy/mailcow/check-syslog-ng.sh compares them with a running
+    // mailcow's).
+    let originals = repo().join("deploy/mailcow/syslog-ng/upstream");
     for container in ["postfix", "postfix-tlspol", "dovecot", "sogo"] {
         for (original, replacement) in [
             (
@@ -167,7 +165,7 @@ fn mailcow_syslog_ng_replacements_keep_sources_filters_and_stdout_and_write_no_r
 }
 
 #[test]
-fn the_compose_override_mounts_both_configs_read_write_and_uses_the_gelf_driver() {
+fn the_compose_override_mounts_both_configs_read_write_and_sends_with_the_acked_fluentd_driver() {
     let compose = read("deploy/mailcow/docker-compose.override.yml");
     for container in ["postfix", "postfix-tlspol", "dovecot", "sogo"] {
         for (file, target) in [
@@ -194,11 +192,81 @@ fn the_compose_override_mounts_both_configs_read_write_and_uses_the_gelf_driver(
                 .is_file()
         );
     }
-    assert!(compose.contains("driver: gelf") && compose.contains("tag: \"{{.Name}}\""));
+    // The mail containers: Docker's fluentd driver, async and acked, with
+    // options Docker accepts (every value a string).
+    let block = |anchor: &str| -> Vec<(String, String)> {
+        let start = compose
+            .find(&format!("{anchor}\n"))
+            .unwrap_or_else(|| panic!("no {anchor}"));
+        compose[start..]
+            .lines()
+            .skip(1)
+            .take_while(|line| !line.trim().is_empty())
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .filter_map(|line| line.split_once(':'))
+            .map(|(key, value)| {
+                let value = value.split(" #").next().unwrap_or_default().trim();
+                (key.trim().to_owned(), value.to_owned())
+            })
+            .collect()
+    };
+    let fluentd = block("x-cowlogd-logging: &cowlogd-logging");
+    let get = |key: &str| {
+        fluentd
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("driver"), Some("fluentd"));
+    for (key, value) in fluentd.iter().skip_while(|(k, _)| k != "options").skip(1) {
+        assert!(
+            FLUENTD_LOG_OPTS.contains(&key.as_str()),
+            "{key} is refused by Docker"
+        );
+        assert!(
+            value.starts_with('"') && value.ends_with('"'),
+            "{key}: Docker wants a string, not {value}"
+        );
+    }
+    assert_eq!(get("fluentd-address"), Some("\"tcp://127.0.0.1:24224\""));
+    assert_eq!(get("fluentd-async"), Some("\"true\""));
+    assert_eq!(get("fluentd-request-ack"), Some("\"true\""));
+    assert_eq!(get("tag"), Some("\"{{.Name}}\""));
+    // gelf stays as the documented alternative.
+    let gelf = block("x-cowlogd-logging-gelf: &cowlogd-logging-gelf");
+    assert!(gelf.contains(&("driver".into(), "gelf".into())), "{gelf:?}");
+    assert!(compose.contains("\"127.0.0.1:24224:24224/tcp\""));
     assert!(compose.contains("\"127.0.0.1:12201:12201/udp\""));
+    // update.sh runs `docker compose pull`: the built image is skipped.
+    assert!(compose.contains("    pull_policy: build\n"));
+    assert!(compose.contains("      dockerfile: deploy/Dockerfile\n"));
+    // cowlogd listens where the driver sends.
+    let config = read("deploy/mailcow/cowlogd.toml");
+    assert!(
+        config.contains("fluent_tcp = \"0.0.0.0:24224\""),
+        "{config}"
+    );
     assert!(compose.contains("${REDIS_SLAVEOF_IP:-redis-mailcow}:${REDIS_SLAVEOF_PORT:-6379}"));
     assert!(!compose.contains("gelf-tag"));
 }
+
+/// The options moby's fluentd driver accepts (daemon/logger/fluentd
+/// ValidateLogOpt): any other key makes the container fail to start.
+const FLUENTD_LOG_OPTS: [&str; 13] = [
+    "env",
+    "env-regex",
+    "labels",
+    "labels-regex",
+    "tag",
+    "fluentd-address",
+    "fluentd-async",
+    "fluentd-async-connect",
+    "fluentd-buffer-limit",
+    "fluentd-max-retries",
+    "fluentd-request-ack",
+    "fluentd-retry-wait",
+    "fluentd-sub-second-precision",
+];
 
 #[test]
 fn daemon_json_sends_every_container_with_the_gelf_driver() {
@@ -213,27 +281,10 @@ fn daemon_json_for_the_fluentd_driver_uses_only_options_docker_accepts() {
     let config: serde_json::Value =
         serde_json::from_str(&read("deploy/daemon-fluentd.json")).unwrap();
     assert_eq!(config["log-driver"], "fluentd");
-    // moby daemon/logger/fluentd ValidateLogOpt: any other key is refused,
-    // and every value is a string.
-    let accepted = [
-        "env",
-        "env-regex",
-        "labels",
-        "labels-regex",
-        "tag",
-        "fluentd-address",
-        "fluentd-async",
-        "fluentd-async-connect",
-        "fluentd-buffer-limit",
-        "fluentd-max-retries",
-        "fluentd-request-ack",
-        "fluentd-retry-wait",
-        "fluentd-sub-second-precision",
-    ];
     let options = config["log-opts"].as_object().unwrap();
     for (key, value) in options {
         assert!(
-            accepted.contains(&key.as_str()),
+            FLUENTD_LOG_OPTS.contains(&key.as_str()),
             "{key} is refused by Docker"
         );
         assert!(value.is_string(), "{key}: Docker wants a string");
