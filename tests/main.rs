@@ -9,6 +9,8 @@ mod bench_cli;
 mod connections;
 /// deploy/: configs, syslog-ng replacements, image, unit, alerts, dashboard.
 mod deploy;
+/// The real Docker daemon's fluentd and gelf drivers as senders.
+mod docker;
 /// Exactly once into Redis: stalls, splits, temporary refusals, shutdown.
 mod exactly_once;
 /// Ban insight: netfilter's rules, `publish = "matches"`, `/f2b`.

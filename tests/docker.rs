@@ -1,0 +1,192 @@
+//! The real Docker daemon's own log drivers as the senders: a busybox
+//! container named like mailcow's postfix container prints postfix lines,
+//! dockerd's fluentd and gelf drivers send them to cowlogd on 127.0.0.1.
+//!
+//! Needs a Docker daemon (root): `apt-get install docker.io busybox-static`,
+//! then `dockerd --iptables=false --bridge=none &` (`.ci/run` does both).
+//! `COWLOGD_TEST_DOCKER_HOST` names another daemon's socket.
+
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use crate::support::*;
+
+/// The image: `/bin/busybox` and the applets the containers use.
+const IMAGE: &str = "cowlogd-test-busybox:1";
+/// What mailcow's postfix container is called, so the mailcow routes store it.
+const CONTAINER: &str = "mailcowdockerized-postfix-mailcow-1";
+
+/// One container of that name at a time: the Docker tests run one by one.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn docker(args: &[&str]) -> Output {
+    let mut command = Command::new("docker");
+    if let Ok(host) = std::env::var("COWLOGD_TEST_DOCKER_HOST") {
+        command.env("DOCKER_HOST", host);
+    }
+    command
+        .args(args)
+        .output()
+        .expect("the docker client: apt-get install docker.io")
+}
+
+/// Checks the daemon answers and imports the busybox image once.
+fn ready() {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        let info = docker(&["info", "--format", "{{.ServerVersion}}"]);
+        assert!(
+            info.status.success(),
+            "no Docker daemon answers: as root, apt-get install docker.io busybox-static \
+             and start `dockerd --iptables=false --bridge=none &` (or set \
+             COWLOGD_TEST_DOCKER_HOST): {}",
+            String::from_utf8_lossy(&info.stderr)
+        );
+        if docker(&["image", "inspect", IMAGE]).status.success() {
+            return;
+        }
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|path| std::path::Path::new(path).is_file())
+            .expect("busybox for the test image: apt-get install busybox-static");
+        let root = tempfile::tempdir().unwrap();
+        let bin = root.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::copy(busybox, bin.join("busybox")).unwrap();
+        for applet in ["sh", "echo", "sleep", "printf", "seq", "head", "tr"] {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+        let tar = root.path().join("image.tar");
+        let packed = Command::new("tar")
+            .args(["-C", root.path().to_str().unwrap(), "-cf"])
+            .arg(&tar)
+            .arg("bin")
+            .status()
+            .unwrap();
+        assert!(packed.success());
+        let imported = docker(&["import", tar.to_str().unwrap(), IMAGE]);
+        assert!(
+            imported.status.success(),
+            "docker import: {}",
+            String::from_utf8_lossy(&imported.stderr)
+        );
+    });
+}
+
+/// Starts the container printing by `script`, logging with `driver`
+/// (`--log-opt`s after it); removed when dropped.
+struct Container;
+
+impl Container {
+    fn run(driver: &str, options: &[String], script: &str) -> Container {
+        let _ = docker(&["rm", "-f", CONTAINER]);
+        let mut args = vec![
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            CONTAINER,
+            "--log-driver",
+            driver,
+        ];
+        for option in options {
+            args.extend(["--log-opt", option.as_str()]);
+        }
+        args.extend([IMAGE, "/bin/sh", "-c", script]);
+        let started = docker(&args);
+        assert!(
+            started.status.success(),
+            "docker run: {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        Container
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", CONTAINER]);
+    }
+}
+
+fn fluentd_options(port: u16) -> Vec<String> {
+    vec![
+        format!("fluentd-address=tcp://127.0.0.1:{port}"),
+        "fluentd-async=true".into(),
+        "fluentd-request-ack=true".into(),
+        "tag={{.Name}}".into(),
+    ]
+}
+
+/// `n` postfix lines, one every 10 ms, then a pause long enough for the
+/// driver to deliver the rest before the container stops.
+fn paced_lines(n: usize) -> String {
+    format!(
+        "for i in $(seq 0 {}); do echo \"Nov 24 13:49:59 mail postfix/smtpd[7]: connect msg $i\"; \
+         sleep 0.01; done; sleep 60",
+        n - 1
+    )
+}
+
+#[test]
+fn the_fluentd_driver_with_acks_loses_and_duplicates_nothing_across_a_cowlogd_restart() {
+    let _serial = one_at_a_time();
+    ready();
+    let redis = RedisServer::start();
+    let (mut daemon, port) = fluent_daemon(&redis, "");
+    let _container = Container::run("fluentd", &fluentd_options(port), &paced_lines(600));
+    wait_for("lines before the restart", || {
+        (redis.llen("POSTFIX_MAILLOG") >= 100).then_some(())
+    });
+    // SIGTERM mid-stream, started again on the same port.
+    daemon.restart();
+    let list = redis.wait_list("POSTFIX_MAILLOG", 600);
+    std::thread::sleep(Duration::from_millis(500));
+    let list = if redis.llen("POSTFIX_MAILLOG") > list.len() {
+        redis.list("POSTFIX_MAILLOG")
+    } else {
+        list
+    };
+    assert_eq!(list.len(), 600, "a line stored twice");
+    let indices = message_indices(&list);
+    assert_eq!(indices, (0..600).collect(), "a line lost");
+}
+
+#[test]
+fn a_line_over_16_kib_docker_splits_is_stored_whole_from_the_fluentd_driver() {
+    let _serial = one_at_a_time();
+    ready();
+    let redis = RedisServer::start();
+    let (_daemon, port) = fluent_daemon(&redis, "");
+    // 40,000 bytes of message: Docker cuts lines at 16 KiB and marks the
+    // parts; cowlogd joins them.
+    let script = "printf 'Nov 24 13:49:59 mail postfix/smtpd[7]: long '; \
+                  head -c 40000 /dev/zero | tr '\\0' x; echo; sleep 60";
+    let _container = Container::run("fluentd", &fluentd_options(port), script);
+    let list = redis.wait_list("POSTFIX_MAILLOG", 1);
+    let entry: serde_json::Value = serde_json::from_str(&list[0]).unwrap();
+    let message = entry["message"].as_str().unwrap();
+    assert!(message.starts_with("long xxx"), "{message:.40}");
+    assert_eq!(message.len(), "long ".len() + 40_000);
+}
+
+#[test]
+fn the_gelf_driver_over_udp_delivers_a_paced_stream() {
+    let _serial = one_at_a_time();
+    ready();
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "");
+    let options = vec![
+        format!("gelf-address=udp://127.0.0.1:{}", daemon.ports.gelf),
+        "gelf-compression-type=gzip".into(),
+        "tag={{.Name}}".into(),
+    ];
+    let _container = Container::run("gelf", &options, &paced_lines(300));
+    let list = redis.wait_list("POSTFIX_MAILLOG", 300);
+    assert_eq!(message_indices(&list), (0..300).collect());
+}
