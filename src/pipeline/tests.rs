@@ -219,17 +219,26 @@ async fn a_reload_applies_from_each_processors_next_cycle_and_keeps_redis_and_fo
     assert_eq!(forwarded, 2, "the new filter forwards nothing of route all");
 }
 
+/// A Fluent cycle holding one line, finished `UntilApplied` in a task:
+/// what its connection would learn.
+fn finish_until_applied(
+    pipeline: &Arc<Pipeline>,
+    text: &'static str,
+) -> tokio::task::JoinHandle<bool> {
+    let pipeline = pipeline.clone();
+    tokio::spawn(async move {
+        let cancel = CancellationToken::new();
+        let mut processor = Processor::new(Input::FluentTcp, pipeline);
+        let mut cycle = processor.begin();
+        postfix(&mut cycle, text);
+        cycle.finish(Flush::UntilApplied(&cancel)).await
+    })
+}
+
 #[tokio::test]
 async fn until_applied_is_true_once_the_writer_tells_and_false_when_others_push_the_batch_out() {
     let h = harness("[redis]\nqueue_messages = 2\n");
-    let cancel = CancellationToken::new();
-    let pipeline = h.pipeline.clone();
-    let acked = tokio::spawn(async move {
-        let mut processor = Processor::new(Input::FluentTcp, pipeline);
-        let mut cycle = processor.begin();
-        postfix(&mut cycle, "acked only once applied");
-        cycle.finish(Flush::UntilApplied(&cancel)).await
-    });
+    let acked = finish_until_applied(&h.pipeline, "acked only once applied");
     // The writer's part: take the batch, apply it, tell.
     let mut batches = loop {
         let batches = h.redis.take(usize::MAX, usize::MAX);
@@ -242,14 +251,7 @@ async fn until_applied_is_true_once_the_writer_tells_and_false_when_others_push_
     batches[0].applied.take().unwrap().tell();
     assert!(acked.await.unwrap());
 
-    let cancel = CancellationToken::new();
-    let pipeline = h.pipeline.clone();
-    let lost = tokio::spawn(async move {
-        let mut processor = Processor::new(Input::FluentTcp, pipeline);
-        let mut cycle = processor.begin();
-        postfix(&mut cycle, "pushed out by a syslog burst");
-        cycle.finish(Flush::UntilApplied(&cancel)).await
-    });
+    let lost = finish_until_applied(&h.pipeline, "pushed out by a syslog burst");
     while h.redis.len_messages() == 0 {
         tokio::task::yield_now().await;
     }
