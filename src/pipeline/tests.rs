@@ -61,6 +61,15 @@ fn postfix(cycle: &mut ReadCycle<'_>, text: &str) {
     cycle.record(&record);
 }
 
+/// Messages forwarded; the queue is emptied.
+fn forwarded(queue: &BatchQueue<GelfBatch>) -> usize {
+    queue
+        .take(usize::MAX, usize::MAX)
+        .iter()
+        .map(|b| b.messages.len())
+        .sum()
+}
+
 /// Every op queued, as (key, entry, payload) text; the queue is emptied.
 pub(crate) fn queued(queue: &BatchQueue<RedisBatch>) -> Vec<(String, String, Option<String>)> {
     let mut out = Vec::new();
@@ -96,12 +105,7 @@ async fn a_cycle_queues_its_records_once_it_is_finished() {
         Some("disconnect from unknown[1.2.3.4]")
     );
     // Forwarding got both too.
-    let forwarded: usize = h
-        .forward
-        .take(usize::MAX, usize::MAX)
-        .iter()
-        .map(|b| b.messages.len())
-        .sum();
+    let forwarded = forwarded(&h.forward);
     assert_eq!(forwarded, 2);
 }
 
@@ -210,12 +214,7 @@ async fn a_reload_applies_from_each_processors_next_cycle_and_keeps_redis_and_fo
     let payload = ops[2].2.as_deref().unwrap_or_default();
     assert!(payload.starts_with("after the reload"), "{payload}");
     assert_eq!(payload.len(), 64);
-    let forwarded: usize = h
-        .forward
-        .take(usize::MAX, usize::MAX)
-        .iter()
-        .map(|b| b.messages.len())
-        .sum();
+    let forwarded = forwarded(&h.forward);
     assert_eq!(forwarded, 2, "the new filter forwards nothing of route all");
 }
 
