@@ -53,8 +53,11 @@ use crate::config::Settings;
 use crate::metrics::DropReason;
 use crate::pipeline::{Forwarding, Pipeline};
 use crate::queue::BatchQueue;
+use crate::queue::disk::DiskQueue;
+use crate::queue::redis::RedisQueue;
 use crate::sinks::graylog::GraylogWriter;
 use crate::sinks::redis::{RedisHealth, RedisWriter};
+use anyhow::Context as _;
 
 /// How long inputs get to hand over what they have read at shutdown.
 const INPUT_STOP_GRACE: Duration = Duration::from_secs(2);
@@ -72,6 +75,9 @@ pub struct Daemon {
     stop_http: CancellationToken,
     writer: Option<JoinHandle<()>>,
     forwarder: Option<JoinHandle<()>>,
+    /// The disk queue's syncs and deletions; it syncs a last time when the
+    /// HTTP side stops, after the writer.
+    disk_upkeep: Option<JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -92,15 +98,20 @@ impl Daemon {
         metrics::QUEUE_MAX_BYTES
             .gauge()
             .set(redis.queue_bytes as f64);
-        let queue = Arc::new(BatchQueue::new(
-            redis.queue_messages,
-            redis.queue_bytes,
-            (
-                metrics::QUEUE_MESSAGES.gauge(),
-                metrics::QUEUE_BYTES.gauge(),
-            ),
-            DropReason::QueueFull,
-        ));
+        let queue = match &settings.queue {
+            Some(queue) => RedisQueue::Disk(Arc::new(
+                DiskQueue::open(queue).context("opening the disk queue")?,
+            )),
+            None => RedisQueue::Memory(Arc::new(BatchQueue::new(
+                redis.queue_messages,
+                redis.queue_bytes,
+                (
+                    metrics::QUEUE_MESSAGES.gauge(),
+                    metrics::QUEUE_BYTES.gauge(),
+                ),
+                DropReason::QueueFull,
+            ))),
+        };
         let forward_queue = settings.graylog.as_ref().map(|graylog| {
             Arc::new(BatchQueue::new(
                 graylog.queue_messages,
@@ -168,6 +179,9 @@ impl Daemon {
             tokio::spawn(f2b.poll(client, f2b_settings.poll_interval, stop_http.clone()));
         }
         let drain = CancellationToken::new();
+        let disk_upkeep = queue
+            .disk()
+            .map(|disk| tokio::spawn(disk.clone().upkeep(stop_http.clone())));
         let writer = if redis.url.is_some() {
             let writer = RedisWriter::new(redis, queue.clone(), health.clone())?;
             Some(tokio::spawn(writer.run(drain.clone())))
@@ -189,6 +203,10 @@ impl Daemon {
             version = %env!("CARGO_PKG_VERSION"),
             inputs = %bound.summary(settings.inputs.fluent.unix.as_deref()),
             redis = %redis.shown_url(),
+            queue = %settings.queue.as_ref().map_or_else(
+                || "memory".to_owned(),
+                |q| format!("{} (fsync {:?})", q.dir.display(), q.fsync)
+            ),
             routes = settings.router.routes().len(),
             forwarding = %settings.graylog.as_ref().map_or_else(
                 || "off".to_owned(),
@@ -212,6 +230,7 @@ impl Daemon {
             stop_http,
             writer,
             forwarder,
+            disk_upkeep,
         })
     }
 
@@ -290,6 +309,9 @@ impl Daemon {
             tracing::error!(%error, "Graylog forwarder ended abnormally");
         }
         self.stop_http.cancel();
+        if let Some(upkeep) = self.disk_upkeep {
+            let _ = upkeep.await;
+        }
     }
 }
 

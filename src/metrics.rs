@@ -86,6 +86,11 @@ pub enum DropReason {
     QueueFull,
     /// Still queued when the shutdown flush deadline passed.
     Shutdown,
+    /// The disk queue at `queue.max_disk_bytes`: the newest batch.
+    QueueDiskFull,
+    /// The disk queue could not write (the file system failed, or it was
+    /// closed at shutdown).
+    QueueDiskUnavailable,
     /// Redis answered the command with an error (wrong type, read-only).
     RedisRejected,
     /// Forwarding queue full: the oldest waiting messages made room.
@@ -136,6 +141,8 @@ impl DropReason {
             DropReason::Filtered => ("route", "filtered"),
             DropReason::QueueFull => ("queue", "queue_full"),
             DropReason::Shutdown => ("queue", "shutdown"),
+            DropReason::QueueDiskFull => ("queue", "disk_full"),
+            DropReason::QueueDiskUnavailable => ("queue", "disk_unavailable"),
             DropReason::RedisRejected => ("redis", "rejected"),
             DropReason::ForwardQueueFull => ("graylog", "queue_full"),
             DropReason::ForwardTooLarge => ("graylog", "too_large"),
@@ -154,7 +161,7 @@ impl DropReason {
 impl DropReason {
     /// Every reason, in the order the README lists them.
     #[cfg(test)]
-    pub const ALL: [DropReason; 27] = [
+    pub const ALL: [DropReason; 29] = [
         DropReason::NotAllowed,
         DropReason::ConnectionLimit,
         DropReason::Oversize,
@@ -178,6 +185,8 @@ impl DropReason {
         DropReason::Filtered,
         DropReason::QueueFull,
         DropReason::Shutdown,
+        DropReason::QueueDiskFull,
+        DropReason::QueueDiskUnavailable,
         DropReason::RedisRejected,
         DropReason::ForwardQueueFull,
         DropReason::ForwardTooLarge,
@@ -283,6 +292,30 @@ declare_metrics! {
     /// Redis queue capacity in bytes.
     QUEUE_MAX_BYTES: Gauge "cowlogd_queue_max_bytes" []
         "redis.queue_bytes: the Redis queue's capacity in bytes.";
+    /// Disk queue size.
+    QUEUE_DISK_BYTES: Gauge "cowlogd_queue_disk_bytes" []
+        "Bytes of the disk queue's segment files (queue.dir).";
+    /// Messages on disk not yet applied.
+    QUEUE_DISK_RECORDS: Gauge "cowlogd_queue_disk_records" []
+        "Messages in the disk queue not yet applied in Redis.";
+    /// Segment files.
+    QUEUE_DISK_SEGMENTS: Gauge "cowlogd_queue_disk_segments" []
+        "Segment files in the disk queue.";
+    /// Messages found on disk at start.
+    QUEUE_REPLAYED_RECORDS: Counter "cowlogd_queue_replayed_records_total" []
+        "Messages found in the disk queue at start and replayed (those Redis had applied are then skipped by the marker).";
+    /// Syncs.
+    QUEUE_FSYNC_DURATION: Histogram "cowlogd_queue_fsync_duration_seconds" []
+        "Time of one sync of the disk queue.";
+    /// Checksum or layout failures.
+    QUEUE_CORRUPT_RECORDS: Counter "cowlogd_queue_corrupt_records_total" []
+        "Disk queue records skipped because their checksum or layout was wrong (and unreadable segments set aside).";
+    /// Records cut at start.
+    QUEUE_TORN_RECORDS: Counter "cowlogd_queue_torn_records_total" []
+        "Disk queue segments that ended inside a record at start (a crash mid-write): the partial record was cut.";
+    /// Age of the oldest message waiting.
+    QUEUE_OLDEST_AGE: Gauge "cowlogd_queue_oldest_record_age_seconds" []
+        "Age of the oldest disk queue record the Redis writer holds and Redis has not applied yet (0 when none).";
     /// Chunked GELF messages being put together.
     GELF_PENDING_MESSAGES: Gauge "cowlogd_gelf_pending_messages" []
         "Incomplete chunked GELF messages.";

@@ -192,6 +192,16 @@ fn the_compose_override_mounts_both_configs_read_write_and_sends_with_the_acked_
                 .is_file()
         );
     }
+    // The disk queue on a named volume, where the config puts it.
+    assert!(compose.contains("      - cowlogd-queue-vol-1:/var/lib/cowlogd\n"));
+    assert!(compose.contains("\nvolumes:\n  cowlogd-queue-vol-1:\n"));
+    let config: toml::Table =
+        toml::from_str(&read("deploy/mailcow/cowlogd.toml")).expect("cowlogd.toml is TOML");
+    assert_eq!(config["queue"]["dir"].as_str(), Some("/var/lib/cowlogd"));
+    assert!(
+        read("deploy/Dockerfile")
+            .contains("--chown=65532:65532 /out/var/lib/cowlogd /var/lib/cowlogd")
+    );
     // The mail containers: Docker's fluentd driver, async and acked, with
     // options Docker accepts (every value a string).
     let block = |anchor: &str| -> Vec<(String, String)> {

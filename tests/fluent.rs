@@ -287,7 +287,7 @@ s.close()
 
 /// `[tag, 1712345678, {container_name, source, log}, {"chunk": id}]` in
 /// MessagePack.
-fn acked_event(line: &str, chunk: &str) -> Vec<u8> {
+pub(crate) fn acked_event(line: &str, chunk: &str) -> Vec<u8> {
     acked_event_with(line, chunk, None)
 }
 
@@ -344,7 +344,7 @@ fn ack_client(daemon: &Daemon, port: u16) -> std::net::TcpStream {
     stream
 }
 
-fn read_ack(stream: &mut std::net::TcpStream) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_ack(stream: &mut std::net::TcpStream) -> std::io::Result<Vec<u8>> {
     let mut head = [0u8; 6];
     stream.read_exact(&mut head)?;
     assert_eq!(&head[..5], b"\x81\xa3ack");

@@ -9,6 +9,8 @@ mod bench_cli;
 mod connections;
 /// deploy/: configs, syslog-ng replacements, image, unit, alerts, dashboard.
 mod deploy;
+/// The disk queue: SIGKILL, SIGTERM, replay, kill -9 loop, full disk.
+mod disk_queue;
 /// The real Docker daemon's fluentd and gelf drivers as senders.
 mod docker;
 /// Exactly once into Redis: stalls, splits, temporary refusals, shutdown.

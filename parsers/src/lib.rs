@@ -13,6 +13,8 @@
 //! - [`record`]: the [`Record`] type.
 //! - [`encode`]: mailcow list entry, channel payload, GELF for forwarding.
 //! - [`limits`]: default bounds.
+//! - [`segment`]: the disk queue's records on disk (checksummed, read
+//!   defensively).
 //!
 //! # Example: a mailcow line from Docker's GELF driver to its Redis entry
 //!
@@ -38,6 +40,7 @@ pub mod gelf;
 pub mod limits;
 pub mod normalize;
 pub mod record;
+pub mod segment;
 pub mod syslog;
 
 pub use limits::ReassemblyLimits;

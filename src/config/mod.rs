@@ -24,8 +24,8 @@ use crate::inputs::tcp::TcpLimits;
 use crate::pipeline::emit::EmitSettings;
 use crate::router::{RouteConfig, Router};
 pub use values::{
-    Compression, FileMode, GraylogAddress, GraylogTransport, Listen, Network, Publish, Sanitize,
-    Zone,
+    Compression, FileMode, Fsync, GraylogAddress, GraylogTransport, Listen, Network, Publish,
+    Sanitize, Zone,
 };
 
 /// `NonZeroUsize` for a constant known to be positive.
@@ -62,6 +62,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// netfilter's ban rules evaluated in cowlogd.
     pub f2b: F2bConfig,
+    /// The disk queue in front of Redis.
+    pub queue: QueueConfig,
     /// Routing rules, first match wins. Absent: the mailcow profile.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -77,6 +79,7 @@ impl Default for Config {
             graylog: GraylogConfig::default(),
             console: ConsoleConfig::default(),
             f2b: F2bConfig::default(),
+            queue: QueueConfig::default(),
             routes: crate::router::mailcow_profile(),
         }
     }
@@ -150,6 +153,55 @@ impl Default for RedisConfig {
             shutdown_flush_ms: 5_000,
             tls_ca_file: String::new(),
         }
+    }
+}
+
+/// `[queue]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Directory of the disk queue; `""` (the default): memory only.
+    pub dir: String,
+    /// Most bytes the queue's segments may take; when full, acked inputs
+    /// (Fluent) wait and the others drop their newest batches.
+    pub max_disk_bytes: NonZeroU64,
+    /// Bytes after which a new segment file is started.
+    pub segment_bytes: NonZeroU64,
+    /// `"interval"`, `"always"` or `"never"`.
+    pub fsync: Fsync,
+    /// Between syncs with `fsync = "interval"`, in ms.
+    pub fsync_interval_ms: NonZeroU64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            dir: String::new(),
+            max_disk_bytes: nz64(1024 * 1024 * 1024),
+            segment_bytes: nz64(16 * 1024 * 1024),
+            fsync: Fsync::Interval,
+            fsync_interval_ms: nz64(100),
+        }
+    }
+}
+
+impl QueueConfig {
+    fn validate(&self) -> anyhow::Result<Option<QueueSettings>> {
+        if self.dir.is_empty() {
+            return Ok(None);
+        }
+        let max = self.max_disk_bytes.get();
+        let segment = self.segment_bytes.get();
+        if segment.saturating_mul(2) > max {
+            bail!("queue.segment_bytes: must be at most half of queue.max_disk_bytes ({max})");
+        }
+        Ok(Some(QueueSettings {
+            dir: PathBuf::from(&self.dir),
+            max_disk_bytes: max,
+            segment_bytes: segment,
+            fsync: self.fsync,
+            fsync_interval: Duration::from_millis(self.fsync_interval_ms.get()),
+        }))
     }
 }
 
@@ -493,7 +545,14 @@ impl Config {
         let router = Router::build(&self.routes, self.redis.list_cap.get())?;
         let graylog = self.graylog.validate(&router)?;
         let metrics = self.metrics.validate(&inputs.allow);
+        let queue = self.queue.validate()?;
+        if queue.is_some() && redis.url.is_none() {
+            bail!(
+                "queue.dir is set but redis.url is empty: the disk queue holds what waits for Redis"
+            );
+        }
         Ok(Settings {
+            queue,
             emit: EmitSettings {
                 max_message: limits.max_message,
                 channel_sanitize: self.redis.channel_sanitize.into(),
@@ -762,6 +821,8 @@ pub fn mask_password(url: &str) -> String {
 pub struct Settings {
     /// The Redis writer's (and `tail`'s, `bans`').
     pub redis: RedisSettings,
+    /// The disk queue's, when `queue.dir` is set.
+    pub queue: Option<QueueSettings>,
     /// How the pipeline encodes records.
     pub emit: EmitSettings,
     /// The listeners'.
@@ -778,6 +839,21 @@ pub struct Settings {
     pub f2b: Option<F2bSettings>,
     /// The routing rules.
     pub router: Router,
+}
+
+/// Validated `[queue]`, when `dir` is set.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Most bytes on disk.
+    pub max_disk_bytes: u64,
+    /// Bytes per segment before the next is started.
+    pub segment_bytes: u64,
+    /// When to sync.
+    pub fsync: Fsync,
+    /// Between syncs with [`Fsync::Interval`].
+    pub fsync_interval: Duration,
 }
 
 /// Validated `[redis]`.

@@ -207,6 +207,18 @@ pub enum Publish {
     Matches,
 }
 
+/// When the disk queue syncs what it wrote (`queue.fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Every `queue.fsync_interval_ms`, all writes since together.
+    Interval,
+    /// Before an acked input (Fluent) is told its batch is kept.
+    Always,
+    /// Never: the kernel writes back when it will.
+    Never,
+}
+
 /// Compression of forwarded GELF UDP (`graylog.compression`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

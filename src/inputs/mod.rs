@@ -159,6 +159,9 @@ pub async fn start(
         ));
     }
     let acked = Arc::new(fluent::AckedChunks::default());
+    // Events on disk from before a restart: a resend of one (its ack was
+    // lost with the crash) is acked, not stored twice.
+    acked.settle(pipeline.chunks_on_disk().iter().map(Vec::as_slice), true);
     if let Some(addr) = inputs.fluent_tcp {
         let listener = tcp::bind(addr, Input::FluentTcp).await?;
         bound.fluent_tcp = Some(listener.local_addr()?);

@@ -26,12 +26,13 @@ use cowlogd_parsers::syslog::TimeContext;
 use cowlogd_parsers::{Record, Timestamp};
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Applied, GelfBatch, RedisBatch};
+use crate::batch::{GelfBatch, RedisBatch};
 use crate::config::ForwardFilter;
 use crate::console::Console;
 use crate::f2b::F2b;
 use crate::metrics::{Input, InputMetrics};
 use crate::queue::BatchQueue;
+use crate::queue::redis::{Kept, RedisQueue};
 use crate::router::Router;
 use emit::{EmitMetrics, EmitSettings, Emitter};
 
@@ -83,7 +84,7 @@ pub struct Pipeline {
     routing: ArcSwap<Routing>,
     timezone: jiff::tz::TimeZone,
     /// The Redis queue.
-    redis: Arc<BatchQueue<RedisBatch>>,
+    redis: RedisQueue,
     forwarding: Option<Arc<BatchQueue<GelfBatch>>>,
     console: Option<Console>,
     f2b: Option<Arc<F2b>>,
@@ -95,7 +96,7 @@ impl Pipeline {
         router: Router,
         emit: EmitSettings,
         timezone: jiff::tz::TimeZone,
-        redis: Arc<BatchQueue<RedisBatch>>,
+        redis: RedisQueue,
         forwarding: Option<Forwarding>,
     ) -> Pipeline {
         let (forwarding, filter) = match forwarding {
@@ -147,6 +148,13 @@ impl Pipeline {
             .store(Arc::new(Routing::new(router, emit, forward_filter)));
     }
 
+    /// The Fluent chunk ids the disk queue held at start (none in memory).
+    pub fn chunks_on_disk(&self) -> &[Vec<u8>] {
+        self.redis
+            .disk()
+            .map_or(&[][..], |disk| disk.chunks_at_start())
+    }
+
     /// The routing in force.
     pub fn routing(&self) -> Arc<Routing> {
         self.routing.load_full()
@@ -165,12 +173,14 @@ pub enum Flush<'a> {
     WaitUpTo(Duration),
     /// Wait for room however long it takes (giving up, queuing nothing,
     /// when the token fires), forward only once queued (so a resend never
-    /// reaches Graylog twice), then wait until the Redis writer applied
-    /// the batch (Fluent: an ack means kept). `false` when it was not queued,
-    /// or dropped instead of applied (another input's traffic filled the
-    /// queue, the flush deadline at shutdown): the sender then resends.
-    /// Once the token fires it waits [`APPLIED_AFTER_STOP`] more.
-    UntilApplied(&'a CancellationToken),
+    /// reaches Graylog twice), then wait until the batch is kept (Fluent:
+    /// an ack means kept): on disk with `[queue] dir`, else applied by the
+    /// Redis writer. The chunk ids are the events the batch answers (kept
+    /// with it on disk). `false` when it was not queued, or dropped instead
+    /// of applied (memory only: another input's traffic filled the queue,
+    /// the flush deadline at shutdown): the sender then resends. Once the
+    /// token fires it waits [`APPLIED_AFTER_STOP`] more.
+    UntilKept(&'a CancellationToken, &'a [Vec<u8>]),
 }
 
 /// How long an input that stops still waits for the writer to apply what
@@ -276,7 +286,7 @@ impl ReadCycle<'_> {
     }
 
     /// Ends the cycle and hands its batches to the queues by `policy`;
-    /// `false` only for [`Flush::UntilApplied`] not applied.
+    /// `false` only for [`Flush::UntilKept`] not kept.
     pub async fn finish(self, policy: Flush<'_>) -> bool {
         self.seal().flush(policy).await
     }
@@ -320,24 +330,25 @@ impl Sealed {
                 }
                 true
             }
-            Flush::UntilApplied(cancel) => {
-                let Some(mut batch) = self.redis.take() else {
+            Flush::UntilKept(cancel, chunks) => {
+                let Some(batch) = self.redis.take() else {
                     // Nothing for Redis (dropped or unrouted lines, Redis
                     // off): handled is kept.
                     self.push_forward();
                     return true;
                 };
-                let (applied, mut told) = Applied::new();
-                batch.applied = Some(applied);
-                if !self.pipeline.redis.push_when_room(batch, cancel).await {
+                let Some(kept) = self.pipeline.redis.push_kept(batch, chunks, cancel).await else {
                     return false;
-                }
+                };
                 self.push_forward();
-                tokio::select! {
-                    outcome = &mut told => outcome.is_ok(),
-                    () = cancel.cancelled() => {
-                        matches!(tokio::time::timeout(APPLIED_AFTER_STOP, told).await, Ok(Ok(())))
-                    }
+                match kept {
+                    Kept::Durable => true,
+                    Kept::WhenApplied(mut told) => tokio::select! {
+                        outcome = &mut told => outcome.is_ok(),
+                        () = cancel.cancelled() => {
+                            matches!(tokio::time::timeout(APPLIED_AFTER_STOP, told).await, Ok(Ok(())))
+                        }
+                    },
                 }
             }
         }
@@ -345,7 +356,7 @@ impl Sealed {
 
     fn push_now(&mut self) {
         if let Some(batch) = self.redis.take() {
-            self.pipeline.redis.push(batch);
+            self.pipeline.redis.push_now(batch);
         }
         self.push_forward();
     }

@@ -40,7 +40,7 @@ pub(crate) fn harness(config: &str) -> Harness {
         settings.router.clone(),
         settings.emit.clone(),
         jiff::tz::TimeZone::UTC,
-        redis.clone(),
+        crate::queue::redis::RedisQueue::Memory(redis.clone()),
         Some(Forwarding::new(forward.clone(), filter)),
     ));
     Harness {
@@ -133,7 +133,7 @@ async fn until_applied_gives_up_without_queuing_or_forwarding_when_cancelled() {
     let mut second = processor.begin();
     postfix(&mut second, "waits for room");
     cancel.cancel();
-    assert!(!second.finish(Flush::UntilApplied(&cancel)).await);
+    assert!(!second.finish(Flush::UntilKept(&cancel, &[])).await);
     assert_eq!(queued(&h.redis).len(), 2, "what was queued before stays");
     assert!(
         h.forward.take(usize::MAX, usize::MAX).is_empty(),
@@ -218,7 +218,7 @@ async fn a_reload_applies_from_each_processors_next_cycle_and_keeps_redis_and_fo
     assert_eq!(forwarded, 2, "the new filter forwards nothing of route all");
 }
 
-/// A Fluent cycle holding one line, finished `UntilApplied` in a task:
+/// A Fluent cycle holding one line, finished `UntilKept` in a task:
 /// what its connection would learn.
 fn finish_until_applied(
     pipeline: &Arc<Pipeline>,
@@ -230,7 +230,7 @@ fn finish_until_applied(
         let mut processor = Processor::new(Input::FluentTcp, pipeline);
         let mut cycle = processor.begin();
         postfix(&mut cycle, text);
-        cycle.finish(Flush::UntilApplied(&cancel)).await
+        cycle.finish(Flush::UntilKept(&cancel, &[])).await
     })
 }
 

@@ -626,6 +626,24 @@ impl Daemon {
         })
     }
 
+    /// Kills cowlogd with SIGKILL (nothing flushed, nothing closed) and
+    /// waits for it to be gone.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Starts cowlogd again on the same config and ports after
+    /// [`Daemon::kill`] or [`Daemon::terminate`].
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.child = Some(spawn_cowlogd(self.dir.path(), &[], &[]));
+        wait_for("cowlogd /health after the restart", || {
+            (self.http_get("/health").0 == 200).then_some(())
+        });
+    }
+
     /// Stops cowlogd with SIGTERM and starts it again on the same config
     /// and ports (its log and stdout appended to).
     pub fn restart(&mut self) {

@@ -2,7 +2,8 @@
 //! unix socket: MessagePack events cut from the stream by
 //! [`object_len`], bounded by `limits.max_frame_bytes`; an event that asks
 //! for it (`fluentd-request-ack`) is acknowledged only once the read
-//! cycle's records are in the Redis queue. A full queue delays the ack —
+//! cycle's records are kept: on disk with `[queue] dir`, else applied in
+//! Redis ([`Flush::UntilKept`]). A full queue delays the ack —
 //! the backpressure Docker's driver understands (it buffers, up to
 //! `fluentd-buffer-limit`) — instead of acking and dropping.
 //!
@@ -177,7 +178,9 @@ where
         if acks.is_empty() && waiting.is_empty() {
             cycle.finish(Flush::WaitUpTo(limits.queue_wait)).await;
         } else {
-            let kept = cycle.finish(Flush::UntilApplied(&context.shutdown)).await;
+            let kept = cycle
+                .finish(Flush::UntilKept(&context.shutdown, &taken))
+                .await;
             let _ = tell.send(Some(kept));
             chunks.settle(taken.iter().map(Vec::as_slice), kept);
             taken.clear();

@@ -43,10 +43,9 @@ use tokio_util::sync::CancellationToken;
 use self::outcome::{Attempt, Decision, Tally, error_label, judge};
 use self::plan::{Exclusions, Marker, Pending, Plan};
 use self::session::{Connector, Fence, FenceError, Session};
-use crate::batch::RedisBatch;
 use crate::config::{RedisSettings, mask_password};
 use crate::metrics::{self, DropReason, dropped};
-use crate::queue::BatchQueue;
+use crate::queue::redis::{RedisQueue, Taken};
 
 /// First back-off after a failure; it doubles up to the ceiling.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -61,6 +60,10 @@ const OOM_PATIENCE: Duration = Duration::from_secs(30);
 const TIMEOUTS_BEFORE_SPLIT: u32 = 2;
 /// How long the marker outlives the writer's last write.
 const MARKER_TTL_S: u64 = 24 * 3600;
+/// The same with a disk queue, whose writer identity outlives the
+/// process: long enough for a host that was down for weeks to replay
+/// without writing twice.
+const DURABLE_MARKER_TTL_S: u64 = 30 * 24 * 3600;
 
 struct WriterMetrics {
     written: Counter,
@@ -238,7 +241,11 @@ pub struct RedisWriter {
     /// the marker: a lost transaction may have covered more than the
     /// window being retried when it is found.
     applied_through: u64,
-    queue: Arc<BatchQueue<RedisBatch>>,
+    /// With a disk queue: the last sequence number applied before this
+    /// process started (the marker's value at start, or the directory's
+    /// floor). Replayed messages up to it are passed over, not counted.
+    replayed_through: u64,
+    queue: RedisQueue,
     channel: String,
     batch_max: usize,
     batch_max_bytes: usize,
@@ -259,7 +266,7 @@ impl RedisWriter {
     /// When the URL or the CA file cannot be used.
     pub fn new(
         settings: &RedisSettings,
-        queue: Arc<BatchQueue<RedisBatch>>,
+        queue: RedisQueue,
         health: Arc<RedisHealth>,
     ) -> anyhow::Result<Self> {
         let shown_url = settings.shown_url();
@@ -275,12 +282,19 @@ impl RedisWriter {
             session: None,
             connected_before: false,
             fence: Fence::default(),
-            marker: Marker {
-                key: format!("cowlogd:applied:{:016x}", super::random_id()),
-                ttl_s: MARKER_TTL_S,
+            marker: match queue.disk() {
+                Some(disk) => Marker {
+                    key: format!("cowlogd:applied:{}", disk.writer_id()),
+                    ttl_s: DURABLE_MARKER_TTL_S,
+                },
+                None => Marker {
+                    key: format!("cowlogd:applied:{:016x}", super::random_id()),
+                    ttl_s: MARKER_TTL_S,
+                },
             },
             next_seq: 1,
             applied_through: 0,
+            replayed_through: queue.disk().map_or(0, |disk| disk.applied_floor()),
             queue,
             channel: settings.channel.clone(),
             batch_max: settings.batch_max,
@@ -316,6 +330,10 @@ impl RedisWriter {
             self.queue.close();
             return;
         }
+        if self.queue.disk().is_some() && !self.read_marker_at_start(&mut deadline).await {
+            self.queue.close();
+            return;
+        }
         loop {
             let draining = drain.is_cancelled();
             if !draining {
@@ -334,19 +352,21 @@ impl RedisWriter {
                     }
                 }
             }
-            let batches = self.queue.take(self.batch_max, self.batch_max_bytes);
-            if batches.is_empty() {
+            let Some(Taken { batches, first_seq }) =
+                self.queue.take(self.batch_max, self.batch_max_bytes)
+            else {
                 if draining {
                     break;
                 }
                 continue;
-            }
-            let mut pending = Pending::new(batches, self.next_seq);
+            };
+            let mut pending = Pending::new(batches, first_seq.unwrap_or(self.next_seq));
             self.next_seq = pending.next_seq();
             if !self.write(&mut pending, &mut deadline).await {
                 self.drop_at_shutdown(pending.remaining());
                 break;
             }
+            self.queue.applied(pending.next_seq() - 1);
             pending.take_applied().for_each(Applied::tell);
         }
         self.queue.close();
@@ -360,6 +380,14 @@ impl RedisWriter {
         let mut timeouts = 0;
         let mut oom_since: Option<Instant> = None;
         while let Some(window) = pending.window(self.window_budget, self.batch_max_bytes) {
+            // Replayed from disk and applied before this process started:
+            // passed over (the process that wrote it counted it).
+            if let Some(before) =
+                pending.window_through(usize::MAX, usize::MAX, self.replayed_through)
+            {
+                pending.advance(&before);
+                continue;
+            }
             // What a lost transaction turned out to have applied (it may
             // reach past the window it was found in) is counted, not sent.
             if let Some(applied) =
@@ -514,6 +542,65 @@ impl RedisWriter {
         }
     }
 
+    /// With a disk queue, before anything is written: how far Redis got
+    /// with this queue's messages (the marker under the directory's writer
+    /// identity), retried until Redis answers; `false` if the flush
+    /// deadline passed first. A marker ahead of everything on disk means
+    /// the directory lost segments: it is not trusted then (nothing new
+    /// may be passed over for it).
+    async fn read_marker_at_start(&mut self, deadline: &mut FlushDeadline) -> bool {
+        let mut backoff = Backoff::new(self.reconnect_max);
+        let Some(disk) = self.queue.disk().cloned() else {
+            return true;
+        };
+        let appended_at_start = disk.next_seq_at_open();
+        loop {
+            let read = deadline
+                .bound(async {
+                    let mut session = match self.session.take() {
+                        Some(session) => session,
+                        None => self.connect().await.map_err(FenceError::Lost)?,
+                    };
+                    let applied = self.fence.resolve(&mut session, &self.marker.key).await;
+                    if applied.is_ok() {
+                        self.session = Some(session);
+                    }
+                    applied
+                })
+                .await;
+            let error = match read {
+                None => return false,
+                Some(Ok(applied)) if applied >= appended_at_start => {
+                    tracing::warn!(key = %self.marker.key, applied, appended_at_start, "the writer's marker is ahead of the queue directory (segments removed?); replaying without it");
+                    return true;
+                }
+                Some(Ok(applied)) => {
+                    self.replayed_through = self.replayed_through.max(applied);
+                    if disk.replayed() > 0 {
+                        tracing::info!(
+                            applied_through = applied,
+                            "replay: Redis applied the queue's messages through this sequence number before the restart"
+                        );
+                    }
+                    return true;
+                }
+                Some(Err(FenceError::Lost(error))) => error.to_string(),
+                Some(Err(FenceError::Refused(error))) => error.to_string(),
+                Some(Err(FenceError::Unreadable(what))) => {
+                    metrics::REDIS_ERRORS
+                        .counter_with(["marker_unreadable".into()])
+                        .increment(1);
+                    what
+                }
+            };
+            self.set_down(error.clone());
+            crate::warn_limited!(url = %self.shown_url, %error, "cannot read the writer's marker yet; the disk queue waits");
+            if !deadline.sleep(backoff.step()).await {
+                return false;
+            }
+        }
+    }
+
     async fn connect(&mut self) -> Result<Session, RedisError> {
         let session = self.connector.connect().await?;
         if self.connected_before {
@@ -596,10 +683,17 @@ impl RedisWriter {
     }
 
     /// Counts and logs what Redis did not take before the flush deadline:
-    /// `unwritten` taken messages and everything still queued.
+    /// `unwritten` taken messages and everything still queued. On disk
+    /// nothing is lost: it is written at the next start.
     fn drop_at_shutdown(&self, unwritten: usize) {
-        let left = unwritten + self.queue.len_messages();
-        self.queue.take(usize::MAX, usize::MAX);
+        if let Some(disk) = self.queue.disk() {
+            tracing::warn!(
+                messages = unwritten + disk.len_messages(),
+                "shutdown: Redis did not take the queued messages in time; they stay in the disk queue for the next start"
+            );
+            return;
+        }
+        let left = unwritten + self.queue.discard();
         dropped(DropReason::Shutdown, left as u64);
         tracing::warn!(
             messages = left,

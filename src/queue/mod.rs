@@ -9,6 +9,13 @@
 //!
 //! The sink takes everything queued at once ([`BatchQueue::take`]): a batch
 //! is what arrived while the previous write was in flight.
+//!
+//! With `[queue] dir` set, the Redis path goes through [`disk::DiskQueue`]
+//! instead; [`redis::RedisQueue`] is the one face both have for the
+//! pipeline and the Redis writer.
+
+pub mod disk;
+pub mod redis;
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
