@@ -103,7 +103,7 @@ fn sigterm_with_redis_down_exits_within_the_flush_bound_dropping_nothing() {
 fn a_fluent_ack_means_on_disk_and_a_resend_after_a_crash_is_recognised_from_it() {
     let mut redis = RedisServer::start();
     let queue = tempfile::tempdir().unwrap();
-    let (mut daemon, port) = queued_daemon(&redis, queue.path(), "");
+    let (mut daemon, port) = queued_daemon(&redis, queue.path(), "fsync = \"always\"\n");
     redis.stop();
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
@@ -115,10 +115,12 @@ fn a_fluent_ack_means_on_disk_and_a_resend_after_a_crash_is_recognised_from_it()
     // Acked with Redis down: it is on disk (in memory-only mode no ack
     // comes until Redis applied it).
     assert_eq!(read_ack(&mut stream).unwrap(), b"c0");
+    // fsync = "always": synced before the ack.
+    assert!(daemon.metric("cowlogd_queue_fsync_duration_seconds_count") >= 1.0);
     daemon.kill();
     daemon.start_again();
-    // The sender never saw... or did see the ack and resends anyway, as
-    // Docker's driver does after a broken connection: acked, not stored.
+    // Sent again (as Docker's driver does when a connection breaks before
+    // its ack arrives): recognised from the disk, acked, not stored again.
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))

@@ -158,6 +158,44 @@ fn the_fluentd_driver_with_acks_loses_and_duplicates_nothing_across_a_cowlogd_re
 }
 
 #[test]
+fn the_fluentd_driver_with_acks_loses_nothing_when_cowlogd_is_killed_while_redis_is_paused() {
+    let _serial = one_at_a_time();
+    ready();
+    let redis = RedisServer::start();
+    let queue = tempfile::tempdir().unwrap();
+    let (mut daemon, port) = fluent_daemon(
+        &redis,
+        &format!("[queue]\ndir = \"{}\"\n", queue.path().display()),
+    );
+    let _container = Container::run("fluentd", &fluentd_options(port), &paced_lines(600));
+    wait_for("lines before the pause", || {
+        (redis.llen("POSTFIX_MAILLOG") >= 100).then_some(())
+    });
+    // Redis takes no writes for 3 s; cowlogd acks what it has on disk and
+    // is killed with those lines not yet in Redis.
+    assert!(
+        redis
+            .raw("CLIENT PAUSE 3000 WRITE")
+            .to_lowercase()
+            .contains("ok")
+    );
+    wait_for("lines acked while Redis is paused", || {
+        (daemon.metric("cowlogd_queue_disk_records") >= 20.0).then_some(())
+    });
+    daemon.kill();
+    daemon.start_again();
+    let list = redis.wait_list("POSTFIX_MAILLOG", 600);
+    std::thread::sleep(Duration::from_millis(500));
+    let list = if redis.llen("POSTFIX_MAILLOG") > list.len() {
+        redis.list("POSTFIX_MAILLOG")
+    } else {
+        list
+    };
+    assert_eq!(list.len(), 600, "a line stored twice");
+    assert_eq!(message_indices(&list), (0..600).collect(), "a line lost");
+}
+
+#[test]
 fn a_line_over_16_kib_docker_splits_is_stored_whole_from_the_fluentd_driver() {
     let _serial = one_at_a_time();
     ready();
