@@ -36,6 +36,19 @@ fn send_syslog(daemon: &Daemon, range: std::ops::Range<usize>) {
     stream.flush().unwrap();
 }
 
+/// Sends [`postfix_line`] `n` as a Forward event with chunk id `c<n>` on a
+/// new connection; the ack's chunk id.
+fn send_acked(port: u16, n: usize) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(&acked_event(&postfix_line(n), &format!("c{n}")))
+        .unwrap();
+    read_ack(&mut stream).unwrap()
+}
+
 fn assert_exactly(redis: &RedisServer, lines: usize) {
     let list = redis.wait_list("POSTFIX_MAILLOG", lines);
     let indices = message_indices(&list);
@@ -105,30 +118,16 @@ fn a_fluent_ack_means_on_disk_and_a_resend_after_a_crash_is_recognised_from_it()
     let queue = tempfile::tempdir().unwrap();
     let (mut daemon, port) = queued_daemon(&redis, queue.path(), "fsync = \"always\"\n");
     redis.stop();
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(&acked_event(&postfix_line(0), "c0"))
-        .unwrap();
     // Acked with Redis down: it is on disk (in memory-only mode no ack
     // comes until Redis applied it).
-    assert_eq!(read_ack(&mut stream).unwrap(), b"c0");
+    assert_eq!(send_acked(port, 0), b"c0");
     // fsync = "always": synced before the ack.
     assert!(daemon.metric("cowlogd_queue_fsync_duration_seconds_count") >= 1.0);
     daemon.kill();
     daemon.start_again();
     // Sent again (as Docker's driver does when a connection breaks before
     // its ack arrives): recognised from the disk, acked, not stored again.
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(&acked_event(&postfix_line(0), "c0"))
-        .unwrap();
-    assert_eq!(read_ack(&mut stream).unwrap(), b"c0");
+    assert_eq!(send_acked(port, 0), b"c0");
     assert_eq!(daemon.metric("cowlogd_fluent_resent_total"), 1.0);
     redis.restart();
     assert_exactly(&redis, 1);

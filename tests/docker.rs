@@ -123,6 +123,18 @@ fn fluentd_options(port: u16) -> Vec<String> {
     ]
 }
 
+/// The postfix list once it holds 600 entries and nothing more came for
+/// half a second (a line stored twice would).
+fn all_600_settled(redis: &RedisServer) -> Vec<String> {
+    let list = redis.wait_list("POSTFIX_MAILLOG", 600);
+    std::thread::sleep(Duration::from_millis(500));
+    if redis.llen("POSTFIX_MAILLOG") > list.len() {
+        redis.list("POSTFIX_MAILLOG")
+    } else {
+        list
+    }
+}
+
 /// `n` postfix lines, one every 10 ms, then a pause long enough for the
 /// driver to deliver the rest before the container stops.
 fn paced_lines(n: usize) -> String {
@@ -145,16 +157,9 @@ fn the_fluentd_driver_with_acks_loses_and_duplicates_nothing_across_a_cowlogd_re
     });
     // SIGTERM mid-stream, started again on the same port.
     daemon.restart();
-    let list = redis.wait_list("POSTFIX_MAILLOG", 600);
-    std::thread::sleep(Duration::from_millis(500));
-    let list = if redis.llen("POSTFIX_MAILLOG") > list.len() {
-        redis.list("POSTFIX_MAILLOG")
-    } else {
-        list
-    };
+    let list = all_600_settled(&redis);
     assert_eq!(list.len(), 600, "a line stored twice");
-    let indices = message_indices(&list);
-    assert_eq!(indices, (0..600).collect(), "a line lost");
+    assert_eq!(message_indices(&list), (0..600).collect(), "a line lost");
 }
 
 #[test]
@@ -184,13 +189,7 @@ fn the_fluentd_driver_with_acks_loses_nothing_when_cowlogd_is_killed_while_redis
     });
     daemon.kill();
     daemon.start_again();
-    let list = redis.wait_list("POSTFIX_MAILLOG", 600);
-    std::thread::sleep(Duration::from_millis(500));
-    let list = if redis.llen("POSTFIX_MAILLOG") > list.len() {
-        redis.list("POSTFIX_MAILLOG")
-    } else {
-        list
-    };
+    let list = all_600_settled(&redis);
     assert_eq!(list.len(), 600, "a line stored twice");
     assert_eq!(message_indices(&list), (0..600).collect(), "a line lost");
 }
