@@ -43,6 +43,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::redis::Taken;
 use crate::batch::{RedisBatch, RedisOp};
 use crate::config::{Fsync, QueueSettings};
 use crate::metrics;
@@ -99,14 +100,6 @@ pub enum Refused {
     Full,
     /// The queue is closed (shutdown) or the file system failed.
     Unavailable,
-}
-
-/// What the Redis writer took: batches with consecutive sequence numbers.
-pub struct Taken {
-    /// The batches, in order.
-    pub batches: Vec<RedisBatch>,
-    /// The sequence number of the first message.
-    pub first_seq: u64,
 }
 
 /// A segment file.
@@ -668,10 +661,8 @@ impl DiskQueue {
     /// nothing is there.
     pub fn take(&self, max_messages: usize, max_bytes: usize) -> Option<Taken> {
         let mut reader = lock(&self.read);
-        let mut taken = Taken {
-            batches: Vec::new(),
-            first_seq: 0,
-        };
+        let mut batches = Vec::new();
+        let mut first_seq = 0;
         let mut messages = 0;
         let mut bytes = 0;
         let mut at_least = 0;
@@ -732,21 +723,21 @@ impl DiskQueue {
                             reader.offset += len as u64;
                             continue;
                         }
-                        if !taken.batches.is_empty()
-                            && (payload.first_seq != taken.first_seq + messages as u64
+                        if !batches.is_empty()
+                            && (payload.first_seq != first_seq + messages as u64
                                 || messages + count > max_messages
                                 || bytes + payload.data.len() > max_bytes)
                         {
                             full = true;
                             break;
                         }
-                        if taken.batches.is_empty() {
-                            taken.first_seq = payload.first_seq;
+                        if batches.is_empty() {
+                            first_seq = payload.first_seq;
                         }
                         messages += count;
                         bytes += payload.data.len();
                         reader.in_flight.push_back((end, payload.appended_ms));
-                        taken.batches.push(to_batch(&payload));
+                        batches.push(to_batch(&payload));
                         reader.next_seq = end;
                         reader.offset += len as u64;
                         if messages >= max_messages || bytes >= max_bytes {
@@ -789,7 +780,10 @@ impl DiskQueue {
             }
             at_least = bigger.unwrap_or(0);
         }
-        (!taken.batches.is_empty()).then_some(taken)
+        (!batches.is_empty()).then_some(Taken {
+            batches,
+            first_seq: Some(first_seq),
+        })
     }
 
     /// Redis applied everything through `last_seq`: fully applied segments

@@ -144,10 +144,7 @@ impl RedisQueue {
                     first_seq: None,
                 })
             }
-            RedisQueue::Disk(disk) => disk.take(max_messages, max_bytes).map(|taken| Taken {
-                batches: taken.batches,
-                first_seq: Some(taken.first_seq),
-            }),
+            RedisQueue::Disk(disk) => disk.take(max_messages, max_bytes),
         }
     }
 

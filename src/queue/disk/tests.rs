@@ -64,7 +64,7 @@ fn what_was_appended_and_not_applied_is_replayed_after_a_crash_in_order_with_its
         .unwrap();
     queue.append(&batch("b", 3), &[]).unwrap();
     let taken = queue.take(100, 1 << 20).unwrap();
-    assert_eq!(taken.first_seq, 1);
+    assert_eq!(taken.first_seq, Some(1));
     assert_eq!(entries(&taken), ["a-0", "a-1", "b-0", "b-1", "b-2"]);
     queue.applied(2);
     queue.append(&batch("c", 1), &[]).unwrap();
@@ -77,14 +77,18 @@ fn what_was_appended_and_not_applied_is_replayed_after_a_crash_in_order_with_its
     assert_eq!(queue.replayed(), 4);
     assert_eq!(queue.next_seq_at_open(), 7);
     let taken = queue.take(100, 1 << 20).unwrap();
-    assert_eq!(taken.first_seq, 3, "the applied record is passed over");
+    assert_eq!(
+        taken.first_seq,
+        Some(3),
+        "the applied record is passed over"
+    );
     assert_eq!(entries(&taken), ["b-0", "b-1", "b-2", "c-0"]);
     assert!(queue.take(100, 1 << 20).is_none());
     // Chunk ids of what was on disk are known again.
     assert_eq!(queue.chunks_at_start(), [b"chunk-a".to_vec()]);
     // Numbering goes on where it stopped.
     queue.append(&batch("d", 1), &[]).unwrap();
-    assert_eq!(queue.take(100, 1 << 20).unwrap().first_seq, 7);
+    assert_eq!(queue.take(100, 1 << 20).unwrap().first_seq, Some(7));
 }
 
 #[test]
@@ -123,7 +127,7 @@ fn a_corrupt_record_is_skipped_and_the_next_one_is_read() {
     let queue = DiskQueue::open(&settings(dir.path())).unwrap();
     assert_eq!(queue.replayed(), 2);
     let taken = queue.take(100, 1 << 20).unwrap();
-    assert_eq!(taken.first_seq, 3);
+    assert_eq!(taken.first_seq, Some(3));
     assert_eq!(entries(&taken), ["b-0", "b-1"]);
 }
 
@@ -181,7 +185,7 @@ async fn a_full_disk_refuses_new_batches_without_evicting_and_room_returns_once_
     assert_eq!(entries(&taken).len(), appended * 10);
     assert_eq!(entries(&taken)[0], "x-0");
     // Applied: the closed segments go after the grace, the newest stays.
-    queue.applied(taken.first_seq + appended as u64 * 10 - 1);
+    queue.applied(taken.first_seq.unwrap() + appended as u64 * 10 - 1);
     assert_eq!(queue.append(&batch("y", 1), &[]), Err(Refused::Full));
     tokio::time::advance(DELETE_GRACE).await;
     queue.collect(&mut lock(&queue.append));

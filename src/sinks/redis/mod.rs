@@ -330,7 +330,7 @@ impl RedisWriter {
             self.queue.close();
             return;
         }
-        if self.queue.disk().is_some() && !self.read_marker_at_start(&mut deadline).await {
+        if !self.read_marker_at_start(&mut deadline).await {
             self.queue.close();
             return;
         }
@@ -501,12 +501,9 @@ impl RedisWriter {
                 Err(FenceError::Refused(error)) => return Attempt::Unavailable(error),
                 Err(FenceError::Lost(error)) => return Attempt::Lost(error),
                 Err(FenceError::Unreadable(what)) => {
-                    // Counted (kind "marker_unreadable") and retried after
-                    // the back-off: writing again could apply it twice.
-                    metrics::REDIS_ERRORS
-                        .counter_with(["marker_unreadable".into()])
-                        .increment(1);
-                    crate::warn_limited!(key = %self.marker.key, %what, "the writer's marker is not a sequence number; not writing until it is");
+                    // Retried after the back-off: writing again could
+                    // apply it twice.
+                    self.count_unreadable_marker(&what);
                     return Attempt::Lost(redis::RedisError::from(std::io::Error::other(
                         "marker unreadable",
                     )));
@@ -542,7 +539,8 @@ impl RedisWriter {
         }
     }
 
-    /// With a disk queue, before anything is written: how far Redis got
+    /// With a disk queue (else at once `true`), before anything is
+    /// written: how far Redis got
     /// with this queue's messages (the marker under the directory's writer
     /// identity), retried until Redis answers; `false` if the flush
     /// deadline passed first. A marker ahead of everything on disk means
@@ -587,9 +585,7 @@ impl RedisWriter {
                 Some(Err(FenceError::Lost(error))) => error.to_string(),
                 Some(Err(FenceError::Refused(error))) => error.to_string(),
                 Some(Err(FenceError::Unreadable(what))) => {
-                    metrics::REDIS_ERRORS
-                        .counter_with(["marker_unreadable".into()])
-                        .increment(1);
+                    self.count_unreadable_marker(&what);
                     what
                 }
             };
@@ -599,6 +595,16 @@ impl RedisWriter {
                 return false;
             }
         }
+    }
+
+    /// The marker holds something that is not a sequence number: counted
+    /// (kind `marker_unreadable`) and logged; nothing is written until it
+    /// reads again.
+    fn count_unreadable_marker(&self, what: &str) {
+        metrics::REDIS_ERRORS
+            .counter_with(["marker_unreadable".into()])
+            .increment(1);
+        crate::warn_limited!(key = %self.marker.key, %what, "the writer's marker is not a sequence number; not writing until it is");
     }
 
     async fn connect(&mut self) -> Result<Session, RedisError> {
