@@ -135,6 +135,52 @@ fn a_fluent_ack_means_on_disk_and_a_resend_after_a_crash_is_recognised_from_it()
     assert_eq!(redis.llen("POSTFIX_MAILLOG"), 1);
 }
 
+/// The segment files in `queue`, oldest first.
+fn segments(queue: &Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(queue)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn damage_found_at_start_is_counted_and_the_rest_is_stored() {
+    let mut redis = RedisServer::start();
+    let queue = tempfile::tempdir().unwrap();
+    let (mut daemon, _) = queued_daemon(&redis, queue.path(), "");
+    redis.stop();
+    send_syslog(&daemon, 0..10);
+    wait_for("10 lines on disk", || {
+        (daemon.metric("cowlogd_queue_disk_records") >= 10.0).then_some(())
+    });
+    send_syslog(&daemon, 10..20);
+    wait_for("20 lines on disk", || {
+        (daemon.metric("cowlogd_queue_disk_records") >= 20.0).then_some(())
+    });
+    daemon.kill();
+    let segment = segments(queue.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    // The first record (lines 0..10) damaged, a torn record after the last.
+    bytes[16 + 40] ^= 0xff;
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3]);
+    std::fs::write(&segment, &bytes).unwrap();
+    // And a file that is not a segment at all.
+    let stray = queue.path().join("00000000000000000000.seg");
+    std::fs::write(&stray, b"not a segment").unwrap();
+    redis.restart();
+    daemon.start_again();
+    let list = redis.wait_list("POSTFIX_MAILLOG", 10);
+    assert_eq!(message_indices(&list), (10..20).collect());
+    assert_eq!(daemon.metric("cowlogd_queue_torn_records_total"), 1.0);
+    // The damaged record and the stray file.
+    assert_eq!(daemon.metric("cowlogd_queue_corrupt_records_total"), 2.0);
+    assert!(queue.path().join("00000000000000000000.corrupt").is_file());
+    assert!(!stray.exists());
+}
+
 #[test]
 fn a_second_cowlogd_on_the_same_queue_directory_exits_naming_the_holder() {
     let redis = RedisServer::start();

@@ -1175,6 +1175,35 @@ list_cap = 5
     }
 
     #[test]
+    fn a_queue_dir_needs_redis_and_segments_of_at_most_half_the_disk_cap() {
+        let error = |text: &str| {
+            Config::parse(text)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            error("[queue]\ndir = \"/q\"\nmax_disk_bytes = 1000\nsegment_bytes = 501\n")
+                .starts_with("queue.segment_bytes:")
+        );
+        assert!(
+            error("[redis]\nurl = \"\"\n[queue]\ndir = \"/q\"\n").contains("redis.url is empty")
+        );
+        let settings = Config::parse("[queue]\ndir = \"/q\"\nfsync = \"always\"\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        let queue = settings.queue.unwrap();
+        assert_eq!(
+            (queue.fsync, queue.max_disk_bytes),
+            (Fsync::Always, 1 << 30)
+        );
+        assert!(Config::default().validate().unwrap().queue.is_none());
+        assert!(Config::parse("[queue]\nfsync = \"sometimes\"\n").is_err());
+    }
+
+    #[test]
     fn empty_address_turns_an_input_off() {
         let settings = Config::parse("[inputs]\ngelf_tcp = \"\"")
             .unwrap()

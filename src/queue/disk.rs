@@ -108,6 +108,9 @@ struct Segment {
     path: PathBuf,
     /// Bytes written (and, for the reader, readable).
     bytes: u64,
+    /// Bytes checked (and their damage counted) at open: the reader counts
+    /// only what it finds past them.
+    checked: u64,
     /// The sequence number after its last message.
     end_seq: u64,
     /// When every message in it was first known applied.
@@ -344,6 +347,7 @@ impl DiskQueue {
                 first_seq,
                 path,
                 bytes: scanned.good_len,
+                checked: scanned.good_len,
                 end_seq,
                 applied_at: None,
             });
@@ -667,7 +671,7 @@ impl DiskQueue {
         let mut bytes = 0;
         let mut at_least = 0;
         loop {
-            let (readable, next_segment) = {
+            let (readable, checked, next_segment) = {
                 let appender = lock(&self.append);
                 let current = appender
                     .segments
@@ -686,7 +690,7 @@ impl DiskQueue {
                     .iter()
                     .find(|s| s.first_seq > reader.segment)
                     .map(|s| s.first_seq);
-                (current.bytes, next)
+                (current.bytes, current.checked, next)
             };
             if reader.offset >= readable {
                 match next_segment {
@@ -703,6 +707,12 @@ impl DiskQueue {
                 crate::warn_limited!(dir = %self.dir.display(), %error, "reading the disk queue failed");
                 break;
             }
+            // Damage before `checked` was counted when the queue opened.
+            let count_corrupt = |at: u64| {
+                if at >= checked {
+                    self.metrics.corrupt.increment(1);
+                }
+            };
             let block = std::mem::take(&mut reader.block);
             let mut at = 0;
             let mut bigger = None;
@@ -712,7 +722,7 @@ impl DiskQueue {
                     Next::Record { payload, len } => {
                         at += len;
                         let Ok(payload) = decode_payload(payload) else {
-                            self.metrics.corrupt.increment(1);
+                            count_corrupt(reader.offset);
                             reader.offset += len as u64;
                             continue;
                         };
@@ -746,7 +756,7 @@ impl DiskQueue {
                         }
                     }
                     Next::Corrupt { len } => {
-                        self.metrics.corrupt.increment(1);
+                        count_corrupt(reader.offset);
                         at += len;
                         reader.offset += len as u64;
                     }
@@ -762,13 +772,13 @@ impl DiskQueue {
                         if need > block.len() && need <= (readable - reader.offset) as usize {
                             bigger = Some(need);
                         } else {
-                            self.metrics.corrupt.increment(1);
+                            count_corrupt(reader.offset);
                             reader.offset = readable;
                         }
                         break;
                     }
                     Next::Unframed => {
-                        self.metrics.corrupt.increment(1);
+                        count_corrupt(reader.offset);
                         reader.offset = readable;
                         break;
                     }
@@ -968,6 +978,7 @@ fn create_segment(dir: &Path, first_seq: u64) -> Result<(File, Segment), OpenErr
             first_seq,
             path,
             bytes: HEADER_LEN as u64,
+            checked: 0,
             end_seq: first_seq,
             applied_at: None,
         },
