@@ -1,10 +1,16 @@
 //! cowlogd's HTTP endpoint: `GET /metrics` (Prometheus text), `/health`
 //! (the process answers), `/ready` (Redis takes writes) and `/f2b` (ban
-//! insight: rules, options, top offenders, as JSON).
+//! insight: rules, options, top offenders, as JSON; only for
+//! `metrics.f2b_allow`, loopback by default: it says who is attacking and
+//! how close each address is to a ban).
 //!
 //! Bounded like an input: `metrics.allow`, a small connection pool of its
-//! own (the longest idle makes room), and a short header timeout, so
-//! half-sent requests cannot use up the process's file descriptors.
+//! own with [`METRICS_PER_SOURCE`] connections per source, and a short
+//! header timeout, so half-sent requests cannot use up the process's file
+//! descriptors. A source at its share replaces its own longest-idle
+//! connection ([`crate::admission::Pool::replaces_own_idle`]): `cowlogd
+//! health` from inside the container is answered even when something else
+//! there holds idle connections.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,26 +19,30 @@ use std::sync::Arc;
 use anyhow::Context;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::admission::{Allowlist, Gate, Pool, Slots, accept};
 use crate::f2b::F2b;
-use crate::inputs::Allowlist;
-use crate::inputs::slots::ConnectionSlots;
 use crate::sinks::redis::RedisHealth;
 
 /// How long a scraper may take to send its request headers.
 const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Connections one source may hold on the endpoint (a Prometheus, a
+/// health check and a `cowlogd bans` at once fit).
+pub const METRICS_PER_SOURCE: usize = 4;
+
 /// Who may connect, and how many at once.
 pub struct Admission {
     /// Who may scrape.
     pub allow: Allowlist,
+    /// Who may read `/f2b`.
+    pub f2b_allow: Allowlist,
     /// Connections at once.
     pub max_connections: usize,
 }
@@ -127,53 +137,57 @@ pub async fn serve(
     f2b: Option<Arc<F2b>>,
     shutdown: CancellationToken,
 ) {
-    let slots = ConnectionSlots::new(
-        admission.max_connections,
-        admission.max_connections,
-        "metrics",
-    );
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    crate::warn_limited!(%error, "metrics accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => break,
-        };
-        let Some(slot) = slots.admit(&admission.allow, peer, "metrics") else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        let health = health.clone();
-        let f2b = f2b.clone();
-        tokio::spawn(async move {
-            let activity = slot.activity();
-            let service = service_fn(move |request: Request<Incoming>| {
-                activity.touch();
-                let response = respond(&request, &metrics, &health, f2b.as_deref());
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                () = slot.evicted() => {}
+    let gate = Gate {
+        name: "metrics",
+        slots: Slots::new(
+            Pool::Metrics,
+            admission.max_connections,
+            METRICS_PER_SOURCE,
+            shutdown.clone(),
+        ),
+        allow: Some(Arc::new(admission.allow)),
+        input: None,
+    };
+    let f2b_allow = Arc::new(admission.f2b_allow);
+    let connections = TaskTracker::new();
+    let stop = shutdown.clone();
+    accept::serve(
+        listener,
+        gate,
+        shutdown.clone(),
+        connections,
+        move |stream, peer, slot| {
+            let (metrics, health, f2b, f2b_allow) = (
+                metrics.clone(),
+                health.clone(),
+                f2b.clone(),
+                f2b_allow.clone(),
+            );
+            let shutdown = stop.clone();
+            async move {
+                let activity = slot.activity();
+                let service = service_fn(move |request: Request<Incoming>| {
+                    activity.touch();
+                    let f2b = f2b
+                        .as_deref()
+                        .map(|f2b| (f2b, peer.ip().is_some_and(|ip| f2b_allow.allows(ip))));
+                    let response = respond(&request, &metrics, &health, f2b);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                crate::http1::serve(stream, service, HEADER_TIMEOUT, &slot, &shutdown).await;
             }
-        });
-    }
+        },
+    )
+    .await;
 }
 
+/// The answer to `request`; `f2b` is the ban engine, when on, and whether
+/// this peer may read it.
 fn respond(
     request: &Request<Incoming>,
     metrics: &PrometheusHandle,
     health: &RedisHealth,
-    f2b: Option<&F2b>,
+    f2b: Option<(&F2b, bool)>,
 ) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => (
@@ -191,7 +205,12 @@ fn respond(
             (status, "text/plain", health.report())
         }
         (&Method::GET, "/f2b") => match f2b {
-            Some(f2b) => (
+            Some((_, false)) => (
+                StatusCode::FORBIDDEN,
+                "text/plain",
+                "/f2b is only for metrics.f2b_allow\n".to_owned(),
+            ),
+            Some((f2b, true)) => (
                 StatusCode::OK,
                 "application/json",
                 serde_json::to_string(&f2b.snapshot()).unwrap_or_default(),

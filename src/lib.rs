@@ -22,12 +22,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admission;
 pub mod bans;
 mod batch;
 pub mod config;
 pub mod console;
 pub mod f2b;
 pub mod http;
+mod http1;
 mod inputs;
 mod metrics;
 mod pipeline;
@@ -165,7 +167,8 @@ impl Daemon {
                 prometheus.clone(),
                 health.clone(),
                 http::Admission {
-                    allow: inputs::Allowlist::new(settings.metrics.allow.clone()),
+                    allow: admission::Allowlist::new(settings.metrics.allow.clone()),
+                    f2b_allow: admission::Allowlist::new(settings.metrics.f2b_allow.clone()),
                     max_connections: settings.metrics.max_connections,
                 },
                 f2b.clone(),

@@ -277,6 +277,18 @@ declare_metrics! {
     /// Transaction latency.
     REDIS_WRITE_DURATION: Histogram "cowlogd_redis_write_duration_seconds" []
         "Time to write one transaction, retries included.";
+    /// Retries made without a fence.
+    REDIS_UNFENCED_RETRIES: Counter "cowlogd_redis_unfenced_retries_total" []
+        "Retries after a lost reply made without fencing the old connection (no CLIENT INFO or CLIENT KILL): each may write a window twice.";
+    /// Messages whose transaction's outcome was unknown at the flush deadline.
+    REDIS_OUTCOME_UNKNOWN: Counter "cowlogd_redis_outcome_unknown_total" []
+        "Messages in a transaction sent but unanswered when the shutdown flush deadline passed: Redis may have applied them.";
+    /// Whether Redis may evict the writer's marker.
+    REDIS_MARKER_EVICTABLE: Gauge "cowlogd_redis_marker_evictable" []
+        "1 when Redis' maxmemory-policy may evict the writer's marker (then a retry may write twice).";
+    /// Markers found missing after this process wrote them.
+    REDIS_MARKER_LOST: Counter "cowlogd_redis_marker_lost_total" []
+        "Times the writer's marker was gone (evicted, deleted) although this process had written it.";
     /// Whether Redis answers.
     REDIS_UP: Gauge "cowlogd_redis_up" []
         "1 when the last Redis operation succeeded.";

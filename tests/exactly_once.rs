@@ -306,3 +306,58 @@ fn a_marker_that_is_no_sequence_number_stops_writing_counted_until_it_is_one_aga
     let indices = exactly(&redis, "POSTFIX_MAILLOG", 2);
     assert_eq!(indices, (0..2).collect());
 }
+
+/// Stops Redis while a transaction is out, long enough for the writer to
+/// give up on its reply and retry, then lets it go on.
+fn hold_a_transaction_past_its_timeout(redis: &RedisServer, daemon: &Daemon) {
+    redis.signal("STOP");
+    let mut stream = daemon.tcp(daemon.ports.syslog);
+    stream.write_all(&postfix_frame(0)).unwrap();
+    daemon.wait_received("syslog_tcp", 1);
+    std::thread::sleep(Duration::from_millis(600));
+    redis.signal("CONT");
+    redis.wait_list("POSTFIX_MAILLOG", 1);
+}
+
+#[test]
+fn a_retry_redis_cannot_fence_is_counted_and_the_reason_logged_once() {
+    let redis = RedisServer::start_with(&["--rename-command", "CLIENT", ""]);
+    let daemon = Daemon::start(&redis.url(), "[redis]\nresponse_timeout_ms = 200\n");
+    hold_a_transaction_past_its_timeout(&redis, &daemon);
+    wait_for("the unfenced retry counted", || {
+        (daemon.metric("cowlogd_redis_unfenced_retries_total") >= 1.0).then_some(())
+    });
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("Redis connections cannot be fenced").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("CLIENT INFO refused"), "{log}");
+}
+
+#[test]
+fn a_fenced_retry_is_not_counted_as_unfenced() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "[redis]\nresponse_timeout_ms = 200\n");
+    hold_a_transaction_past_its_timeout(&redis, &daemon);
+    assert_eq!(exactly(&redis, "POSTFIX_MAILLOG", 1), [0].into());
+    assert!(daemon.metric("cowlogd_redis_errors_total{kind=\"timeout\"}") >= 1.0);
+    assert_eq!(daemon.metric("cowlogd_redis_unfenced_retries_total"), 0.0);
+}
+
+#[test]
+fn an_evicting_maxmemory_policy_is_reported_at_connect() {
+    let redis = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let daemon = Daemon::start(&redis.url(), "");
+    wait_for("the policy judged", || {
+        (daemon.metric("cowlogd_redis_marker_evictable") == 1.0).then_some(())
+    });
+    assert!(daemon.log().contains("may evict the writer's marker"));
+    let safe = RedisServer::start();
+    let daemon = Daemon::start(&safe.url(), "");
+    let mut sender = daemon.tcp(daemon.ports.syslog);
+    sender.write_all(&postfix_frame(0)).unwrap();
+    safe.wait_list("POSTFIX_MAILLOG", 1);
+    assert_eq!(daemon.metric("cowlogd_redis_marker_evictable"), 0.0);
+}

@@ -323,7 +323,7 @@ fn entry(out: &mut Vec<u8>, line: &str) {
 
 /// [`acked_event`] with one more record field whose value is `raw`
 /// MessagePack.
-fn acked_event_with(line: &str, chunk: &str, extra: Option<(&str, &[u8])>) -> Vec<u8> {
+pub(crate) fn acked_event_with(line: &str, chunk: &str, extra: Option<(&str, &[u8])>) -> Vec<u8> {
     let mut out = vec![0x94];
     write_string(&mut out, "app");
     out.push(0xce);

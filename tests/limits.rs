@@ -364,7 +364,7 @@ fn gzip_bomb_is_refused_at_the_cap_without_memory_growth() {
 }
 
 #[test]
-fn global_connection_cap_refuses_new_connections_while_open_ones_keep_delivering() {
+fn a_full_pool_admits_a_smaller_source_by_closing_a_connection_of_the_largest_holder() {
     let redis = RedisServer::start();
     let config = "[inputs]\ntcp_max_connections = 8\ntcp_max_connections_per_source = 5\n";
     let daemon = Daemon::start(&redis.url(), config);
@@ -374,22 +374,40 @@ fn global_connection_cap_refuses_new_connections_while_open_ones_keep_delivering
     wait_for("8 open connections", || {
         (daemon.metric("cowlogd_tcp_connections{input=\"syslog_tcp\"}") == 8.0).then_some(())
     });
-    let mut refused = daemon.tcp_from("127.0.0.3", daemon.ports.syslog);
+    // A sixth from the largest holder is over its own cap: refused.
+    let mut refused = daemon.tcp(daemon.ports.syslog);
     refused
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     assert!(
         matches!(refused.read(&mut [0u8; 1]), Ok(0)),
-        "the ninth connection was not closed"
+        "the sixth connection of one address was not closed"
     );
     assert_eq!(
         daemon
             .metric("cowlogd_dropped_messages_total{stage=\"input\",reason=\"connection_limit\"}"),
         1.0
     );
-    let line = format!("<30>Nov 24 13:49:59 {POSTFIX}[1]: {}\n", postfix_line(8));
-    open[7].write_all(line.as_bytes()).unwrap();
-    assert!(redis.wait_list("POSTFIX_MAILLOG", 1)[0].contains(" msg 8"));
+    // A newcomer from a third address gets in; one of the five closes.
+    let mut newcomer = daemon.tcp_from("127.0.0.3", daemon.ports.syslog);
+    let line = |n: usize| format!("<30>Nov 24 13:49:59 {POSTFIX}[1]: {}\n", postfix_line(n));
+    newcomer.write_all(line(9).as_bytes()).unwrap();
+    assert!(redis.wait_list("POSTFIX_MAILLOG", 1)[0].contains(" msg 9"));
+    assert_eq!(
+        daemon.metric("cowlogd_connections_closed_total{pool=\"tcp\",reason=\"evicted\"}"),
+        1.0
+    );
+    let mut closed = 0;
+    for stream in &mut open[..5] {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        closed += usize::from(matches!(stream.read(&mut [0u8; 1]), Ok(0)));
+    }
+    assert_eq!(closed, 1);
+    // The smaller holder's connections keep delivering.
+    open[7].write_all(line(8).as_bytes()).unwrap();
+    redis.wait_list("POSTFIX_MAILLOG", 2);
 }
 
 #[test]

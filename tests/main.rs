@@ -3,6 +3,8 @@
 
 mod support;
 
+/// Admission under attack: eviction, fair slots, linear parsing, /f2b.
+mod admission;
 /// `cowlogd-bench`, the load generator.
 mod bench_cli;
 /// Connection caps, idle connections, buffers, Graylog restarts.

@@ -262,5 +262,15 @@ fn sigterm_with_redis_gone_drops_the_queue_after_the_flush_deadline_and_says_so(
         log.contains("shutdown: Redis did not take the queued messages in time"),
         "{log}"
     );
-    assert!(log.contains("messages=100"), "{log}");
+    // What was on its way when Redis went is not known to be lost.
+    let dropped = log
+        .lines()
+        .filter(|l| l.contains("dropped messages="))
+        .chain(
+            log.lines()
+                .filter(|l| l.contains("Redis may have applied it")),
+        )
+        .filter_map(|l| l.rsplit_once("messages=")?.1.parse::<usize>().ok())
+        .sum::<usize>();
+    assert_eq!(dropped, 100, "{log}");
 }

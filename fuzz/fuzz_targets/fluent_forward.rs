@@ -6,16 +6,18 @@
 use cowlogd_parsers::Timestamp;
 use cowlogd_parsers::fluent::docker::to_gelf;
 use cowlogd_parsers::fluent::forward::{Entries, entries, parse_event};
-use cowlogd_parsers::fluent::msgpack::object_len;
+use cowlogd_parsers::fluent::msgpack::{ObjectScanner, object_len};
 use libfuzzer_sys::fuzz_target;
 
-/// The objects in `data` read `piece` bytes at a time; stops at an error.
+/// The objects in `data` read `piece` bytes at a time, by a scanner that
+/// resumes where it stopped; stops at an error.
 fn run(data: &[u8], piece: usize, max: usize) -> Vec<Vec<u8>> {
     let (mut buf, mut out) = (Vec::new(), Vec::new());
+    let mut scanner = ObjectScanner::default();
     for chunk in data.chunks(piece) {
         buf.extend_from_slice(chunk);
         loop {
-            match object_len(&buf, max) {
+            match scanner.scan(&buf, max) {
                 Ok(Some(len)) => {
                     assert!(len > 0 && len <= max);
                     out.push(buf.drain(..len).collect());
@@ -35,6 +37,12 @@ fuzz_target!(|input: (u8, u16, &[u8])| {
     let max = usize::from(max).max(16);
     let whole = run(data, data.len().max(1), max);
     assert_eq!(whole, run(data, piece, max));
+    // The resuming scanner agrees with a scan from the start.
+    let mut rest = data;
+    for frame in &whole {
+        assert_eq!(object_len(rest, max), Ok(Some(frame.len())));
+        rest = &rest[frame.len()..];
+    }
     for frame in &whole {
         let Ok(event) = parse_event(frame) else {
             continue;

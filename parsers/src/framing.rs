@@ -84,6 +84,10 @@ pub struct Framer {
     octet_counting: bool,
     max_frame: usize,
     state: State,
+    /// Bytes of the delimited frame now at the start of the caller's
+    /// buffer already searched for its delimiter: a frame trickled in
+    /// small reads is searched once, not once per read.
+    searched: usize,
 }
 
 impl Framer {
@@ -94,6 +98,7 @@ impl Framer {
             octet_counting: true,
             max_frame,
             state: State::Ready,
+            searched: 0,
         }
     }
 
@@ -110,6 +115,7 @@ impl Framer {
             octet_counting: false,
             max_frame,
             state: State::Ready,
+            searched: 0,
         }
     }
 
@@ -119,7 +125,10 @@ impl Framer {
     }
 
     /// Finds the next frame at the start of `buf` (the unconsumed bytes the
-    /// caller holds). Call in a loop until [`Decoded::NeedMore`].
+    /// caller holds). Call in a loop until [`Decoded::NeedMore`]; then call
+    /// again with the same bytes and more after them: the framer remembers
+    /// how far it searched, so a frame trickled in small reads costs its
+    /// length once, not once per read.
     pub fn decode<'a>(&mut self, buf: &'a [u8]) -> Decoded<'a> {
         if buf.is_empty() {
             return Decoded::NeedMore;
@@ -186,10 +195,11 @@ impl Framer {
 
     fn delimited_frame<'a>(&mut self, buf: &'a [u8]) -> Decoded<'a> {
         let window = &buf[..buf.len().min(self.max_frame + 1)];
-        match memchr::memchr(self.delimiter, window) {
-            Some(end) => Decoded::Frame {
-                frame: &buf[..end],
-                consumed: end + 1,
+        let from = std::mem::take(&mut self.searched).min(window.len());
+        match memchr::memchr(self.delimiter, &window[from..]) {
+            Some(offset) => Decoded::Frame {
+                frame: &buf[..from + offset],
+                consumed: from + offset + 1,
             },
             None if buf.len() > self.max_frame => {
                 self.state = State::SkipToDelimiter;
@@ -201,7 +211,10 @@ impl Framer {
                     }),
                 }
             }
-            None => Decoded::NeedMore,
+            None => {
+                self.searched = window.len();
+                Decoded::NeedMore
+            }
         }
     }
 
@@ -218,6 +231,7 @@ impl Framer {
     /// ```
     pub fn finish<'a>(&mut self, buf: &'a [u8]) -> Option<Result<&'a [u8], FrameError>> {
         let state = std::mem::replace(&mut self.state, State::Ready);
+        self.searched = 0;
         if buf.is_empty() || state != State::Ready {
             return None;
         }

@@ -9,7 +9,9 @@ use cowlogd_parsers::fluent::docker::{
     PartialAssembler, PartialDrop, PartialLimits, PartialOutcome, to_gelf,
 };
 use cowlogd_parsers::fluent::forward::{Entries, entries, parse_event, record_fields};
-use cowlogd_parsers::fluent::msgpack::{MsgpackError, Reader, object_len, write_json};
+use cowlogd_parsers::fluent::msgpack::{
+    MsgpackError, ObjectScanner, Reader, object_len, write_json,
+};
 use proptest::prelude::*;
 
 /// A MessagePack writer for the tests, in the widest forms (str32,
@@ -414,16 +416,18 @@ fn docker_partial_fields_are_recognised() {
 }
 
 /// Splits `stream` into objects reading it in pieces cut at `cuts`, as a
-/// connection does: append, take every complete object, keep the rest.
+/// connection does: append, take every complete object with a scanner that
+/// resumes where it stopped, keep the rest.
 fn decode_in_pieces(stream: &[u8], cuts: &[usize]) -> Result<Vec<Vec<u8>>, MsgpackError> {
     let mut points: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
     points.push(stream.len());
     points.sort_unstable();
     let (mut buf, mut out, mut start) = (Vec::new(), Vec::new(), 0);
+    let mut scanner = ObjectScanner::default();
     for end in points {
         buf.extend_from_slice(&stream[start..end]);
         start = end;
-        while let Some(len) = object_len(&buf, 1 << 20)? {
+        while let Some(len) = scanner.scan(&buf, 1 << 20)? {
             out.push(buf.drain(..len).collect());
         }
     }

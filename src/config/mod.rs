@@ -395,6 +395,10 @@ pub struct MetricsConfig {
     pub listen: Listen,
     /// Networks allowed to scrape; empty: the same as `inputs.allow`.
     pub allow: Vec<Network>,
+    /// Networks allowed to read `/f2b` (who is attacking, how close each
+    /// address is to a ban): loopback only by default, apart from the
+    /// scrapers.
+    pub f2b_allow: Vec<Network>,
     /// Connections open at once (the longest idle makes room).
     pub max_connections: NonZeroUsize,
 }
@@ -404,6 +408,15 @@ impl Default for MetricsConfig {
         MetricsConfig {
             listen: Listen::on("0.0.0.0:9127"),
             allow: Vec::new(),
+            f2b_allow: vec![
+                Network(IpNet::V4(ipnet::Ipv4Net::new_assert(
+                    std::net::Ipv4Addr::new(127, 0, 0, 0),
+                    8,
+                ))),
+                Network(IpNet::from(std::net::IpAddr::from(
+                    std::net::Ipv6Addr::LOCALHOST,
+                ))),
+            ],
             max_connections: nz(16),
         }
     }
@@ -709,6 +722,7 @@ impl MetricsConfig {
             } else {
                 values::networks(&self.allow)
             },
+            f2b_allow: values::networks(&self.f2b_allow),
             max_connections: self.max_connections.get(),
         }
     }
@@ -986,6 +1000,8 @@ pub struct MetricsSettings {
     pub listen: Option<std::net::SocketAddr>,
     /// Who may scrape.
     pub allow: Vec<IpNet>,
+    /// Who may read `/f2b`.
+    pub f2b_allow: Vec<IpNet>,
     /// Connections at once.
     pub max_connections: usize,
 }

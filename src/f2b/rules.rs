@@ -61,13 +61,73 @@ pub const MAX_RULE_LABELS: usize = 64;
 /// which Python matches.
 const JIT_STACK_BYTES: usize = 1 << 20;
 
+/// The most backtracking one search of a payload up to
+/// [`BUDGET_LINE_BYTES`] may do with PCRE2's JIT, far below PCRE2's
+/// default of 10,000,000: the default rules need at most 15 on 2 KiB
+/// lines that match, a crafted line over 8,000 (rule 3: 376 µs; with this
+/// limit 56 µs). A search over it gives up, counted as `search_limit`
+/// (BENCHMARKS.md: "The ban engine's budget").
+pub const JIT_MATCH_LIMIT: u32 = 1_000;
+
+/// The same for PCRE2's interpreter, used when the JIT is not available
+/// (`MemoryDenyWriteExecute`): it counts in smaller steps (the default
+/// rules need up to 5,775 on a 2 KiB line that matches).
+pub const INTERPRETER_MATCH_LIMIT: u32 = 50_000;
+
+/// The payload length the limits above are for: the default channel cut.
+/// Longer payloads (a raised `redis.channel_max_bytes`) are searched by a
+/// second compilation with [`LONG_PAYLOAD_FACTOR`] times the limit, so the
+/// budget stays about proportional to the payload up to 128 KiB.
+pub const BUDGET_LINE_BYTES: usize = 2048;
+
+/// See [`BUDGET_LINE_BYTES`].
+pub const LONG_PAYLOAD_FACTOR: u32 = 64;
+
+/// One rule compiled twice, with the budget for a payload up to
+/// [`BUDGET_LINE_BYTES`] and with the one for longer payloads.
+struct Engines {
+    line: pcre2::bytes::Regex,
+    long: pcre2::bytes::Regex,
+}
+
+impl Engines {
+    /// Compiles `pattern` (PCRE2 spelling) with the JIT and its match
+    /// limits, or, where the JIT is not available, for the interpreter
+    /// with its own.
+    fn compile(pattern: &str) -> Result<Engines, pcre2::Error> {
+        let build = |jit: bool, limit: u32| {
+            pcre2::bytes::RegexBuilder::new()
+                .utf(true)
+                .ucp(true)
+                .jit(jit)
+                .max_jit_stack_size(jit.then_some(JIT_STACK_BYTES))
+                .build(&format!("(*LIMIT_MATCH={limit}){pattern}"))
+        };
+        let both = |jit: bool, limit: u32| {
+            Ok(Engines {
+                line: build(jit, limit)?,
+                long: build(jit, limit.saturating_mul(LONG_PAYLOAD_FACTOR))?,
+            })
+        };
+        both(true, JIT_MATCH_LIMIT).or_else(|_: pcre2::Error| both(false, INTERPRETER_MATCH_LIMIT))
+    }
+
+    fn for_payload(&self, payload: &[u8]) -> (&pcre2::bytes::Regex, usize) {
+        if payload.len() <= BUDGET_LINE_BYTES {
+            (&self.line, 0)
+        } else {
+            (&self.long, 1)
+        }
+    }
+}
+
 /// One rule as loaded.
 pub struct Rule {
     /// Its key in `F2B_REGEX` (`"3"`).
     pub id: String,
     /// The pattern as written.
     pub pattern: String,
-    engine: Option<pcre2::bytes::Regex>,
+    engine: Option<Engines>,
     /// Why it could not be compiled.
     pub error: Option<String>,
 }
@@ -78,9 +138,9 @@ pub enum RuleVerdict {
     /// It matched; the address verdict on group 1 (not an address when the
     /// group took no part).
     Matched(AddressClass),
-    /// PCRE2 gave up (its match limit, 10 million backtracking steps, or
-    /// the JIT stack): a rule that backtracks without end, on which
-    /// netfilter itself would hang.
+    /// PCRE2 gave up (the search budget, [`JIT_MATCH_LIMIT`], or the JIT
+    /// stack): a crafted line, or a rule that backtracks without end, on
+    /// which netfilter itself would hang.
     GaveUp,
 }
 
@@ -99,7 +159,8 @@ pub struct RuleHit {
 /// another.
 pub struct Scratch {
     set: u64,
-    locations: Vec<Option<pcre2::bytes::CaptureLocations>>,
+    /// Per rule, for its two engines.
+    locations: Vec<Option<[pcre2::bytes::CaptureLocations; 2]>>,
     /// Rules to search on the payload at hand.
     candidates: Vec<usize>,
 }
@@ -175,12 +236,7 @@ impl RuleSet {
         let mut gated: Vec<Vec<usize>> = Vec::new();
         let mut always = Vec::new();
         for (index, (id, pattern)) in specs.into_iter().enumerate() {
-            let compiled = pcre2::bytes::RegexBuilder::new()
-                .utf(true)
-                .ucp(true)
-                .jit_if_available(true)
-                .max_jit_stack_size(Some(JIT_STACK_BYTES))
-                .build(&python_to_pcre2(&pattern));
+            let compiled = Engines::compile(&python_to_pcre2(&pattern));
             let (engine, error) = match compiled {
                 Ok(engine) => {
                     match gate_literal(&pattern) {
@@ -228,7 +284,7 @@ impl RuleSet {
                 .map(|rule| {
                     rule.engine
                         .as_ref()
-                        .map(pcre2::bytes::Regex::capture_locations)
+                        .map(|e| [e.line.capture_locations(), e.long.capture_locations()])
                 })
                 .collect(),
             candidates: Vec::with_capacity(self.rules.len()),
@@ -263,8 +319,8 @@ impl RuleSet {
 
     /// `re.search` of rule `rule`: `None` when it does not match.
     fn search(&self, rule: usize, payload: &[u8], scratch: &mut Scratch) -> Option<RuleVerdict> {
-        let engine = self.rules[rule].engine.as_ref()?;
-        let locations = scratch.locations.get_mut(rule)?.as_mut()?;
+        let (engine, which) = self.rules[rule].engine.as_ref()?.for_payload(payload);
+        let locations = &mut scratch.locations.get_mut(rule)?.as_mut()?[which];
         match engine.captures_read(locations, payload) {
             Ok(None) => None,
             Err(_) => Some(RuleVerdict::GaveUp),
@@ -689,6 +745,97 @@ mod tests {
             hits(&rules, &long),
             [("1".to_owned(), public("185.12.64.1"))]
         );
+    }
+
+    /// The dearest line found against the default rules (BENCHMARKS.md,
+    /// "The ban engine's budget"): every `warning: ` a start, every `[1]` a
+    /// capture to try, every "authentication failed" a place for the
+    /// lookahead to fail at.
+    fn crafted_rule_3_line() -> String {
+        let mut line = "warning: ".repeat(30);
+        line.push_str(&"[1]: SASL ".repeat(30));
+        line.push_str(&" authentication failed: ".repeat(30));
+        line.push_str("Connection lost to authentication server");
+        line.truncate(2048);
+        line
+    }
+
+    #[test]
+    fn a_crafted_line_over_the_search_budget_is_given_up_on_and_real_lines_up_to_the_channel_cut_match()
+     {
+        let rules = RuleSet::defaults();
+        assert_eq!(
+            hits(&rules, &crafted_rule_3_line()),
+            [("3".to_owned(), RuleVerdict::GaveUp)]
+        );
+        let ip = public("185.12.64.1");
+        let cut = |line: String| line[..line.len().min(2048)].to_owned();
+        for (rule, line) in [
+            (
+                "1",
+                format!(
+                    "mailcow UI: Invalid password for {} by 185.12.64.1",
+                    "u".repeat(1990)
+                ),
+            ),
+            (
+                "3",
+                format!(
+                    "postfix/smtpd[7]: warning: unknown[185.12.64.1]: SASL LOGIN authentication failed: {}",
+                    "x".repeat(1900)
+                ),
+            ),
+            (
+                "3",
+                format!(
+                    "warning: {}unknown[185.12.64.1]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
+                    "[a] ".repeat(480)
+                ),
+            ),
+            (
+                "4",
+                format!(
+                    "warning: non-SMTP command from {}[185.12.64.1]: {}",
+                    "unknown".repeat(100),
+                    "x".repeat(1200)
+                ),
+            ),
+            (
+                "5",
+                format!(
+                    "NOQUEUE: reject: RCPT from [185.12.64.1]: {} Protocol error {}",
+                    "x".repeat(1000),
+                    "y".repeat(900)
+                ),
+            ),
+            (
+                "6",
+                format!(
+                    "auth({},185.12.64.1,<{}>): Password mismatch (SHA1 of given password: abcdef0123)",
+                    "x".repeat(1000),
+                    "s".repeat(900)
+                ),
+            ),
+            (
+                "8",
+                format!(
+                    "SOGo{} Login from '185.12.64.1' for user {} might not have worked",
+                    "x".repeat(1000),
+                    "u".repeat(900)
+                ),
+            ),
+            (
+                "9",
+                format!(
+                    "{}185.12.64.1 \"GET /SOGo/{} HTTP/1.1\" 403 123",
+                    "x ".repeat(400),
+                    "a".repeat(1000)
+                ),
+            ),
+        ] {
+            let line = cut(line);
+            assert_eq!(hits(&rules, &line), [(rule.to_owned(), ip)], "rule {rule}");
+        }
     }
 
     #[test]

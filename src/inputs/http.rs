@@ -7,27 +7,22 @@
 //! `inputs.gelf_http_bulk`, a body holds one message per line.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use cowlogd_parsers::decompress::Compression;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, header};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::Allowlist;
 use super::gelf::GelfDecoder;
-use super::slots::{ConnectionSlots, Slot};
 use super::tcp::TcpLimits;
+use crate::admission::{Activity, Gate, Peer, Slot, accept};
 use crate::config::HttpSettings;
-use crate::metrics::{DropReason, Input, dropped, tcp_connections};
+use crate::metrics::{DropReason, dropped};
 use crate::pipeline::{Flush, Pipeline, Processor};
 
 /// What the HTTP input needs.
@@ -35,10 +30,8 @@ use crate::pipeline::{Flush, Pipeline, Processor};
 pub struct HttpContext {
     /// Where records go.
     pub pipeline: Arc<Pipeline>,
-    /// Who may send.
-    pub allow: Arc<Allowlist>,
-    /// Connection slots, this input's own.
-    pub slots: Arc<ConnectionSlots>,
+    /// Who may connect, and this input's own slots.
+    pub gate: Gate,
     /// Body size and bulk mode.
     pub settings: HttpSettings,
     /// The stream inputs' timeouts: the first-byte timeout bounds a
@@ -55,40 +48,22 @@ pub struct HttpContext {
 
 /// Accepts connections until shutdown.
 pub async fn serve(listener: TcpListener, context: HttpContext, tasks: TaskTracker) {
-    let input = Input::GelfHttp;
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    crate::warn_limited!(%error, "GELF HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = context.shutdown.cancelled() => break,
-        };
-        let Some(slot) = context.slots.admit(&context.allow, peer, input.label()) else {
-            continue;
-        };
-        let context = context.clone();
-        tasks.spawn(async move {
-            let open = tcp_connections(input);
-            open.increment(1.0);
-            connection(stream, peer, &slot, context).await;
-            open.decrement(1.0);
-        });
-    }
+    let (gate, shutdown) = (context.gate.clone(), context.shutdown.clone());
+    accept::serve(
+        listener,
+        gate,
+        shutdown,
+        tasks,
+        move |stream, peer, slot| connection(stream, peer, slot, context.clone()),
+    )
+    .await;
 }
 
-async fn connection(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    slot: &Slot,
-    context: HttpContext,
-) {
-    let mut processor = Processor::new(Input::GelfHttp, context.pipeline.clone());
-    processor.set_peer(peer.ip());
+async fn connection(stream: TcpStream, peer: Peer, slot: Slot, context: HttpContext) {
+    let mut processor = Processor::new(crate::metrics::Input::GelfHttp, context.pipeline.clone());
+    if let Some(ip) = peer.ip() {
+        processor.set_peer(ip);
+    }
     let gelf = GelfDecoder::new(context.max_decompressed);
     // One request at a time per HTTP/1 connection: the lock is never contended.
     let processor = Arc::new(Mutex::new((processor, gelf)));
@@ -96,31 +71,19 @@ async fn connection(
     let header_timeout = context.limits.first_byte_timeout;
     let activity = slot.activity();
     let service = service_fn(move |request: Request<Incoming>| {
-        activity.touch();
         let processor = processor.clone();
         let context = context.clone();
-        async move { Ok::<_, Infallible>(handle(request, &processor, &context).await) }
+        let activity = activity.clone();
+        async move { Ok::<_, Infallible>(handle(request, &processor, &context, &activity).await) }
     });
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(header_timeout)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        () = slot.evicted() => {}
-        () = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(2), connection).await;
-        }
-    }
+    crate::http1::serve(stream, service, header_timeout, &slot, &shutdown).await;
 }
 
 async fn handle(
     request: Request<Incoming>,
     processor: &Mutex<(Processor, GelfDecoder)>,
     context: &HttpContext,
+    activity: &Activity,
 ) -> Response<Full<Bytes>> {
     if request.uri().path() != "/gelf" {
         return reply(StatusCode::NOT_FOUND);
@@ -164,6 +127,9 @@ async fn handle(
         let mut cycle = processor.begin();
         cycle.count_bytes(body.len());
         let outcome = gelf.body(&mut cycle, &body, declared, context.settings.bulk);
+        if cycle.records() > 0 {
+            activity.touch();
+        }
         (outcome, cycle.seal())
     };
     batches

@@ -1,47 +1,31 @@
 //! Listeners: sockets in, records out to the [`crate::pipeline`].
 //!
-//! Transports ([`udp`], [`tcp`], [`http`], [`fluent`]) own their sockets,
-//! slots and buffers; protocols ([`gelf`], [`syslog`], [`fluent`]'s events)
-//! own their parsing state and hand whole records to a read cycle. The
-//! sender allowlist is checked before a byte is parsed.
+//! Transports ([`udp`], [`tcp`], [`http`], [`fluent`]) own their sockets
+//! and buffers; [`crate::admission`] decides who may connect. Protocols
+//! ([`gelf`], [`syslog`], [`fluent`]'s events) own their parsing state and
+//! hand whole records to a read cycle. The sender allowlist is checked
+//! before a byte is parsed.
 
 pub mod fluent;
 pub mod gelf;
 pub mod http;
-pub mod slots;
 pub mod syslog;
 pub mod tcp;
 pub mod udp;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{Gate, Pool, Slots};
 use crate::config::Settings;
 use crate::metrics::Input;
 use crate::pipeline::Pipeline;
-use slots::ConnectionSlots;
 use tcp::{BufferBudget, TcpContext};
 
-/// Networks allowed to send.
-#[derive(Debug, Clone)]
-pub struct Allowlist(Vec<IpNet>);
-
-impl Allowlist {
-    /// An allowlist of `networks`.
-    pub fn new(networks: Vec<IpNet>) -> Allowlist {
-        Allowlist(networks)
-    }
-
-    /// Whether `ip` may send (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn allows(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.0.iter().any(|net| net.contains(&ip))
-    }
-}
+pub use crate::admission::Allowlist;
 
 /// The addresses the listeners got (a configured port 0 becomes a real
 /// one): what an in-process caller sends to.
@@ -129,13 +113,24 @@ pub async fn start(
     }
 
     let tcp = inputs.tcp;
-    let slots = ConnectionSlots::new(tcp.max_connections, tcp.max_per_source, "tcp");
+    let tcp_slots = Slots::new(
+        Pool::Tcp,
+        tcp.max_connections,
+        tcp.max_per_source,
+        stop.clone(),
+    );
+    let gate = |input: Input, slots: &Arc<Slots>| Gate {
+        name: input.label(),
+        slots: slots.clone(),
+        // A unix socket's file permissions decide who may connect.
+        allow: (input != Input::FluentUnix).then(|| allow.clone()),
+        input: Some(input),
+    };
     let buffers = BufferBudget::new(tcp.buffers_total);
-    let context = |input: Input, slots: Arc<ConnectionSlots>| TcpContext {
+    let context = |input: Input, slots: &Arc<Slots>| TcpContext {
         input,
         pipeline: pipeline.clone(),
-        allow: allow.clone(),
-        slots,
+        gate: gate(input, slots),
         buffers: buffers.clone(),
         limits: tcp.limits,
         max_decompressed: settings.limits.max_decompressed,
@@ -154,7 +149,7 @@ pub async fn start(
         }
         tasks.spawn(tcp::serve(
             listener,
-            context(input, slots.clone()),
+            context(input, &tcp_slots),
             tasks.clone(),
         ));
     }
@@ -166,7 +161,7 @@ pub async fn start(
         let listener = tcp::bind(addr, Input::FluentTcp).await?;
         bound.fluent_tcp = Some(listener.local_addr()?);
         let fluent = fluent::FluentContext {
-            stream: context(Input::FluentTcp, slots.clone()),
+            stream: context(Input::FluentTcp, &tcp_slots),
             partial: inputs.fluent.partial,
             acked: acked.clone(),
         };
@@ -175,9 +170,14 @@ pub async fn start(
     if let Some(path) = &inputs.fluent.unix {
         let listener = fluent::bind_unix(path, inputs.fluent.unix_mode)?;
         // A pool of its own: every unix peer counts as one source.
-        let slots = ConnectionSlots::new(tcp.max_connections, tcp.max_connections, "fluent_unix");
+        let slots = Slots::new(
+            Pool::FluentUnix,
+            tcp.max_connections,
+            tcp.max_connections,
+            stop.clone(),
+        );
         let fluent = fluent::FluentContext {
-            stream: context(Input::FluentUnix, slots),
+            stream: context(Input::FluentUnix, &slots),
             partial: inputs.fluent.partial,
             acked: acked.clone(),
         };
@@ -191,10 +191,15 @@ pub async fn start(
     if let Some(addr) = inputs.gelf_http {
         let listener = tcp::bind(addr, Input::GelfHttp).await?;
         bound.gelf_http = Some(listener.local_addr()?);
+        let slots = Slots::new(
+            Pool::GelfHttp,
+            inputs.http.max_connections,
+            tcp.max_per_source,
+            stop.clone(),
+        );
         let context = http::HttpContext {
             pipeline: pipeline.clone(),
-            allow: allow.clone(),
-            slots: ConnectionSlots::new(inputs.http.max_connections, tcp.max_per_source, "http"),
+            gate: gate(Input::GelfHttp, &slots),
             settings: inputs.http,
             limits: tcp.limits,
             max_decompressed: settings.limits.max_decompressed,
@@ -203,22 +208,4 @@ pub async fn start(
         tasks.spawn(http::serve(listener, context, tasks.clone()));
     }
     Ok(bound)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mapped_ipv4_is_checked_as_ipv4() {
-        let allow = Allowlist::new(vec![
-            "10.0.0.0/8".parse().unwrap(),
-            "::1/128".parse().unwrap(),
-        ]);
-        assert!(allow.allows("10.1.2.3".parse().unwrap()));
-        assert!(allow.allows("::ffff:10.1.2.3".parse().unwrap()));
-        assert!(allow.allows("::1".parse().unwrap()));
-        assert!(!allow.allows("11.0.0.1".parse().unwrap()));
-        assert!(!Allowlist::new(vec![]).allows("127.0.0.1".parse().unwrap()));
-    }
 }

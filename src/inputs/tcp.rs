@@ -1,9 +1,8 @@
-//! TCP listeners (GELF NUL-framed, syslog octet-counted or newline): caps on
-//! connections taken at accept ([`super::slots`]), a short timeout for the
-//! first byte and a long one for silence, and a read buffer bounded by the
-//! framer's maximum frame and released after a large frame.
+//! TCP listeners (GELF NUL-framed, syslog octet-counted or newline):
+//! admitted by [`crate::admission`], a short timeout for the first byte and
+//! a long one for silence, and a read buffer bounded by the framer's
+//! maximum frame and released after a large frame.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -19,10 +18,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::Allowlist;
 use super::gelf::GelfDecoder;
-use super::slots::{ConnectionSlots, Slot};
-use crate::metrics::{DropReason, Input, connection_closed, dropped, tcp_connections};
+use crate::admission::{Gate, Peer, Slot, accept};
+use crate::metrics::{DropReason, Input, connection_closed, dropped};
 use crate::pipeline::{Flush, Pipeline, Processor, ReadCycle};
 
 /// Bytes asked of the socket per read.
@@ -115,7 +113,7 @@ pub struct TcpLimits {
 ///
 /// # Errors
 /// When the address cannot be bound.
-pub async fn bind(addr: SocketAddr, input: Input) -> anyhow::Result<TcpListener> {
+pub async fn bind(addr: std::net::SocketAddr, input: Input) -> anyhow::Result<TcpListener> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {} on {addr}", input.label()))?;
@@ -130,10 +128,8 @@ pub struct TcpContext {
     pub input: Input,
     /// Where records go.
     pub pipeline: Arc<Pipeline>,
-    /// Who may send.
-    pub allow: Arc<Allowlist>,
-    /// Connection slots.
-    pub slots: Arc<ConnectionSlots>,
+    /// Who may connect, and the slots.
+    pub gate: Gate,
     /// Read buffer bytes shared by all connections.
     pub buffers: Arc<BufferBudget>,
     /// Limits.
@@ -146,41 +142,15 @@ pub struct TcpContext {
 
 /// Accepts connections until shutdown; each runs on `tasks`.
 pub async fn serve(listener: TcpListener, context: TcpContext, tasks: TaskTracker) {
-    accept(listener, context, tasks, connection).await;
-}
-
-/// Accepts connections until shutdown, admits each to a slot (allowlist,
-/// caps) and runs `handle` on it on `tasks`: the accept loop of every TCP
-/// input.
-pub(super) async fn accept<F, Fut>(
-    listener: TcpListener,
-    context: TcpContext,
-    tasks: TaskTracker,
-    handle: F,
-) where
-    F: Fn(TcpStream, SocketAddr, Slot, TcpContext) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let input = context.input;
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = context.shutdown.cancelled() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                // Out of file descriptors and the like: pause, do not spin.
-                crate::warn_limited!(input = input.label(), %error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(slot) = context.slots.admit(&context.allow, peer, input.label()) else {
-            continue;
-        };
-        tasks.spawn(handle(stream, peer, slot, context.clone()));
-    }
+    let (gate, shutdown) = (context.gate.clone(), context.shutdown.clone());
+    accept::serve(
+        listener,
+        gate,
+        shutdown,
+        tasks,
+        move |stream, peer, slot| connection(stream, peer, slot, context.clone()),
+    )
+    .await;
 }
 
 /// A connection's read side, for every stream input: the read buffer
@@ -267,7 +237,7 @@ impl StreamReader {
                 } else {
                     "idle_timeout"
                 };
-                connection_closed("tcp", reason);
+                connection_closed(slot.pool().label(), reason);
                 tracing::debug!(%peer, reason, "timeout; closing");
                 None
             }
@@ -277,8 +247,9 @@ impl StreamReader {
             }
             Ok(Ok(0)) => None,
             Ok(Ok(len)) => {
+                // Not activity yet: that is a frame that parses (the
+                // caller touches the slot), not any byte.
                 self.silent = false;
-                slot.touch();
                 Some(len)
             }
         }
@@ -321,10 +292,8 @@ impl FrameDecoder {
     }
 }
 
-async fn connection(mut stream: TcpStream, peer: SocketAddr, slot: Slot, context: TcpContext) {
+async fn connection(mut stream: TcpStream, peer: Peer, slot: Slot, context: TcpContext) {
     let input = context.input;
-    let open = tcp_connections(input);
-    open.increment(1.0);
     let (mut framer, mut decoder) = if input.is_gelf() {
         (
             Framer::nul(context.limits.max_frame),
@@ -337,7 +306,9 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, slot: Slot, context
         )
     };
     let mut processor = Processor::new(input, context.pipeline.clone());
-    processor.set_peer(peer.ip());
+    if let Some(ip) = peer.ip() {
+        processor.set_peer(ip);
+    }
     let mut reader = StreamReader::new(input, context.limits, context.buffers.clone());
     let flush = Flush::WaitUpTo(context.limits.queue_wait);
     while let Some(len) = reader
@@ -348,6 +319,9 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, slot: Slot, context
         cycle.count_bytes(len);
         let used = decode_frames(&mut framer, reader.buf(), &mut cycle, &mut decoder);
         reader.consume(used);
+        if cycle.records() > 0 {
+            slot.touch();
+        }
         cycle.finish(flush).await;
     }
     // What is left is a last frame without its delimiter, or a cut one.
@@ -358,7 +332,6 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, slot: Slot, context
         None => {}
     }
     cycle.finish(flush).await;
-    open.decrement(1.0);
 }
 
 /// Decodes every complete frame in `buf`; returns the bytes used (frames
@@ -388,7 +361,7 @@ fn decode_frames(
     }
 }
 
-fn frame_error(input: Input, peer: SocketAddr, error: FrameError) {
+fn frame_error(input: Input, peer: Peer, error: FrameError) {
     let reason = match error {
         FrameError::TooLong { .. } => DropReason::Oversize,
         _ => DropReason::Truncated,

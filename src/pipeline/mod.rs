@@ -237,6 +237,7 @@ impl Processor {
         ReadCycle {
             processor: self,
             done: false,
+            records: 0,
         }
     }
 }
@@ -246,6 +247,7 @@ impl Processor {
 pub struct ReadCycle<'p> {
     processor: &'p mut Processor,
     done: bool,
+    records: usize,
 }
 
 impl ReadCycle<'_> {
@@ -277,7 +279,14 @@ impl ReadCycle<'_> {
 
     /// Routes `record` and encodes it into this cycle's batches.
     pub fn record(&mut self, record: &Record<'_>) {
+        self.records += 1;
         self.processor.emitter.record(record);
+    }
+
+    /// Records this cycle took in so far: what makes a connection active
+    /// (bytes that parse into nothing do not).
+    pub fn records(&self) -> usize {
+        self.records
     }
 
     /// Sets the sender of what follows (UDP: per datagram).

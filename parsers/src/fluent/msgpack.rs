@@ -154,6 +154,10 @@ fn head(buf: &[u8], at: usize) -> Result<Option<(Head, usize)>, MsgpackError> {
 /// lengths pass `max` bytes (each value takes at least one byte), before
 /// any of it has arrived: such a stream cannot be resynchronised.
 ///
+/// Scans from the start of `buf` every call: a stream reader that calls
+/// it again as more of the same object arrives should keep an
+/// [`ObjectScanner`] instead, which resumes where it stopped.
+///
 /// ```
 /// use cowlogd_parsers::fluent::msgpack::object_len;
 /// // ["tag", 1700000000, {"log": "hi"}] and the start of the next one.
@@ -166,36 +170,82 @@ fn head(buf: &[u8], at: usize) -> Result<Option<(Head, usize)>, MsgpackError> {
 /// # Errors
 /// [`MsgpackError::Invalid`] at byte `0xc1`, [`MsgpackError::TooLarge`] past `max`.
 pub fn object_len(buf: &[u8], max: usize) -> Result<Option<usize>, MsgpackError> {
-    let mut pos = 0usize;
-    // Values still to read, this one included.
-    let mut pending: u64 = 1;
-    while pending > 0 {
-        // Each pending value takes at least a byte.
-        if (pos as u64).saturating_add(pending) > max as u64 {
-            return Err(MsgpackError::TooLarge { max });
-        }
-        let Some((head, size)) = head(&buf[pos.min(buf.len())..], pos)? else {
-            return Ok(None);
-        };
-        pending -= 1;
-        match head {
-            Head::Scalar { payload } => {
-                let end = pos.saturating_add(size).saturating_add(payload);
-                if end > max {
-                    return Err(MsgpackError::TooLarge { max });
-                }
-                if end > buf.len() {
-                    return Ok(None);
-                }
-                pos = end;
-            }
-            Head::Container { elements } => {
-                pos += size;
-                pending = pending.saturating_add(elements);
-            }
-        }
+    ObjectScanner::default().scan(buf, max)
+}
+
+/// Finds where an object ends in a stream that arrives piece by piece,
+/// keeping its place between calls: each byte of an object is looked at
+/// once however finely the object is trickled (a rescan from its first
+/// byte after every read would cost the square of its size).
+///
+/// The caller passes the same buffer, grown, until the scanner reports the
+/// object's length; then it drops those bytes and the scanner starts on
+/// the next object.
+///
+/// ```
+/// use cowlogd_parsers::fluent::msgpack::ObjectScanner;
+/// // ["tag", 1700000000, {"log": "hi"}], in two pieces.
+/// let object = b"\x93\xa3tag\xce\x65\x53\xf1\x00\x81\xa3log\xa2hi";
+/// let mut scanner = ObjectScanner::default();
+/// assert_eq!(scanner.scan(&object[..10], 1024), Ok(None));
+/// assert_eq!(scanner.scan(object, 1024), Ok(Some(18)));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectScanner {
+    /// Where the next value's head starts.
+    pos: usize,
+    /// Values still to read, the one at `pos` included.
+    pending: u64,
+}
+
+impl Default for ObjectScanner {
+    fn default() -> ObjectScanner {
+        ObjectScanner { pos: 0, pending: 1 }
     }
-    Ok(Some(pos))
+}
+
+impl ObjectScanner {
+    /// Goes on scanning the object at the start of `buf` (the bytes of
+    /// earlier calls, with more after them): its length once complete,
+    /// after which the scanner is ready for the next object; `Ok(None)`
+    /// while it is not.
+    ///
+    /// # Errors
+    /// [`MsgpackError::Invalid`] at byte `0xc1`, [`MsgpackError::TooLarge`]
+    /// past `max`; the stream cannot be followed past either.
+    pub fn scan(&mut self, buf: &[u8], max: usize) -> Result<Option<usize>, MsgpackError> {
+        while self.pending > 0 {
+            let pos = self.pos;
+            // Each pending value takes at least a byte.
+            if (pos as u64).saturating_add(self.pending) > max as u64 {
+                return Err(MsgpackError::TooLarge { max });
+            }
+            let Some((head, size)) = head(&buf[pos.min(buf.len())..], pos)? else {
+                return Ok(None);
+            };
+            match head {
+                Head::Scalar { payload } => {
+                    let end = pos.saturating_add(size).saturating_add(payload);
+                    if end > max {
+                        return Err(MsgpackError::TooLarge { max });
+                    }
+                    if end > buf.len() {
+                        // The head stays unread: its payload is not all here.
+                        return Ok(None);
+                    }
+                    self.pos = end;
+                }
+                Head::Container { elements } => {
+                    self.pos = pos + size;
+                    self.pending = self.pending.saturating_add(elements);
+                }
+            }
+            self.pending -= 1;
+        }
+        let len = self.pos;
+        *self = ObjectScanner::default();
+        Ok(Some(len))
+    }
 }
 
 /// Whether `marker` starts a map (fixmap, map 16, map 32).

@@ -187,6 +187,23 @@ impl FluentDecoder {
         chunks: &AckedChunks,
         outcome: &CycleOutcome,
     ) -> Option<Ack<'f>> {
+        match frame.first() {
+            // A heartbeat (fluentd sends nil, and ignores it too).
+            Some(0xc0) => return None,
+            // Every Forward event is an array ([tag, …]): anything else is
+            // not a message, so it is a parse error but no dropped
+            // message (a stream of garbage bytes would otherwise count a
+            // "message" per byte: each is a complete MessagePack object).
+            Some(0x90..=0x9f | 0xdc | 0xdd) => {}
+            _ => {
+                parse_error(cycle.input(), "invalid_forward");
+                crate::warn_limited!(
+                    input = cycle.input().label(),
+                    "MessagePack object that is not a Forward event ignored"
+                );
+                return None;
+            }
+        }
         let event = match parse_event(frame) {
             Ok(event) => event,
             Err(error) => {

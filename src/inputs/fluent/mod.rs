@@ -1,6 +1,7 @@
 //! Fluent Forward listeners (Docker's `fluentd` driver), on TCP and on a
-//! unix socket: MessagePack events cut from the stream by
-//! [`object_len`], bounded by `limits.max_frame_bytes`; an event that asks
+//! unix socket: MessagePack events cut from the stream by an
+//! [`ObjectScanner`] (each byte scanned once however the object is
+//! trickled), bounded by `limits.max_frame_bytes`; an event that asks
 //! for it (`fluentd-request-ack`) is acknowledged only once the read
 //! cycle's records are kept: on disk with `[queue] dir`, else applied in
 //! Redis ([`Flush::UntilKept`]). A full queue delays the ack —
@@ -9,26 +10,27 @@
 //!
 //! The same caps, allowlist and timeouts apply as to the other TCP inputs;
 //! a unix socket's peers are trusted by the socket file's permissions.
-//! `events` turns the events into records.
+//! A connection whose slot is evicted stops waiting (for queue room, for
+//! Redis, for a resend's first copy) and closes unacked: the sender
+//! resends. `events` turns the events into records.
 
 mod events;
 
 pub use events::{Ack, AckedChunks, CycleOutcome, FluentDecoder, PartialSettings};
 
-use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use cowlogd_parsers::fluent::msgpack::{MsgpackError, object_len};
+use cowlogd_parsers::fluent::msgpack::{MsgpackError, ObjectScanner};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::task::TaskTracker;
 
-use super::slots::Slot;
 use super::tcp::{StreamReader, TcpContext};
-use crate::metrics::{DropReason, dropped, tcp_connections};
+use crate::admission::{Peer, Slot, accept};
+use crate::metrics::{DropReason, dropped};
 use crate::pipeline::{Flush, Processor};
 
 /// What a fluent connection needs beyond any stream input's context.
@@ -68,12 +70,13 @@ pub fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
 
 /// Accepts TCP connections until shutdown; each runs on `tasks`.
 pub async fn serve_tcp(listener: TcpListener, context: FluentContext, tasks: TaskTracker) {
-    let stream_context = context.stream.clone();
-    super::tcp::accept(
+    let (gate, shutdown) = (context.stream.gate.clone(), context.stream.shutdown.clone());
+    accept::serve(
         listener,
-        stream_context,
+        gate,
+        shutdown,
         tasks,
-        move |stream, peer, slot, _| connection(stream, Some(peer), slot, context.clone()),
+        move |stream, peer, slot| connection(stream, peer, slot, context.clone()),
     )
     .await;
 }
@@ -86,30 +89,20 @@ pub async fn serve_unix(
     context: FluentContext,
     tasks: TaskTracker,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = context.stream.shutdown.cancelled() => break,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                crate::warn_limited!(input = context.stream.input.label(), %error, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(slot) = context
-            .stream
-            .slots
-            .admit_local(context.stream.input.label())
-        else {
-            continue;
-        };
-        tasks.spawn(connection(stream, None, slot, context.clone()));
-    }
+    let (gate, shutdown) = (context.stream.gate.clone(), context.stream.shutdown.clone());
+    accept::serve(
+        listener,
+        gate,
+        shutdown,
+        tasks,
+        move |stream, peer, slot| connection(stream, peer, slot, context.clone()),
+    )
+    .await;
     let _ = std::fs::remove_file(&path);
 }
+
+/// How long writing a cycle's acks may take.
+const ACK_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `{"ack": chunk}`, as fluentd answers.
 fn write_ack(out: &mut Vec<u8>, chunk: &[u8]) {
@@ -117,7 +110,7 @@ fn write_ack(out: &mut Vec<u8>, chunk: &[u8]) {
     cowlogd_parsers::fluent::msgpack::write_str(out, chunk);
 }
 
-async fn connection<S>(mut stream: S, peer: Option<SocketAddr>, slot: Slot, context: FluentContext)
+async fn connection<S>(mut stream: S, peer: Peer, slot: Slot, context: FluentContext)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -128,15 +121,14 @@ where
     } = context;
     let input = context.input;
     let limits = context.limits;
-    let open = tcp_connections(input);
-    open.increment(1.0);
     let mut processor = Processor::new(input, context.pipeline.clone());
     let mut decoder = FluentDecoder::new(partial, context.max_decompressed);
-    match peer {
-        Some(peer) => processor.set_peer(peer.ip()),
+    match peer.ip() {
+        Some(ip) => processor.set_peer(ip),
         None => processor.set_peer_host("localhost"),
     }
-    let shown = peer.map_or_else(|| "unix socket".to_owned(), |p| p.to_string());
+    let shown = peer;
+    let mut scanner = ObjectScanner::default();
     let mut reader = StreamReader::new(input, limits, context.buffers.clone());
     // This read cycle's acks, the chunk ids it took in, and the resends
     // whose ack waits for another cycle.
@@ -154,7 +146,7 @@ where
         let mut used = 0;
         let mut broken = None;
         loop {
-            match object_len(&reader.buf()[used..], limits.max_frame) {
+            match scanner.scan(&reader.buf()[used..], limits.max_frame) {
                 Ok(Some(len)) => {
                     let frame = &reader.buf()[used..used + len];
                     match decoder.event(&mut cycle, frame, &chunks, &outcome) {
@@ -175,28 +167,44 @@ where
             }
         }
         reader.consume(used);
+        if cycle.records() > 0 {
+            slot.touch();
+        }
         if acks.is_empty() && waiting.is_empty() {
             cycle.finish(Flush::WaitUpTo(limits.queue_wait)).await;
         } else {
-            let kept = cycle
-                .finish(Flush::UntilKept(&context.shutdown, &taken))
-                .await;
+            // Eviction ends the wait at once (the slot's `ending` makes
+            // the queue give up too); shutdown lets the writer finish
+            // what it is applying.
+            let kept = tokio::select! {
+                kept = cycle.finish(Flush::UntilKept(slot.ending(), &taken)) => kept,
+                () = slot.evicted() => false,
+            };
             let _ = tell.send(Some(kept));
             chunks.settle(taken.iter().map(Vec::as_slice), kept);
             taken.clear();
             if !kept {
                 // Not kept, not acked: closing makes the sender resend.
-                tracing::info!(peer = %shown, "events not kept in Redis (queue full or stopping); closing unacked, the sender resends them");
+                tracing::info!(peer = %shown, "events not kept in Redis (queue full, stopping or evicted); closing unacked, the sender resends them");
                 break;
             }
             for (chunk, mut held) in waiting.drain(..) {
-                if !other_cycle_kept(&mut held, &context.shutdown).await {
+                if !other_cycle_kept(&mut held, slot.ending()).await {
                     tracing::info!(peer = %shown, "a resent event's first copy was not kept; closing unacked, the sender resends it");
                     break 'read;
                 }
                 write_ack(&mut acks, &chunk);
             }
-            if let Err(error) = stream.write_all(&acks).await {
+            // Sent even when stopping (what it acks is kept; an ack lost
+            // here is a resend stored twice), but not to a peer that stops
+            // reading, and not once evicted.
+            let written = tokio::select! {
+                written = tokio::time::timeout(ACK_WRITE_TIMEOUT, stream.write_all(&acks)) => {
+                    written.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+                }
+                () = slot.evicted() => Err(std::io::ErrorKind::ConnectionAborted.into()),
+            };
+            if let Err(error) = written {
                 tracing::debug!(peer = %shown, %error, "ack not sent; closing");
                 break;
             }
@@ -210,29 +218,30 @@ where
             };
             dropped(reason, 1);
             crate::warn_limited!(input = input.label(), peer = %shown, %error, "not a Forward stream; closing");
-            return close(stream, open).await;
+            return close(stream).await;
         }
     }
     if !reader.buf().is_empty() {
         dropped(DropReason::Truncated, 1);
         crate::warn_limited!(input = input.label(), peer = %shown, "connection closed inside an event; it is lost");
     }
-    close(stream, open).await;
+    close(stream).await;
 }
 
 /// Waits for the cycle holding a resent event's first copy: whether it was
-/// applied. A cycle that ended untold (its connection gone) was not.
+/// applied. A cycle that ended untold (its connection gone) was not;
+/// `ending` (this connection evicted, the daemon stopping) gives up.
 async fn other_cycle_kept(
     held: &mut CycleOutcome,
-    shutdown: &tokio_util::sync::CancellationToken,
+    ending: &tokio_util::sync::CancellationToken,
 ) -> bool {
     tokio::select! {
         told = held.wait_for(Option::is_some) => told.is_ok_and(|told| *told == Some(true)),
-        () = shutdown.cancelled() => false,
+        () = ending.cancelled() => false,
     }
 }
 
-async fn close<S: AsyncWrite + Unpin>(mut stream: S, open: metrics::Gauge) {
-    let _ = stream.shutdown().await;
-    open.decrement(1.0);
+async fn close<S: AsyncWrite + Unpin>(mut stream: S) {
+    // Bounded: a peer that stopped reading cannot hold the task.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.shutdown()).await;
 }

@@ -255,6 +255,12 @@ pub struct RedisWriter {
     linger: Duration,
     reconnect_max: Duration,
     shutdown_flush: Duration,
+    /// Messages of the transaction sent and not answered (0 once its
+    /// outcome is known): at the flush deadline, these may be applied.
+    in_doubt: usize,
+    /// This process wrote the marker: finding it gone means it was
+    /// evicted or deleted.
+    marker_written: bool,
     health: Arc<RedisHealth>,
     metrics: WriterMetrics,
 }
@@ -282,6 +288,8 @@ impl RedisWriter {
             session: None,
             connected_before: false,
             fence: Fence::default(),
+            in_doubt: 0,
+            marker_written: false,
             marker: match queue.disk() {
                 Some(disk) => Marker {
                     key: format!("cowlogd:applied:{}", disk.writer_id()),
@@ -490,6 +498,10 @@ impl RedisWriter {
         if self.fence.is_unresolved() {
             match self.fence.resolve(session, &self.marker.key).await {
                 Ok(applied) => {
+                    self.in_doubt = 0;
+                    if applied == 0 && self.marker_written {
+                        self.count_lost_marker();
+                    }
                     self.applied_through = self.applied_through.max(applied);
                     if applied >= plan.last_seq {
                         return Attempt::AppliedBefore;
@@ -511,6 +523,7 @@ impl RedisWriter {
             }
         }
         self.fence.sending(session);
+        self.in_doubt = (plan.last_seq + 1).saturating_sub(plan.first_seq) as usize;
         let result = plan
             .pipeline
             .query_async::<Vec<RedisResult<Value>>>(&mut session.connection)
@@ -518,12 +531,15 @@ impl RedisWriter {
         match result {
             Ok(replies) => {
                 self.fence.answered(session);
+                self.in_doubt = 0;
+                self.marker_written = true;
                 Attempt::Applied(replies)
             }
             Err(error) if error.code().is_some() => {
                 // Redis answered: EXECABORT lists the refused commands;
                 // any other error refused the transaction whole.
                 self.fence.answered(session);
+                self.in_doubt = 0;
                 let aborted =
                     error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort);
                 match error.into_server_errors() {
@@ -608,13 +624,47 @@ impl RedisWriter {
     }
 
     async fn connect(&mut self) -> Result<Session, RedisError> {
-        let session = self.connector.connect().await?;
+        let mut session = self.connector.connect().await?;
         if self.connected_before {
             self.metrics.reconnects.increment(1);
         }
         self.connected_before = true;
         tracing::info!(url = %self.shown_url, "connected to Redis");
+        self.check_eviction_policy(&mut session).await;
         Ok(session)
+    }
+
+    /// Whether Redis may evict the marker: under `allkeys-*` any key, under
+    /// `volatile-*` keys with a TTL, which the marker has. cowlogd keeps
+    /// the TTL (abandoned writers' markers must expire) and says so: the
+    /// gauge, a warning, and `cowlogd_redis_marker_lost_total` when it is
+    /// found gone. A server that refuses `CONFIG GET` is not judged.
+    async fn check_eviction_policy(&mut self, session: &mut Session) {
+        let policy: RedisResult<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut session.connection)
+            .await;
+        let Ok(reply) = policy else {
+            tracing::debug!(
+                "CONFIG GET maxmemory-policy refused; eviction of the marker not judged"
+            );
+            return;
+        };
+        let Some(policy) = reply.get(1) else { return };
+        let evictable = policy.starts_with("allkeys-") || policy.starts_with("volatile-");
+        metrics::REDIS_MARKER_EVICTABLE
+            .gauge()
+            .set(if evictable { 1.0 } else { 0.0 });
+        if evictable {
+            crate::warn_limited!(policy = %policy, key = %self.marker.key, "Redis may evict the writer's marker under this maxmemory-policy: a retry after a lost reply could then write a window twice (use noeviction, or give Redis room)");
+        }
+    }
+
+    /// The marker this process wrote is gone: a retry may write twice.
+    fn count_lost_marker(&self) {
+        metrics::REDIS_MARKER_LOST.counter().increment(1);
+        crate::warn_limited!(key = %self.marker.key, "the writer's marker is gone although this process wrote it (evicted or deleted): the window is written again and may be twice in Redis");
     }
 
     /// While idle: a write Redis must accept (`EXPIRE` on the marker, which
@@ -699,7 +749,23 @@ impl RedisWriter {
             );
             return;
         }
-        let left = unwritten + self.queue.discard();
+        // A transaction sent and not answered may still be applied: its
+        // messages are not counted lost.
+        let unknown = if self.fence.is_unresolved() {
+            self.in_doubt.min(unwritten)
+        } else {
+            0
+        };
+        if unknown > 0 {
+            metrics::REDIS_OUTCOME_UNKNOWN
+                .counter()
+                .increment(unknown as u64);
+            tracing::warn!(
+                messages = unknown,
+                "shutdown: a transaction was sent and not answered by the deadline; Redis may have applied it (counted as outcome unknown, not dropped)"
+            );
+        }
+        let left = unwritten - unknown + self.queue.discard();
         dropped(DropReason::Shutdown, left as u64);
         tracing::warn!(
             messages = left,

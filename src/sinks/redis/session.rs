@@ -8,6 +8,11 @@
 //! and only then reads the marker — the sequence number of the last
 //! message applied. `MULTI … EXEC` is all or nothing, so after the fence
 //! the marker tells for certain whether the window was applied.
+//!
+//! Where Redis cannot fence (no `CLIENT INFO` before 6.2, the command
+//! renamed away, an ACL user without `client|kill`), a retry is made
+//! anyway — the alternative is to stop writing — and counted in
+//! `cowlogd_redis_unfenced_retries_total`; the start-up log says once why.
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError, RedisResult, ServerError, Value};
@@ -73,20 +78,40 @@ impl Connector {
             .query_async(&mut connection)
             .await;
         let identity = match info {
-            Ok(info) => Identity::parse(&info),
-            Err(error) if error.code().is_some() => None,
+            Ok(info) => {
+                let identity = Identity::parse(&info);
+                if identity.is_none() {
+                    fencing_unavailable(&format!(
+                        "CLIENT INFO answered without id= and addr=: {info:?}"
+                    ));
+                }
+                identity
+            }
+            Err(error) if error.code().is_some() => {
+                fencing_unavailable(&format!(
+                    "CLIENT INFO refused ({error}); it needs Redis 6.2 or newer and the permission"
+                ));
+                None
+            }
             Err(error) => return Err(error),
         };
-        if identity.is_none() {
-            crate::warn_limited!(
-                "Redis has no CLIENT INFO (needs 6.2 or newer): a retry after a lost reply cannot be fenced and may write twice"
-            );
-        }
         Ok(Session {
             connection,
             identity,
         })
     }
+}
+
+/// Says once per process why a retry cannot be fenced (every retry made
+/// without one is counted).
+fn fencing_unavailable(why: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            why,
+            "Redis connections cannot be fenced: a retry after a lost reply may write a window twice (counted in cowlogd_redis_unfenced_retries_total)"
+        );
+    });
 }
 
 /// Connections whose transaction's outcome is unknown, and whether the
@@ -95,6 +120,9 @@ impl Connector {
 pub struct Fence {
     suspects: Vec<Identity>,
     unresolved: bool,
+    /// A transaction went out on a connection that cannot be named to
+    /// `CLIENT KILL`: the next retry is unfenced.
+    unfenceable: bool,
 }
 
 /// Why the fence could not be completed.
@@ -118,6 +146,9 @@ impl Fence {
     /// A transaction is about to go out on `session`.
     pub fn sending(&mut self, session: &Session) {
         self.unresolved = true;
+        if session.identity.is_none() {
+            self.unfenceable = true;
+        }
         if let Some(identity) = &session.identity {
             if self.suspects.len() == MAX_SUSPECTS {
                 tracing::error!(
@@ -162,12 +193,19 @@ impl Fence {
             .await
             .map_err(FenceError::Lost)?;
         let marker_reply = replies.pop();
+        let mut unfenced = std::mem::take(&mut self.unfenceable);
         for reply in &replies {
             if let Err(error) = reply {
                 // Without the permission to kill, a lost transaction may
-                // still run: say so loudly, it can write twice.
-                crate::warn_limited!(%error, "Redis refused CLIENT KILL: a retried write may be applied twice");
+                // still run: it can write twice.
+                fencing_unavailable(&format!("CLIENT KILL refused: {error}"));
+                unfenced = true;
             }
+        }
+        if unfenced && self.unresolved {
+            crate::metrics::REDIS_UNFENCED_RETRIES
+                .counter()
+                .increment(1);
         }
         self.suspects.clear();
         let no_reply = || {
