@@ -8,7 +8,7 @@
 //! own with [`METRICS_PER_SOURCE`] connections per source, and a short
 //! header timeout, so half-sent requests cannot use up the process's file
 //! descriptors. A source at its share replaces its own longest-idle
-//! connection ([`crate::admission::Pool::replaces_own_idle`]): `cowlogd
+//! connection (the metrics pool's policy): `cowlogd
 //! health` from inside the container is answered even when something else
 //! there holds idle connections.
 
