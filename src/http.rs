@@ -22,11 +22,11 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admission::{Allowlist, Gate, Pool, Slots, accept};
+use crate::admission::{Allowlist, Gate, Peer, Pool, Slot, Slots, accept};
 use crate::f2b::F2b;
 use crate::sinks::redis::RedisHealth;
 
@@ -138,47 +138,43 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let gate = Gate {
-        name: "metrics",
         slots: Slots::new(
             Pool::Metrics,
             admission.max_connections,
             METRICS_PER_SOURCE,
-            shutdown.clone(),
+            shutdown,
         ),
-        allow: Some(Arc::new(admission.allow)),
+        allow: Arc::new(admission.allow),
         input: None,
     };
-    let f2b_allow = Arc::new(admission.f2b_allow);
-    let connections = TaskTracker::new();
-    let stop = shutdown.clone();
-    accept::serve(
-        listener,
-        gate,
-        shutdown.clone(),
-        connections,
-        move |stream, peer, slot| {
-            let (metrics, health, f2b, f2b_allow) = (
-                metrics.clone(),
-                health.clone(),
-                f2b.clone(),
-                f2b_allow.clone(),
-            );
-            let shutdown = stop.clone();
-            async move {
-                let activity = slot.activity();
-                let service = service_fn(move |request: Request<Incoming>| {
-                    activity.touch();
-                    let f2b = f2b
-                        .as_deref()
-                        .map(|f2b| (f2b, peer.ip().is_some_and(|ip| f2b_allow.allows(ip))));
-                    let response = respond(&request, &metrics, &health, f2b);
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                crate::http1::serve(stream, service, HEADER_TIMEOUT, &slot, &shutdown).await;
-            }
-        },
-    )
-    .await;
+    let endpoint = Endpoint {
+        metrics,
+        health,
+        f2b,
+        f2b_allow: Arc::new(admission.f2b_allow),
+    };
+    accept::serve(listener, gate, TaskTracker::new(), endpoint, connection).await;
+}
+
+/// What every connection to the endpoint answers from.
+#[derive(Clone)]
+struct Endpoint {
+    metrics: PrometheusHandle,
+    health: Arc<RedisHealth>,
+    f2b: Option<Arc<F2b>>,
+    f2b_allow: Arc<Allowlist>,
+}
+
+async fn connection(stream: TcpStream, peer: Peer, slot: Slot, endpoint: Endpoint) {
+    let activity = slot.activity();
+    let may_read_f2b = peer.ip().is_some_and(|ip| endpoint.f2b_allow.allows(ip));
+    let service = service_fn(move |request: Request<Incoming>| {
+        activity.touch();
+        let f2b = endpoint.f2b.as_deref().map(|f2b| (f2b, may_read_f2b));
+        let response = respond(&request, &endpoint.metrics, &endpoint.health, f2b);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    crate::http1::serve(stream, service, HEADER_TIMEOUT, &slot).await;
 }
 
 /// The answer to `request`; `f2b` is the ban engine, when on, and whether

@@ -15,7 +15,6 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 use crate::admission::Slot;
 
@@ -23,15 +22,10 @@ use crate::admission::Slot;
 const GRACE_AT_STOP: Duration = Duration::from_secs(2);
 
 /// Serves HTTP/1 requests on `stream` with `service` until the peer
-/// closes, the header timeout passes, the slot is evicted or `shutdown`
-/// fires.
-pub async fn serve<S>(
-    stream: TcpStream,
-    service: S,
-    header_timeout: Duration,
-    slot: &Slot,
-    shutdown: &CancellationToken,
-) where
+/// closes, the header timeout passes, the slot is evicted or the daemon
+/// stops.
+pub async fn serve<S>(stream: TcpStream, service: S, header_timeout: Duration, slot: &Slot)
+where
     S: Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible>,
 {
     let connection = http1::Builder::new()
@@ -43,7 +37,7 @@ pub async fn serve<S>(
     tokio::select! {
         // Shutdown first: it fires a slot's `ending` as well.
         biased;
-        () = shutdown.cancelled() => {
+        () = slot.stopping().cancelled() => {
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(GRACE_AT_STOP, connection).await;
         }

@@ -8,12 +8,6 @@ use std::time::Duration;
 use crate::support::graylog::GraylogTcp;
 use crate::support::*;
 
-fn open_descriptors(daemon: &Daemon) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", daemon.pid()))
-        .map(|dir| dir.count())
-        .unwrap_or(0)
-}
-
 #[test]
 fn half_sent_metrics_requests_cannot_exhaust_descriptors() {
     let mut redis = RedisServer::start();
@@ -27,9 +21,9 @@ fn half_sent_metrics_requests_cannot_exhaust_descriptors() {
     }
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        open_descriptors(&daemon) < 150,
+        daemon.open_descriptors() < 150,
         "{} descriptors open",
-        open_descriptors(&daemon)
+        daemon.open_descriptors()
     );
     // Senders and the Redis writer still get descriptors.
     let mut sender = daemon.tcp(daemon.ports.syslog);

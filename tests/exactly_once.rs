@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -360,4 +361,34 @@ fn an_evicting_maxmemory_policy_is_reported_at_connect() {
     sender.write_all(&postfix_frame(0)).unwrap();
     safe.wait_list("POSTFIX_MAILLOG", 1);
     assert_eq!(daemon.metric("cowlogd_redis_marker_evictable"), 0.0);
+}
+
+#[test]
+fn a_marker_gone_from_redis_is_counted_when_a_retry_finds_it_missing() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "[redis]\nresponse_timeout_ms = 200\n");
+    let mut stream = daemon.tcp(daemon.ports.syslog);
+    stream.write_all(&postfix_frame(0)).unwrap();
+    redis.wait_list("POSTFIX_MAILLOG", 1);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("cowlogd:applied:*")
+        .query(&mut redis.client())
+        .unwrap();
+    let [marker] = keys.as_slice() else {
+        panic!("one marker expected: {keys:?}")
+    };
+    // A transaction goes out while Redis is stopped; behind it, a DEL of
+    // the marker (as an eviction would), run before the retry reads it.
+    redis.signal("STOP");
+    stream.write_all(&postfix_frame(1)).unwrap();
+    daemon.wait_received("syslog_tcp", 2);
+    std::thread::sleep(Duration::from_millis(50));
+    let mut evictor = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    write!(evictor, "DEL {marker}\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    redis.signal("CONT");
+    wait_for("the lost marker counted", || {
+        (daemon.metric("cowlogd_redis_marker_lost_total") == 1.0).then_some(())
+    });
+    assert!(daemon.log().contains("the writer's marker is gone"));
 }

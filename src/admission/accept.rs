@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -35,7 +34,7 @@ impl Peer {
     /// Its source, for the fair share of slots.
     pub fn source(&self) -> Source {
         match self {
-            Peer::Net(addr) => Source::of_peer(*addr),
+            Peer::Net(addr) => Source::of(addr.ip()),
             Peer::Local => Source::Local,
         }
     }
@@ -87,30 +86,34 @@ impl Listen for UnixListener {
     }
 }
 
-/// One listener's admission: its name (for logs and spans), its pool, its
-/// allowlist (none on a unix socket: the file's permissions decided), and
-/// the input whose open-connection gauge a slot moves.
+/// One listener's admission: its pool, its allowlist (a unix socket's
+/// peers have no address to check: the file's permissions decided), and
+/// the input whose open-connection gauge a slot moves (none for the
+/// metrics endpoint).
 #[derive(Clone)]
 pub struct Gate {
-    /// `syslog_tcp`, `metrics`, …: the listener in logs and spans.
-    pub name: &'static str,
     /// The pool its connections take slots in.
     pub slots: Arc<Slots>,
     /// Who may connect over the network.
-    pub allow: Option<Arc<Allowlist>>,
+    pub allow: Arc<Allowlist>,
     /// The input whose `cowlogd_tcp_connections` gauge counts them.
     pub input: Option<Input>,
 }
 
 impl Gate {
+    /// `syslog_tcp`, `metrics`, …: the listener in logs and spans.
+    pub fn name(&self) -> &'static str {
+        self.input.map_or(self.slots.pool().label(), Input::label)
+    }
+
     /// Admits `peer`, or counts and logs why not (the caller drops the
     /// connection).
     pub fn admit(&self, peer: &Peer) -> Option<Slot> {
-        if let (Some(allow), Some(ip)) = (&self.allow, peer.ip())
-            && !allow.allows(ip)
+        if let Some(ip) = peer.ip()
+            && !self.allow.allows(ip)
         {
             self.slots.count_refused(Refused::NotAllowed);
-            crate::warn_limited!(listener = self.name, %peer, "sender not allowed; connection closed");
+            crate::warn_limited!(listener = self.name(), %peer, "sender not allowed; connection closed");
             return None;
         }
         let gauge = self.input.map(tcp_connections);
@@ -118,28 +121,49 @@ impl Gate {
             Ok(slot) => Some(slot),
             Err(refused) => {
                 self.slots.count_refused(refused);
-                crate::warn_limited!(listener = self.name, %peer, "connection limit reached; connection closed");
+                crate::warn_limited!(listener = self.name(), %peer, "connection limit reached; connection closed");
                 None
             }
         }
     }
 }
 
-/// Accepts connections until `shutdown`, admits each through `gate` and
-/// runs `handle` on it on `tasks`, in a span naming the listener and the
-/// peer.
-pub async fn serve<L, F, Fut>(
-    listener: L,
-    gate: Gate,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-    mut handle: F,
-) where
+/// The pause after failed accepts: [`FIRST_ACCEPT_BACKOFF`], doubling up
+/// to [`MAX_ACCEPT_BACKOFF`] while they keep failing, back to the first
+/// after a success.
+#[derive(Debug)]
+struct AcceptBackoff(Duration);
+
+impl AcceptBackoff {
+    fn new() -> AcceptBackoff {
+        AcceptBackoff(FIRST_ACCEPT_BACKOFF)
+    }
+
+    /// An accept failed: how long to pause.
+    fn failed(&mut self) -> Duration {
+        let pause = self.0;
+        self.0 = (self.0 * 2).min(MAX_ACCEPT_BACKOFF);
+        pause
+    }
+
+    fn succeeded(&mut self) {
+        self.0 = FIRST_ACCEPT_BACKOFF;
+    }
+}
+
+/// Accepts connections until the daemon stops (the pool's shutdown),
+/// admits each through `gate` and runs `handle` on it, with its own clone
+/// of `context`, on `tasks`, in a span naming the listener and the peer.
+pub async fn serve<L, C, F, Fut>(listener: L, gate: Gate, tasks: TaskTracker, context: C, handle: F)
+where
     L: Listen,
-    F: FnMut(L::Stream, Peer, Slot) -> Fut,
+    C: Clone,
+    F: Fn(L::Stream, Peer, Slot, C) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let mut backoff = FIRST_ACCEPT_BACKOFF;
+    let shutdown = gate.slots.shutdown().clone();
+    let name = gate.name();
+    let mut backoff = AcceptBackoff::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept_peer() => accepted,
@@ -147,23 +171,39 @@ pub async fn serve<L, F, Fut>(
         };
         let (stream, peer) = match accepted {
             Ok(pair) => {
-                backoff = FIRST_ACCEPT_BACKOFF;
+                backoff.succeeded();
                 pair
             }
             Err(error) => {
-                crate::warn_limited!(listener = gate.name, %error, backoff_ms = backoff.as_millis() as u64, "accept failed; pausing");
+                let pause = backoff.failed();
+                crate::warn_limited!(listener = name, %error, pause_ms = pause.as_millis() as u64, "accept failed; pausing");
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(pause) => {}
                     () = shutdown.cancelled() => break,
                 }
-                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
                 continue;
             }
         };
         let Some(slot) = gate.admit(&peer) else {
             continue;
         };
-        let span = tracing::info_span!("connection", input = gate.name, %peer);
-        tasks.spawn(handle(stream, peer, slot).instrument(span));
+        let span = tracing::info_span!("connection", input = name, %peer);
+        tasks.spawn(handle(stream, peer, slot, context.clone()).instrument(span));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_accepts_pause_longer_each_time_up_to_a_second_and_a_success_resets() {
+        let mut backoff = AcceptBackoff::new();
+        let pauses: Vec<u64> = (0..10)
+            .map(|_| backoff.failed().as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        backoff.succeeded();
+        assert_eq!(backoff.failed(), FIRST_ACCEPT_BACKOFF);
     }
 }

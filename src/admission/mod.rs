@@ -17,11 +17,11 @@
 pub mod accept;
 pub mod slots;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-pub use accept::{Gate, Peer};
+pub use accept::{Gate, Listen, Peer};
 pub use slots::{Activity, Pool, Slot, Slots};
 
 /// Networks allowed to connect or send.
@@ -62,11 +62,6 @@ impl Source {
             IpAddr::V4(v4) => Source::V4(u32::from(v4)),
             IpAddr::V6(v6) => Source::V6Prefix((u128::from(v6) >> 64) as u64),
         }
-    }
-
-    /// The source of a peer's socket address.
-    pub fn of_peer(peer: SocketAddr) -> Source {
-        Source::of(peer.ip())
     }
 }
 

@@ -129,6 +129,13 @@ impl Open {
     }
 }
 
+/// The connection a newcomer's slot is taken from, and by which rule.
+struct Victim {
+    id: u64,
+    idle_ms: u64,
+    rule: &'static str,
+}
+
 #[derive(Default)]
 struct State {
     next_id: u64,
@@ -209,14 +216,21 @@ impl Activity {
     pub fn touch(&self) {
         self.0.store(now_ms(), Ordering::Relaxed);
     }
+
+    /// A handle last active long ago, for tests of who touches it.
+    #[cfg(test)]
+    pub(crate) fn idle() -> Activity {
+        Activity(Arc::new(AtomicU64::new(0)))
+    }
+
+    /// Whether it was touched since [`Activity::idle`].
+    #[cfg(test)]
+    pub(crate) fn touched(&self) -> bool {
+        self.0.load(Ordering::Relaxed) != 0
+    }
 }
 
 impl Slot {
-    /// Marks this connection active: a frame that parsed, not any byte.
-    pub fn touch(&self) {
-        self.activity.touch();
-    }
-
     /// The handle that marks this connection active.
     pub fn activity(&self) -> Activity {
         self.activity.clone()
@@ -236,6 +250,11 @@ impl Slot {
     /// The pool this slot is in.
     pub fn pool(&self) -> Pool {
         self.slots.pool
+    }
+
+    /// Fires when the daemon stops (not on eviction).
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.slots.shutdown
     }
 }
 
@@ -263,6 +282,16 @@ impl Slots {
             max_per_source,
             shutdown,
         })
+    }
+
+    /// Which pool.
+    pub fn pool(&self) -> Pool {
+        self.pool
+    }
+
+    /// The daemon's stop, which every slot's [`Slot::ending`] follows.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -295,43 +324,9 @@ impl Slots {
         gauge: Option<metrics::Gauge>,
     ) -> Result<Slot, Refused> {
         let mut state = self.lock();
-        let held = state.held_by(source);
         let now = now_ms();
-        if held >= self.max_per_source {
-            if !self.pool.replaces_own_idle() {
-                return Err(Refused::ConnectionLimit);
-            }
-            let (victim, last_active) = state
-                .longest_idle_of(source)
-                .ok_or(Refused::ConnectionLimit)?;
-            self.evict(
-                &mut state,
-                victim,
-                now.saturating_sub(last_active),
-                "own cap",
-            );
-        } else if state.open.len() >= self.max {
-            let (largest, most) = state.largest_holder().ok_or(Refused::ConnectionLimit)?;
-            if held + 1 < most {
-                let (victim, last_active) = state
-                    .longest_idle_of(largest)
-                    .ok_or(Refused::ConnectionLimit)?;
-                self.evict(
-                    &mut state,
-                    victim,
-                    now.saturating_sub(last_active),
-                    "fair share",
-                );
-            } else {
-                let (victim, last_active) = state
-                    .longest_idle_holding(most)
-                    .ok_or(Refused::ConnectionLimit)?;
-                let idle = now.saturating_sub(last_active);
-                if idle < MIN_IDLE_TO_EVICT.as_millis() as u64 {
-                    return Err(Refused::ConnectionLimit);
-                }
-                self.evict(&mut state, victim, idle, "longest idle");
-            }
+        if let Some(victim) = self.room_for(&state, source, now)? {
+            self.evict(&mut state, victim);
         }
         let id = state.next_id;
         state.next_id += 1;
@@ -362,17 +357,46 @@ impl Slots {
         })
     }
 
-    fn evict(&self, state: &mut State, id: u64, idle_ms: u64, rule: &'static str) {
-        if let Some(open) = state.open.get(&id) {
+    /// Whether a connection from `source` fits by the rules in the module
+    /// docs, and whose connection must close for it (none: there is room).
+    /// Decides only; [`Slots::take`] acts on it.
+    fn room_for(&self, state: &State, source: Source, now: u64) -> Result<Option<Victim>, Refused> {
+        let held = state.held_by(source);
+        let (candidate, rule) = if held >= self.max_per_source {
+            if !self.pool.replaces_own_idle() {
+                return Err(Refused::ConnectionLimit);
+            }
+            (state.longest_idle_of(source), "own cap")
+        } else if state.open.len() >= self.max {
+            let (largest, most) = state.largest_holder().ok_or(Refused::ConnectionLimit)?;
+            if held + 1 < most {
+                (state.longest_idle_of(largest), "fair share")
+            } else {
+                (state.longest_idle_holding(most), "longest idle")
+            }
+        } else {
+            return Ok(None);
+        };
+        let (id, last_active) = candidate.ok_or(Refused::ConnectionLimit)?;
+        let idle_ms = now.saturating_sub(last_active);
+        // Only the last rule spares a busy connection.
+        if rule == "longest idle" && idle_ms < MIN_IDLE_TO_EVICT.as_millis() as u64 {
+            return Err(Refused::ConnectionLimit);
+        }
+        Ok(Some(Victim { id, idle_ms, rule }))
+    }
+
+    fn evict(&self, state: &mut State, victim: Victim) {
+        if let Some(open) = state.open.get(&victim.id) {
             open.evict.cancel();
             open.ending.cancel();
         }
-        state.release(id);
+        state.release(victim.id);
         connection_closed(self.pool.label(), "evicted");
         crate::warn_limited!(
             pool = self.pool.label(),
-            idle_ms,
-            rule,
+            idle_ms = victim.idle_ms,
+            rule = victim.rule,
             "connection pool full: closed a connection to make room"
         );
     }
@@ -408,7 +432,7 @@ mod tests {
         // Sources hold one each, both busy: the newcomer is refused.
         assert!(slots.take(source(4), None).is_err());
         idle_for_long(&quiet);
-        busy.touch();
+        busy.activity().touch();
         let newcomer = slots.take(source(4), None);
         assert!(newcomer.is_ok());
         assert!(quiet.evict.is_cancelled());
@@ -428,7 +452,7 @@ mod tests {
             .collect();
         let legit = slots.take(source(3), None).unwrap();
         for slot in &attacker {
-            slot.touch();
+            slot.activity().touch();
         }
         idle_for_long(&legit);
         // Full; the attacker's connections are busy, the legit one idle:

@@ -52,6 +52,13 @@ pub const DEFAULT_RULES: [(&str, &str); 9] = [
     ("9", r#"([0-9a-f\.:]+) \"GET \/SOGo\/.* HTTP.+\" 403 .+"#),
 ];
 
+fn default_specs() -> Vec<(String, String)> {
+    DEFAULT_RULES
+        .iter()
+        .map(|(id, pattern)| ((*id).to_owned(), (*pattern).to_owned()))
+        .collect()
+}
+
 /// Rules beyond this many share the metric label `other`.
 pub const MAX_RULE_LABELS: usize = 64;
 
@@ -65,7 +72,7 @@ const JIT_STACK_BYTES: usize = 1 << 20;
 /// [`BUDGET_LINE_BYTES`] may do with PCRE2's JIT, far below PCRE2's
 /// default of 10,000,000: the default rules need at most 15 on 2 KiB
 /// lines that match, a crafted line over 8,000 (rule 3: 376 µs; with this
-/// limit 56 µs). A search over it gives up, counted as `search_limit`
+/// limit 52 µs). A search over it gives up, counted as `search_limit`
 /// (BENCHMARKS.md: "The ban engine's budget").
 pub const JIT_MATCH_LIMIT: u32 = 1_000;
 
@@ -92,9 +99,9 @@ struct Engines {
 
 impl Engines {
     /// Compiles `pattern` (PCRE2 spelling) with the JIT and its match
-    /// limits, or, where the JIT is not available, for the interpreter
+    /// limits if `jit` and the JIT is available, else for the interpreter
     /// with its own.
-    fn compile(pattern: &str) -> Result<Engines, pcre2::Error> {
+    fn compile(pattern: &str, jit: bool) -> Result<Engines, pcre2::Error> {
         let build = |jit: bool, limit: u32| {
             pcre2::bytes::RegexBuilder::new()
                 .utf(true)
@@ -109,7 +116,12 @@ impl Engines {
                 long: build(jit, limit.saturating_mul(LONG_PAYLOAD_FACTOR))?,
             })
         };
-        both(true, JIT_MATCH_LIMIT).or_else(|_: pcre2::Error| both(false, INTERPRETER_MATCH_LIMIT))
+        let interpreter = || both(false, INTERPRETER_MATCH_LIMIT);
+        if jit {
+            both(true, JIT_MATCH_LIMIT).or_else(|_: pcre2::Error| interpreter())
+        } else {
+            interpreter()
+        }
     }
 
     fn for_payload(&self, payload: &[u8]) -> (&pcre2::bytes::Regex, usize) {
@@ -198,12 +210,7 @@ pub struct RuleSet {
 impl RuleSet {
     /// netfilter's nine defaults.
     pub fn defaults() -> RuleSet {
-        RuleSet::compile(
-            DEFAULT_RULES
-                .iter()
-                .map(|(id, pattern)| ((*id).to_owned(), (*pattern).to_owned()))
-                .collect(),
-        )
+        RuleSet::compile(default_specs())
     }
 
     /// The rules of an `F2B_REGEX` value: a JSON object of id → pattern.
@@ -226,7 +233,14 @@ impl RuleSet {
         Ok(RuleSet::compile(rules))
     }
 
-    fn compile(mut specs: Vec<(String, String)>) -> RuleSet {
+    fn compile(specs: Vec<(String, String)>) -> RuleSet {
+        RuleSet::compile_with(specs, true)
+    }
+
+    /// `jit`: whether to use PCRE2's JIT where available (tests turn it
+    /// off to check the interpreter's budget, which systems that forbid
+    /// writable executable memory get).
+    fn compile_with(mut specs: Vec<(String, String)>, jit: bool) -> RuleSet {
         specs.sort_by(|a, b| match (a.0.parse::<u64>(), b.0.parse::<u64>()) {
             (Ok(x), Ok(y)) => x.cmp(&y),
             _ => a.0.cmp(&b.0),
@@ -236,7 +250,7 @@ impl RuleSet {
         let mut gated: Vec<Vec<usize>> = Vec::new();
         let mut always = Vec::new();
         for (index, (id, pattern)) in specs.into_iter().enumerate() {
-            let compiled = Engines::compile(&python_to_pcre2(&pattern));
+            let compiled = Engines::compile(&python_to_pcre2(&pattern), jit);
             let (engine, error) = match compiled {
                 Ok(engine) => {
                     match gate_literal(&pattern) {
@@ -763,9 +777,15 @@ mod tests {
     #[test]
     fn a_crafted_line_over_the_search_budget_is_given_up_on_and_real_lines_up_to_the_channel_cut_match()
      {
-        let rules = RuleSet::defaults();
+        // The JIT's budget, and the interpreter's.
+        for jit in [true, false] {
+            crafted_and_real_lines_against(&RuleSet::compile_with(default_specs(), jit));
+        }
+    }
+
+    fn crafted_and_real_lines_against(rules: &RuleSet) {
         assert_eq!(
-            hits(&rules, &crafted_rule_3_line()),
+            hits(rules, &crafted_rule_3_line()),
             [("3".to_owned(), RuleVerdict::GaveUp)]
         );
         let ip = public("185.12.64.1");
@@ -834,7 +854,7 @@ mod tests {
             ),
         ] {
             let line = cut(line);
-            assert_eq!(hits(&rules, &line), [(rule.to_owned(), ip)], "rule {rule}");
+            assert_eq!(hits(rules, &line), [(rule.to_owned(), ip)], "rule {rule}");
         }
     }
 

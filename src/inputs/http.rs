@@ -15,12 +15,11 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, header};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::gelf::GelfDecoder;
 use super::tcp::TcpLimits;
-use crate::admission::{Activity, Gate, Peer, Slot, accept};
+use crate::admission::{Gate, Peer, Slot, accept};
 use crate::config::HttpSettings;
 use crate::metrics::{DropReason, dropped};
 use crate::pipeline::{Flush, Pipeline, Processor};
@@ -42,21 +41,11 @@ pub struct HttpContext {
     pub limits: TcpLimits,
     /// `limits.max_decompressed_bytes`.
     pub max_decompressed: usize,
-    /// Stops accepting and reading.
-    pub shutdown: CancellationToken,
 }
 
 /// Accepts connections until shutdown.
 pub async fn serve(listener: TcpListener, context: HttpContext, tasks: TaskTracker) {
-    let (gate, shutdown) = (context.gate.clone(), context.shutdown.clone());
-    accept::serve(
-        listener,
-        gate,
-        shutdown,
-        tasks,
-        move |stream, peer, slot| connection(stream, peer, slot, context.clone()),
-    )
-    .await;
+    accept::serve(listener, context.gate.clone(), tasks, context, connection).await;
 }
 
 async fn connection(stream: TcpStream, peer: Peer, slot: Slot, context: HttpContext) {
@@ -64,26 +53,23 @@ async fn connection(stream: TcpStream, peer: Peer, slot: Slot, context: HttpCont
     if let Some(ip) = peer.ip() {
         processor.set_peer(ip);
     }
+    processor.set_activity(slot.activity());
     let gelf = GelfDecoder::new(context.max_decompressed);
     // One request at a time per HTTP/1 connection: the lock is never contended.
     let processor = Arc::new(Mutex::new((processor, gelf)));
-    let shutdown = context.shutdown.clone();
     let header_timeout = context.limits.first_byte_timeout;
-    let activity = slot.activity();
     let service = service_fn(move |request: Request<Incoming>| {
         let processor = processor.clone();
         let context = context.clone();
-        let activity = activity.clone();
-        async move { Ok::<_, Infallible>(handle(request, &processor, &context, &activity).await) }
+        async move { Ok::<_, Infallible>(handle(request, &processor, &context).await) }
     });
-    crate::http1::serve(stream, service, header_timeout, &slot, &shutdown).await;
+    crate::http1::serve(stream, service, header_timeout, &slot).await;
 }
 
 async fn handle(
     request: Request<Incoming>,
     processor: &Mutex<(Processor, GelfDecoder)>,
     context: &HttpContext,
-    activity: &Activity,
 ) -> Response<Full<Bytes>> {
     if request.uri().path() != "/gelf" {
         return reply(StatusCode::NOT_FOUND);
@@ -127,9 +113,6 @@ async fn handle(
         let mut cycle = processor.begin();
         cycle.count_bytes(body.len());
         let outcome = gelf.body(&mut cycle, &body, declared, context.settings.bulk);
-        if cycle.records() > 0 {
-            activity.touch();
-        }
         (outcome, cycle.seal())
     };
     batches

@@ -120,10 +120,8 @@ pub async fn start(
         stop.clone(),
     );
     let gate = |input: Input, slots: &Arc<Slots>| Gate {
-        name: input.label(),
         slots: slots.clone(),
-        // A unix socket's file permissions decide who may connect.
-        allow: (input != Input::FluentUnix).then(|| allow.clone()),
+        allow: allow.clone(),
         input: Some(input),
     };
     let buffers = BufferBudget::new(tcp.buffers_total);
@@ -134,7 +132,6 @@ pub async fn start(
         buffers: buffers.clone(),
         limits: tcp.limits,
         max_decompressed: settings.limits.max_decompressed,
-        shutdown: stop.clone(),
     };
     for (addr, input) in [
         (inputs.gelf_tcp, Input::GelfTcp),
@@ -165,7 +162,7 @@ pub async fn start(
             partial: inputs.fluent.partial,
             acked: acked.clone(),
         };
-        tasks.spawn(fluent::serve_tcp(listener, fluent, tasks.clone()));
+        tasks.spawn(fluent::serve(listener, fluent, tasks.clone()));
     }
     if let Some(path) = &inputs.fluent.unix {
         let listener = fluent::bind_unix(path, inputs.fluent.unix_mode)?;
@@ -203,7 +200,6 @@ pub async fn start(
             settings: inputs.http,
             limits: tcp.limits,
             max_decompressed: settings.limits.max_decompressed,
-            shutdown: stop.clone(),
         };
         tasks.spawn(http::serve(listener, context, tasks.clone()));
     }

@@ -15,7 +15,6 @@ use anyhow::Context;
 use cowlogd_parsers::framing::{Decoded, FrameError, Framer};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::gelf::GelfDecoder;
@@ -136,21 +135,11 @@ pub struct TcpContext {
     pub limits: TcpLimits,
     /// `limits.max_decompressed_bytes` (GELF payloads).
     pub max_decompressed: usize,
-    /// Stops accepting and reading.
-    pub shutdown: CancellationToken,
 }
 
 /// Accepts connections until shutdown; each runs on `tasks`.
 pub async fn serve(listener: TcpListener, context: TcpContext, tasks: TaskTracker) {
-    let (gate, shutdown) = (context.gate.clone(), context.shutdown.clone());
-    accept::serve(
-        listener,
-        gate,
-        shutdown,
-        tasks,
-        move |stream, peer, slot| connection(stream, peer, slot, context.clone()),
-    )
-    .await;
+    accept::serve(listener, context.gate.clone(), tasks, context, connection).await;
 }
 
 /// A connection's read side, for every stream input: the read buffer
@@ -193,7 +182,6 @@ impl StreamReader {
         &mut self,
         stream: &mut S,
         slot: &Slot,
-        shutdown: &CancellationToken,
         peer: &(dyn std::fmt::Display + Sync),
     ) -> Option<usize> {
         let input = self.input.label();
@@ -217,8 +205,7 @@ impl StreamReader {
         };
         let read = tokio::select! {
             read = tokio::time::timeout(wait, stream.read_buf(&mut self.buf)) => read,
-            () = shutdown.cancelled() => return None,
-            () = slot.evicted() => return None,
+            () = slot.ending().cancelled() => return None,
         };
         match read {
             Err(_)
@@ -309,19 +296,14 @@ async fn connection(mut stream: TcpStream, peer: Peer, slot: Slot, context: TcpC
     if let Some(ip) = peer.ip() {
         processor.set_peer(ip);
     }
+    processor.set_activity(slot.activity());
     let mut reader = StreamReader::new(input, context.limits, context.buffers.clone());
     let flush = Flush::WaitUpTo(context.limits.queue_wait);
-    while let Some(len) = reader
-        .read(&mut stream, &slot, &context.shutdown, &peer)
-        .await
-    {
+    while let Some(len) = reader.read(&mut stream, &slot, &peer).await {
         let mut cycle = processor.begin();
         cycle.count_bytes(len);
         let used = decode_frames(&mut framer, reader.buf(), &mut cycle, &mut decoder);
         reader.consume(used);
-        if cycle.records() > 0 {
-            slot.touch();
-        }
         cycle.finish(flush).await;
     }
     // What is left is a last frame without its delimiter, or a cut one.

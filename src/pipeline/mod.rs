@@ -26,6 +26,7 @@ use cowlogd_parsers::syslog::TimeContext;
 use cowlogd_parsers::{Record, Timestamp};
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Activity;
 use crate::batch::{GelfBatch, RedisBatch};
 use crate::config::ForwardFilter;
 use crate::console::Console;
@@ -193,6 +194,9 @@ pub struct Processor {
     metrics: InputMetrics,
     emitter: Emitter,
     clock: Clock,
+    /// The connection's slot, marked active by a cycle that took in a
+    /// record (bytes that parse into nothing do not count).
+    activity: Option<Activity>,
 }
 
 /// The receive time of the current read cycle.
@@ -211,7 +215,14 @@ impl Processor {
             metrics: InputMetrics::new(input),
             emitter: Emitter::new(input, pipeline),
             clock: Clock { now, time },
+            activity: None,
         }
+    }
+
+    /// Marks `activity` (a connection's slot) active at the end of every
+    /// cycle that took in a record.
+    pub fn set_activity(&mut self, activity: Activity) {
+        self.activity = Some(activity);
     }
 
     /// Sets the sender of what follows.
@@ -283,12 +294,6 @@ impl ReadCycle<'_> {
         self.processor.emitter.record(record);
     }
 
-    /// Records this cycle took in so far: what makes a connection active
-    /// (bytes that parse into nothing do not).
-    pub fn records(&self) -> usize {
-        self.records
-    }
-
     /// Sets the sender of what follows (UDP: per datagram).
     pub fn set_peer(&mut self, peer: IpAddr) {
         self.processor.emitter.set_peer(peer);
@@ -304,13 +309,21 @@ impl ReadCycle<'_> {
     /// held during the cycle is released.
     pub fn seal(mut self) -> Sealed {
         self.done = true;
+        self.mark_active();
         self.processor.emitter.take()
+    }
+
+    fn mark_active(&self) {
+        if let (Some(activity), true) = (&self.processor.activity, self.records > 0) {
+            activity.touch();
+        }
     }
 }
 
 impl Drop for ReadCycle<'_> {
     fn drop(&mut self) {
         if !self.done {
+            self.mark_active();
             self.processor.emitter.take().push_now();
         }
     }

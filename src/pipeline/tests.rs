@@ -110,6 +110,22 @@ async fn a_cycle_queues_its_records_once_it_is_finished() {
 }
 
 #[tokio::test]
+async fn a_cycle_marks_its_connection_active_only_when_it_took_in_a_record() {
+    let h = harness("");
+    let mut processor = Processor::new(Input::SyslogTcp, h.pipeline.clone());
+    let activity = crate::admission::Activity::idle();
+    processor.set_activity(activity.clone());
+    let cycle = processor.begin();
+    cycle.count_bytes(1);
+    assert!(cycle.finish(Flush::DropOldest).await);
+    assert!(!activity.touched(), "bytes alone are not activity");
+    let mut cycle = processor.begin();
+    postfix(&mut cycle, "connect from unknown[1.2.3.4]");
+    assert!(cycle.finish(Flush::DropOldest).await);
+    assert!(activity.touched());
+}
+
+#[tokio::test]
 async fn a_cycle_dropped_unfinished_still_queues_what_it_holds() {
     let h = harness("");
     let mut processor = Processor::new(Input::SyslogUdp, h.pipeline.clone());

@@ -597,6 +597,13 @@ impl Daemon {
     }
 
     /// Whether the process is still running.
+    /// File descriptors the process has open.
+    pub fn open_descriptors(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|dir| dir.count())
+            .unwrap_or(0)
+    }
+
     pub fn alive(&mut self) -> bool {
         self.child
             .as_mut()

@@ -25,11 +25,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use cowlogd_parsers::fluent::msgpack::{MsgpackError, ObjectScanner};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::UnixListener;
 use tokio_util::task::TaskTracker;
 
 use super::tcp::{StreamReader, TcpContext};
-use crate::admission::{Peer, Slot, accept};
+use crate::admission::{Listen, Peer, Slot, accept};
 use crate::metrics::{DropReason, dropped};
 use crate::pipeline::{Flush, Processor};
 
@@ -68,36 +68,25 @@ pub fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Accepts TCP connections until shutdown; each runs on `tasks`.
-pub async fn serve_tcp(listener: TcpListener, context: FluentContext, tasks: TaskTracker) {
-    let (gate, shutdown) = (context.stream.gate.clone(), context.stream.shutdown.clone());
-    accept::serve(
-        listener,
-        gate,
-        shutdown,
-        tasks,
-        move |stream, peer, slot| connection(stream, peer, slot, context.clone()),
-    )
-    .await;
+/// Accepts connections (TCP or unix socket) until shutdown; each runs on
+/// `tasks`.
+pub async fn serve<L>(listener: L, context: FluentContext, tasks: TaskTracker)
+where
+    L: Listen,
+    L::Stream: AsyncRead + AsyncWrite + Unpin,
+{
+    let gate = context.stream.gate.clone();
+    accept::serve(listener, gate, tasks, context, connection).await;
 }
 
-/// Accepts unix socket connections until shutdown, then removes the socket
-/// file.
+/// [`serve`] on a unix socket, then removes the socket file.
 pub async fn serve_unix(
     listener: UnixListener,
     path: std::path::PathBuf,
     context: FluentContext,
     tasks: TaskTracker,
 ) {
-    let (gate, shutdown) = (context.stream.gate.clone(), context.stream.shutdown.clone());
-    accept::serve(
-        listener,
-        gate,
-        shutdown,
-        tasks,
-        move |stream, peer, slot| connection(stream, peer, slot, context.clone()),
-    )
-    .await;
+    serve(listener, context, tasks).await;
     let _ = std::fs::remove_file(&path);
 }
 
@@ -127,7 +116,7 @@ where
         Some(ip) => processor.set_peer(ip),
         None => processor.set_peer_host("localhost"),
     }
-    let shown = peer;
+    processor.set_activity(slot.activity());
     let mut scanner = ObjectScanner::default();
     let mut reader = StreamReader::new(input, limits, context.buffers.clone());
     // This read cycle's acks, the chunk ids it took in, and the resends
@@ -135,10 +124,7 @@ where
     let mut acks: Vec<u8> = Vec::new();
     let mut taken: Vec<Vec<u8>> = Vec::new();
     let mut waiting: Vec<(Vec<u8>, CycleOutcome)> = Vec::new();
-    'read: while let Some(len) = reader
-        .read(&mut stream, &slot, &context.shutdown, &shown)
-        .await
-    {
+    'read: while let Some(len) = reader.read(&mut stream, &slot, &peer).await {
         let (tell, outcome) = tokio::sync::watch::channel(None);
         let mut cycle = processor.begin();
         cycle.count_bytes(len);
@@ -167,9 +153,6 @@ where
             }
         }
         reader.consume(used);
-        if cycle.records() > 0 {
-            slot.touch();
-        }
         if acks.is_empty() && waiting.is_empty() {
             cycle.finish(Flush::WaitUpTo(limits.queue_wait)).await;
         } else {
@@ -185,12 +168,12 @@ where
             taken.clear();
             if !kept {
                 // Not kept, not acked: closing makes the sender resend.
-                tracing::info!(peer = %shown, "events not kept in Redis (queue full, stopping or evicted); closing unacked, the sender resends them");
+                tracing::info!(peer = %peer, "events not kept in Redis (queue full, stopping or evicted); closing unacked, the sender resends them");
                 break;
             }
             for (chunk, mut held) in waiting.drain(..) {
                 if !other_cycle_kept(&mut held, slot.ending()).await {
-                    tracing::info!(peer = %shown, "a resent event's first copy was not kept; closing unacked, the sender resends it");
+                    tracing::info!(peer = %peer, "a resent event's first copy was not kept; closing unacked, the sender resends it");
                     break 'read;
                 }
                 write_ack(&mut acks, &chunk);
@@ -205,7 +188,7 @@ where
                 () = slot.evicted() => Err(std::io::ErrorKind::ConnectionAborted.into()),
             };
             if let Err(error) = written {
-                tracing::debug!(peer = %shown, %error, "ack not sent; closing");
+                tracing::debug!(peer = %peer, %error, "ack not sent; closing");
                 break;
             }
             acks.clear();
@@ -217,13 +200,13 @@ where
                 _ => DropReason::InvalidForward,
             };
             dropped(reason, 1);
-            crate::warn_limited!(input = input.label(), peer = %shown, %error, "not a Forward stream; closing");
+            crate::warn_limited!(input = input.label(), peer = %peer, %error, "not a Forward stream; closing");
             return close(stream).await;
         }
     }
     if !reader.buf().is_empty() {
         dropped(DropReason::Truncated, 1);
-        crate::warn_limited!(input = input.label(), peer = %shown, "connection closed inside an event; it is lost");
+        crate::warn_limited!(input = input.label(), peer = %peer, "connection closed inside an event; it is lost");
     }
     close(stream).await;
 }

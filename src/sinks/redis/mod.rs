@@ -523,7 +523,7 @@ impl RedisWriter {
             }
         }
         self.fence.sending(session);
-        self.in_doubt = (plan.last_seq + 1).saturating_sub(plan.first_seq) as usize;
+        self.in_doubt = plan.messages;
         let result = plan
             .pipeline
             .query_async::<Vec<RedisResult<Value>>>(&mut session.connection)

@@ -163,8 +163,9 @@ impl Fence {
     /// Redis answered the transaction (applied it, or refused it whole):
     /// its outcome is known.
     pub fn answered(&mut self, session: &Session) {
-        if let Some(identity) = &session.identity {
-            self.suspects.retain(|s| s != identity);
+        match &session.identity {
+            Some(identity) => self.suspects.retain(|s| s != identity),
+            None => self.unfenceable = false,
         }
         self.unresolved = !self.suspects.is_empty();
     }
