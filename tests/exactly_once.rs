@@ -237,7 +237,24 @@ fn sigterm_with_redis_frozen_exits_within_the_flush_bound_and_counts_what_it_aba
     // shutdown_flush_ms = 5000 by default; Docker kills at 10 s.
     assert!(took < Duration::from_secs(7), "exit took {took:?}");
     let log = daemon.log();
-    assert!(log.contains("messages=1000"), "{log}");
+    let count = |what: &str| {
+        log.lines()
+            .filter(|l| l.contains(what))
+            .filter_map(|l| l.rsplit_once("messages=")?.1.parse::<usize>().ok())
+            .sum::<usize>()
+    };
+    // The transaction out when Redis froze is not counted lost: once Redis
+    // runs again it applies all of it (if all of it reached its socket) or
+    // none, and nothing else.
+    let unknown = count("Redis may have applied it");
+    assert!(unknown > 0, "{log}");
+    assert_eq!(unknown + count("; dropped messages="), 1_000, "{log}");
+    std::thread::sleep(Duration::from_millis(500));
+    let stored = redis.llen("POSTFIX_MAILLOG");
+    assert!(
+        stored == 0 || stored == unknown,
+        "{stored} stored, {unknown} unknown"
+    );
 }
 
 #[test]
