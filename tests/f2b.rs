@@ -525,3 +525,22 @@ fn a_flood_of_distinct_addresses_keeps_the_offender_table_and_metrics_bounded() 
     // address.
     assert_eq!(series, 9 * 2 + 10, "{series} f2b series");
 }
+
+#[test]
+fn a_crafted_line_over_the_search_budget_is_counted_and_a_real_failure_next_to_it_still_matches() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "[f2b]\nenabled = true\npoll_interval_s = 1\n");
+    // Every `warning: ` a start, every `[1]` a capture to try, every
+    // "authentication failed" a place for rule 3's lookahead to fail.
+    let mut crafted = "Nov 24 13:49:59 mail postfix/smtpd[77]: ".to_owned();
+    crafted.push_str(&"warning: ".repeat(30));
+    crafted.push_str(&"[1]: SASL ".repeat(30));
+    crafted.push_str(&" authentication failed: ".repeat(30));
+    crafted.push_str("Connection lost to authentication server");
+    send_lines(&daemon, &[crafted, sasl_failure("185.12.64.9")]);
+    redis.wait_list("POSTFIX_MAILLOG", 2);
+    wait_for("the crafted line given up on", || {
+        (daemon.metric("cowlogd_f2b_ignored_total{reason=\"search_limit\"}") == 1.0).then_some(())
+    });
+    assert_eq!(daemon.metric("cowlogd_f2b_matches_total{rule=\"3\"}"), 1.0);
+}
