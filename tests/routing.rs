@@ -126,3 +126,77 @@ fn senders_outside_the_allowlist_are_dropped_before_parsing() {
     assert_eq!(daemon.metric_sum("cowlogd_received_messages_total"), 0.0);
     assert_eq!(redis.llen("POSTFIX_MAILLOG"), 0);
 }
+
+/// Sends each `(container, line)` to the daemon's GELF TCP input.
+fn send_gelf_tcp(daemon: &Daemon, messages: &[(&str, &str)]) {
+    let mut stream = daemon.tcp(daemon.ports.gelf);
+    for (container, line) in messages {
+        stream.write_all(&docker_gelf(container, line)).unwrap();
+        stream.write_all(b"\0").unwrap();
+    }
+}
+
+#[test]
+fn whitelist_forwardinghosts_lookups_are_stored_and_published_as_mailcow_does() {
+    let redis = RedisServer::start();
+    let subscriber = Subscriber::start(&redis, "F2B_CHANNEL");
+    let daemon = Daemon::start(&redis.url(), "");
+    // What `logger -t whitelist_forwardinghosts -p mail.info` in mailcow's
+    // postfix image puts on the container's stdout through syslog-ng.
+    let line = "Dec  6 03:14:17 7e5a1b2c3d4e whitelist_forwardinghosts: Look up 192.0.2.7 on whitelist, result 200 PERMIT";
+    send_gelf_tcp(&daemon, &[(POSTFIX, line)]);
+    let list = redis.wait_list("POSTFIX_MAILLOG", 1);
+    let entry: serde_json::Value = serde_json::from_str(&list[0]).unwrap();
+    assert_eq!(entry["program"], "whitelist_forwardinghosts");
+    assert_eq!(
+        entry["message"],
+        "Look up 192.0.2.7 on whitelist, result 200 PERMIT"
+    );
+    let published = subscriber.wait(1);
+    assert!(String::from_utf8_lossy(&published[0]).starts_with("Look up 192.0.2.7"));
+}
+
+#[test]
+fn routes_match_container_globs_compose_services_and_compose_projects() {
+    let redis = RedisServer::start();
+    let routes = r#"
+[[route]]
+name = "shop"
+container = ["shop-*"]
+key = "SHOP"
+
+[[route]]
+name = "billing"
+project = ["billing*"]
+key = "BILLING"
+
+[[route]]
+name = "workers"
+container = ["worker"]
+project = ["jobs"]
+key = "WORKERS"
+"#;
+    let daemon = Daemon::start(&redis.url(), routes);
+    send_gelf_tcp(
+        &daemon,
+        &[
+            ("shop-web-1", "GET / 200"),
+            ("/shop-db-1", "ready"),
+            ("billingprod-api-1", "invoice 7"),
+            ("billing_api_2", "invoice 8"),
+            ("jobs-worker-3", "job done"),
+            ("other-worker-1", "not jobs"),
+            ("myshop-web-1", "not shop-*: project myshop, service web"),
+        ],
+    );
+    wait_for("every message routed", || {
+        (daemon.metric_sum("cowlogd_routed_messages_total") == 7.0).then_some(())
+    });
+    assert_eq!(redis.llen("SHOP"), 2, "{:?}", redis.list("SHOP"));
+    assert_eq!(redis.llen("BILLING"), 2, "{:?}", redis.list("BILLING"));
+    assert_eq!(redis.llen("WORKERS"), 1, "{:?}", redis.list("WORKERS"));
+    assert_eq!(
+        daemon.metric("cowlogd_routed_messages_total{route=\"none\"}"),
+        2.0
+    );
+}

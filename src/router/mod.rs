@@ -7,9 +7,16 @@
 //! `DOVECOT_MAILLOG` and `SOGO_LOG` and the ban channel; mailcow's filter
 //! patterns, system messages and non-syslog chatter are dropped.
 
+mod container;
+mod mailcow;
+
+pub use mailcow::mailcow_profile;
+
 use anyhow::{Context, bail};
-use cowlogd_parsers::normalize::container_runs_service;
 use cowlogd_parsers::{Facility, Record, Severity};
+
+use container::{ContainerName, ContainerPattern, ProjectPattern};
+pub(crate) use container::Wildcard;
 use regex::bytes::RegexSet;
 use serde::{Deserialize, Serialize};
 
@@ -19,10 +26,17 @@ use serde::{Deserialize, Serialize};
 pub struct RouteConfig {
     /// Name, used in metrics (`cowlogd_routed_total{route="..."}`) and logs.
     pub name: String,
-    /// Compose services the container must run (`postfix-mailcow` matches
+    /// Container patterns, one of which must match (`*` matches any run of
+    /// characters): the full name (`shop-*` matches `shop-web-1`) or the
+    /// compose service (`postfix-mailcow` matches
     /// `mailcowdockerized-postfix-mailcow-1`); empty: any record, container
     /// or not.
     pub container: Vec<String>,
+    /// Compose project patterns, one of which must match: the part of a
+    /// compose container's name before the service (`mailcowdockerized`
+    /// for `mailcowdockerized-postfix-mailcow-1`), or the
+    /// `com.docker.compose.project` label where the sender adds it.
+    pub project: Vec<String>,
     /// Program patterns (`*` matches any run of characters): `postfix/*`.
     pub program: Vec<String>,
     /// Regular expressions, one of which must match the message.
@@ -85,115 +99,6 @@ fn severity_keyword<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(severity.map_or("", Severity::keyword))
-}
-
-/// The mailcow profile: what mailcow's syslog-ng configs do today.
-pub fn mailcow_profile() -> Vec<RouteConfig> {
-    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    let mail_containers = strings(&[
-        "postfix-mailcow",
-        "postfix-tlspol-mailcow",
-        "dovecot-mailcow",
-        "sogo-mailcow",
-    ]);
-    let store =
-        |name: &str, container: &str, program: &[&str], key: &str, publish: bool| RouteConfig {
-            name: name.into(),
-            container: strings(&[container]),
-            program: strings(program),
-            syslog_line: Some(true),
-            key: key.into(),
-            publish,
-            ..RouteConfig::default()
-        };
-    let drop = |name: &str, container: Vec<String>| RouteConfig {
-        name: name.into(),
-        container,
-        action: ActionName::Drop,
-        ..RouteConfig::default()
-    };
-    vec![
-        RouteConfig {
-            message: strings(&[
-                "overriding earlier entry",
-                r"TLS SNI from checks\.mailcow\.email",
-                "no SASL support",
-            ]),
-            ..drop(
-                "postfix-filtered",
-                strings(&["postfix-mailcow", "postfix-tlspol-mailcow"]),
-            )
-        },
-        RouteConfig {
-            facility: (0..8).map(|n| format!("local{n}")).collect(),
-            ..drop(
-                "postfix-local-facilities",
-                strings(&["postfix-mailcow", "postfix-tlspol-mailcow"]),
-            )
-        },
-        RouteConfig {
-            message: strings(&[
-                "- trying the next passdb",
-                "- trying the next userdb",
-                "User has no mail_replica in userdb",
-                "Error: sync: Unknown user in remote",
-            ]),
-            ..drop("dovecot-filtered", strings(&["dovecot-mailcow"]))
-        },
-        RouteConfig {
-            program: strings(&[
-                "CRON",
-                "cron",
-                "crond",
-                "anacron",
-                "run-parts",
-                "syslog-ng",
-                "supervisord",
-            ]),
-            ..drop("system", mail_containers.clone())
-        },
-        // SOGo's multi-line errors continue with header-less lines; its
-        // syslog-ng stores and publishes every line of the FIFO.
-        RouteConfig {
-            name: "sogo-continuation".into(),
-            container: strings(&["sogo-mailcow"]),
-            headerless: Some(true),
-            key: "SOGO_LOG".into(),
-            publish: true,
-            set_severity: Some(Severity::Notice),
-            ..RouteConfig::default()
-        },
-        RouteConfig {
-            syslog_line: Some(false),
-            ..drop("chatter", mail_containers)
-        },
-        // postfix-tlspol's syslog-ng pushes to the list but not the channel.
-        store(
-            "postfix-tlspol",
-            "postfix-tlspol-mailcow",
-            &[],
-            "POSTFIX_MAILLOG",
-            false,
-        ),
-        store(
-            "postfix",
-            "postfix-mailcow",
-            &["postfix", "postfix/*", "postfix-*"],
-            "POSTFIX_MAILLOG",
-            true,
-        ),
-        store(
-            "dovecot",
-            "dovecot-mailcow",
-            &["dovecot", "dovecot/*", "doveadm"],
-            "DOVECOT_MAILLOG",
-            true,
-        ),
-        RouteConfig {
-            set_severity: Some(Severity::Notice),
-            ..store("sogo", "sogo-mailcow", &[], "SOGO_LOG", true)
-        },
-    ]
 }
 
 /// What a matched route does.
@@ -290,7 +195,8 @@ impl KeyTemplate {
 pub struct Route {
     /// Its name.
     pub name: String,
-    containers: Vec<Vec<u8>>,
+    containers: Vec<ContainerPattern>,
+    projects: Vec<ProjectPattern>,
     programs: Vec<Wildcard>,
     messages: Option<RegexSet>,
     facilities: Vec<Facility>,
@@ -303,10 +209,7 @@ pub struct Route {
 
 impl Route {
     fn matches(&self, record: &Record<'_>) -> bool {
-        (self.containers.is_empty()
-            || record
-                .container
-                .is_some_and(|c| self.containers.iter().any(|s| container_runs_service(c, s))))
+        self.matches_container(record)
             && (self.programs.is_empty()
                 || record
                     .program
@@ -324,6 +227,19 @@ impl Route {
                 .messages
                 .as_ref()
                 .is_none_or(|set| set.is_match(record.message))
+    }
+}
+
+impl Route {
+    fn matches_container(&self, record: &Record<'_>) -> bool {
+        if self.containers.is_empty() && self.projects.is_empty() {
+            return true;
+        }
+        let Some(name) = ContainerName::of(record) else {
+            return false;
+        };
+        (self.containers.is_empty() || self.containers.iter().any(|c| c.matches(&name)))
+            && (self.projects.is_empty() || self.projects.iter().any(|p| p.matches(&name)))
     }
 }
 
@@ -451,7 +367,12 @@ impl Route {
             containers: config
                 .container
                 .iter()
-                .map(|c| c.as_bytes().to_vec())
+                .map(|c| ContainerPattern::new(c))
+                .collect(),
+            projects: config
+                .project
+                .iter()
+                .map(|p| ProjectPattern::new(p))
                 .collect(),
             programs: config
                 .program
@@ -468,43 +389,6 @@ impl Route {
     }
 }
 
-/// `*` matches any run of bytes (including `/`); everything else literally.
-/// A `program` pattern split at its `*`s once, when the routes are built:
-/// matching runs for every record and must not allocate.
-#[derive(Debug, Clone)]
-struct Wildcard {
-    /// The text between the stars; one part means no star.
-    parts: Vec<Vec<u8>>,
-}
-
-impl Wildcard {
-    fn new(pattern: &[u8]) -> Wildcard {
-        Wildcard {
-            parts: pattern.split(|&b| b == b'*').map(<[u8]>::to_vec).collect(),
-        }
-    }
-
-    fn matches(&self, text: &[u8]) -> bool {
-        let (first, rest_parts) = match self.parts.split_first() {
-            Some(split) => split,
-            None => return text.is_empty(),
-        };
-        let Some(mut rest) = text.strip_prefix(first.as_slice()) else {
-            return false;
-        };
-        let Some((last, middles)) = rest_parts.split_last() else {
-            return rest.is_empty();
-        };
-        for middle in middles {
-            match memchr::memmem::find(rest, middle) {
-                Some(at) => rest = &rest[at + middle.len()..],
-                None => return false,
-            }
-        }
-        rest.len() >= last.len() && rest.ends_with(last)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,146 +396,6 @@ mod tests {
     use cowlogd_parsers::gelf::parse_gelf;
     use cowlogd_parsers::normalize::normalize_gelf;
     use cowlogd_parsers::syslog::TimeContext;
-
-    fn route_of(container: &str, line: &str) -> Option<String> {
-        let json =
-            serde_json::json!({"short_message": line, "level": 6, "_container_name": container});
-        let bytes = serde_json::to_vec(&json).unwrap();
-        let gelf = parse_gelf(&bytes).unwrap();
-        let record = normalize_gelf(
-            &gelf,
-            &TimeContext::utc(Timestamp::new(1_795_999_799, 0)),
-            Timestamp::default(),
-        );
-        let router = Router::build(&mailcow_profile(), 10_000).unwrap();
-        router.route(&record).map(|(_, r)| r.name.clone())
-    }
-
-    fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
-        Wildcard::new(pattern).matches(text)
-    }
-
-    #[test]
-    fn wildcards() {
-        assert!(wildcard_match(b"postfix/*", b"postfix/smtpd"));
-        assert!(wildcard_match(b"postfix/*", b"postfix/submission/smtpd"));
-        assert!(!wildcard_match(b"postfix/*", b"postfix"));
-        assert!(wildcard_match(b"*", b""));
-        assert!(wildcard_match(b"a*b*c", b"axxbyyc"));
-        assert!(!wildcard_match(b"a*b*c", b"axxc"));
-        assert!(!wildcard_match(b"ab*b", b"ab"));
-        assert!(wildcard_match(b"dovecot", b"dovecot"));
-    }
-
-    #[test]
-    fn mailcow_profile_routes_mail_logs() {
-        let pf = "mailcowdockerized-postfix-mailcow-1";
-        assert_eq!(
-            route_of(pf, "Aug  5 12:34:56 m postfix/smtpd[1]: connect from x").as_deref(),
-            Some("postfix")
-        );
-        assert_eq!(
-            route_of(
-                "mailcowdockerized_dovecot-mailcow_1",
-                "Aug  5 12:34:56 m dovecot: auth: Error: x"
-            )
-            .as_deref(),
-            Some("dovecot")
-        );
-        assert_eq!(
-            route_of(
-                "mailcowdockerized-sogo-mailcow-1",
-                "Nov 24 13:49:59 sogod [109]: x"
-            )
-            .as_deref(),
-            Some("sogo")
-        );
-        assert_eq!(
-            route_of(
-                "mailcowdockerized-postfix-tlspol-mailcow-1",
-                "Aug  5 12:34:56 m postfix-tlspol[9]: x"
-            )
-            .as_deref(),
-            Some("postfix-tlspol")
-        );
-    }
-
-    #[test]
-    fn mailcow_profile_drops_filters_system_and_chatter() {
-        let pf = "mailcowdockerized-postfix-mailcow-1";
-        let dc = "mailcowdockerized-dovecot-mailcow-1";
-        for (container, line, route) in [
-            (
-                pf,
-                "Aug  5 12:34:56 m postfix/smtpd[1]: warning: /etc/postfix/main.cf, line 5: overriding earlier entry: x",
-                "postfix-filtered",
-            ),
-            (
-                pf,
-                "Aug  5 12:34:56 m postfix/smtpd[1]: TLS SNI from checks.mailcow.email is x",
-                "postfix-filtered",
-            ),
-            (
-                pf,
-                "Aug  5 12:34:56 m postfix/smtpd[1]: warning: no SASL support",
-                "postfix-filtered",
-            ),
-            (
-                dc,
-                "Aug  5 12:34:56 m dovecot: auth: passwd-file(u): unknown user - trying the next passdb",
-                "dovecot-filtered",
-            ),
-            (
-                dc,
-                "Aug  5 12:34:56 m dovecot: auth: x - trying the next userdb",
-                "dovecot-filtered",
-            ),
-            (
-                dc,
-                "Aug  5 12:34:56 m dovecot: doveadm: User has no mail_replica in userdb",
-                "dovecot-filtered",
-            ),
-            (
-                dc,
-                "Aug  5 12:34:56 m dovecot: dsync: Error: sync: Unknown user in remote",
-                "dovecot-filtered",
-            ),
-            (
-                pf,
-                "Aug  5 12:34:56 m CRON[12]: (root) CMD (/usr/local/bin/x)",
-                "system",
-            ),
-            (
-                pf,
-                "Aug  5 12:34:56 m syslog-ng[1]: syslog-ng starting up; version='3.38.1'",
-                "system",
-            ),
-        ] {
-            assert_eq!(route_of(container, line).as_deref(), Some(route), "{line}");
-        }
-        assert_eq!(
-            route_of(
-                pf,
-                "2026-11-24 12:00:00,123 INFO success: syslog-ng entered RUNNING state"
-            )
-            .as_deref(),
-            Some("chatter")
-        );
-        assert_eq!(
-            route_of("nginx-1", "Aug  5 12:34:56 m postfix/smtpd[1]: x"),
-            None
-        );
-        assert_eq!(route_of(pf, "Aug  5 12:34:56 m opendkim[1]: x"), None);
-        // SOGo's header-less continuation lines are kept; another
-        // container's are chatter.
-        let continuation =
-            "Dec  1 16:36:02 be9a5467584c host=172.22.1.250, user=u@example.org, pwd=yes";
-        assert_eq!(
-            route_of("mailcowdockerized-sogo-mailcow-1", continuation).as_deref(),
-            Some("sogo-continuation")
-        );
-        assert_eq!(route_of(pf, continuation).as_deref(), Some("chatter"));
-    }
 
     #[test]
     fn key_templates() {
