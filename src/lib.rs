@@ -146,7 +146,10 @@ impl Daemon {
             Pipeline::new(
                 settings.router.clone(),
                 settings.emit.clone(),
-                settings.inputs.timezone.clone(),
+                pipeline::Reading {
+                    timezone: settings.inputs.timezone.clone(),
+                    syslog_sender: settings.inputs.syslog_sender,
+                },
                 queue.clone(),
                 forwarding,
             )
@@ -211,6 +214,7 @@ impl Daemon {
                 |q| format!("{} (fsync {:?})", q.dir.display(), q.fsync)
             ),
             routes = settings.router.routes().len(),
+            timezone = settings.inputs.timezone.iana_name().unwrap_or("UTC"),
             forwarding = %settings.graylog.as_ref().map_or_else(
                 || "off".to_owned(),
                 |g| format!("{} {}", g.transport, g.target)

@@ -77,20 +77,27 @@ fn ready() {
     });
 }
 
-/// Starts the container printing by `script`, logging with `driver`
-/// (`--log-opt`s after it); removed when dropped.
-struct Container;
+/// A container printing by a script, logging with a driver (`--log-opt`s
+/// after it); removed when dropped.
+struct Container {
+    name: String,
+}
 
 impl Container {
+    /// The container named like mailcow's postfix container.
     fn run(driver: &str, options: &[String], script: &str) -> Container {
-        let _ = docker(&["rm", "-f", CONTAINER]);
+        Container::run_named(CONTAINER, driver, options, script)
+    }
+
+    fn run_named(name: &str, driver: &str, options: &[String], script: &str) -> Container {
+        let _ = docker(&["rm", "-f", name]);
         let mut args = vec![
             "run",
             "-d",
             "--network",
             "none",
             "--name",
-            CONTAINER,
+            name,
             "--log-driver",
             driver,
         ];
@@ -104,13 +111,15 @@ impl Container {
             "docker run: {}",
             String::from_utf8_lossy(&started.stderr)
         );
-        Container
+        Container {
+            name: name.to_owned(),
+        }
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", CONTAINER]);
+        let _ = docker(&["rm", "-f", &self.name]);
     }
 }
 
@@ -226,4 +235,161 @@ fn the_gelf_driver_over_udp_delivers_a_paced_stream() {
     let _container = Container::run("gelf", &options, &paced_lines(300));
     let list = redis.wait_list("POSTFIX_MAILLOG", 300);
     assert_eq!(message_indices(&list), (0..300).collect());
+}
+
+/// `n` plain lines (`<label> line <i>`) on stdout, one every 10 ms, then
+/// one on stderr, then a pause long enough for the driver to deliver them.
+fn plain_lines(label: &str, n: usize) -> String {
+    format!(
+        "for i in $(seq 0 {}); do echo \"{label} line $i\"; sleep 0.01; done; \
+         echo \"{label} failed\" >&2; sleep 60",
+        n - 1
+    )
+}
+
+/// deploy/any-docker-host.toml's inputs and routes, as the tests' daemon
+/// takes them (its own Redis and ports), with `inputs` added.
+fn any_docker_host_config_with(inputs: &[(&str, String)]) -> String {
+    let file = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/any-docker-host.toml"
+    ))
+    .unwrap();
+    let mut config: toml::Table = toml::from_str(&file).unwrap();
+    config.remove("redis");
+    if let Some(toml::Value::Table(section)) = config.get_mut("inputs") {
+        for (key, value) in inputs {
+            section.insert((*key).into(), value.clone().into());
+        }
+    }
+    toml::to_string(&config).unwrap()
+}
+
+fn any_docker_host_config() -> String {
+    any_docker_host_config_with(&[])
+}
+
+/// The list of `container` once it holds `n + 1` entries (`n` stdout lines
+/// and the stderr one), checked line by line.
+fn check_container_list(redis: &RedisServer, container: &str, label: &str, n: usize) {
+    let key = format!("LOGS:{container}");
+    let list = redis.wait_list(&key, n + 1);
+    let entries: Vec<serde_json::Value> = list
+        .iter()
+        .rev()
+        .map(|raw| serde_json::from_str(raw).unwrap())
+        .collect();
+    for (i, entry) in entries[..n].iter().enumerate() {
+        assert_eq!(entry["message"], format!("{label} line {i}"), "{key}: {entry}");
+        assert_eq!(entry["priority"], "info", "{key}: {entry}");
+        assert_eq!(entry["program"], "", "{key}: the tag is no program: {entry}");
+    }
+    assert_eq!(entries[n]["message"], format!("{label} failed"));
+    assert_eq!(entries[n]["priority"], "err", "stderr: {}", entries[n]);
+}
+
+/// Docker's syslog driver in its three formats over `transport`: each
+/// container's lines land under its own name.
+fn syslog_driver_names_the_container(transport: &str) {
+    let _serial = one_at_a_time();
+    ready();
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), &any_docker_host_config());
+    let address = format!("syslog-address={transport}://127.0.0.1:{}", daemon.ports.syslog);
+    let formats = [
+        ("shop-web-1", ""),
+        ("shop-api-1", "rfc3164"),
+        ("shop-db-1", "rfc5424"),
+    ];
+    let _containers: Vec<Container> = formats
+        .iter()
+        .map(|(name, format)| {
+            let mut options = vec![address.clone(), "tag={{.Name}}".into()];
+            if !format.is_empty() {
+                options.push(format!("syslog-format={format}"));
+            }
+            Container::run_named(name, "syslog", &options, &plain_lines(name, 50))
+        })
+        .collect();
+    for (name, _) in formats {
+        check_container_list(&redis, name, name, 50);
+    }
+    assert_eq!(redis.llen("LOGS:unknown"), 0);
+}
+
+#[test]
+fn the_syslog_driver_over_udp_names_the_container_in_each_of_its_formats() {
+    syslog_driver_names_the_container("udp");
+}
+
+#[test]
+fn the_syslog_driver_over_tcp_names_the_container_in_each_of_its_formats() {
+    syslog_driver_names_the_container("tcp");
+}
+
+#[test]
+fn the_gelf_driver_over_tcp_names_the_container() {
+    let _serial = one_at_a_time();
+    ready();
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), &any_docker_host_config());
+    let options = vec![
+        format!("gelf-address=tcp://127.0.0.1:{}", daemon.ports.gelf),
+        "tag={{.Name}}".into(),
+    ];
+    let _container = Container::run_named("shop-web-1", "gelf", &options, &plain_lines("web", 50));
+    check_container_list(&redis, "shop-web-1", "web", 50);
+}
+
+#[test]
+fn the_fluentd_driver_names_the_container() {
+    let _serial = one_at_a_time();
+    ready();
+    let redis = RedisServer::start();
+    let port = free_port();
+    let _daemon = Daemon::start(
+        &redis.url(),
+        &any_docker_host_config_with(&[("fluent_tcp", format!("127.0.0.1:{port}"))]),
+    );
+    let _container = Container::run_named(
+        "shop-web-1",
+        "fluentd",
+        &fluentd_options(port),
+        &plain_lines("web", 50),
+    );
+    check_container_list(&redis, "shop-web-1", "web", 50);
+}
+
+#[test]
+fn routes_by_container_glob_and_compose_project_take_the_real_drivers_names() {
+    let _serial = one_at_a_time();
+    ready();
+    let redis = RedisServer::start();
+    let routes = r#"
+[[route]]
+name = "shop"
+container = ["shop-*"]
+key = "SHOP:{container}"
+
+[[route]]
+name = "billing"
+project = ["billing"]
+key = "BILLING"
+"#;
+    let daemon = Daemon::start(&redis.url(), routes);
+    let options = vec![
+        format!("gelf-address=udp://127.0.0.1:{}", daemon.ports.gelf),
+        "tag={{.Name}}".into(),
+    ];
+    let _containers = [
+        Container::run_named("shop-web-1", "gelf", &options, &plain_lines("web", 20)),
+        Container::run_named("billing-api-1", "gelf", &options, &plain_lines("api", 20)),
+        Container::run_named("billing_worker_2", "gelf", &options, &plain_lines("worker", 20)),
+        Container::run_named("other-web-1", "gelf", &options, &plain_lines("other", 20)),
+    ];
+    assert_eq!(redis.wait_list("SHOP:shop-web-1", 21).len(), 21);
+    assert_eq!(redis.wait_list("BILLING", 42).len(), 42);
+    wait_for("the other container's lines routed nowhere", || {
+        (daemon.metric("cowlogd_routed_messages_total{route=\"none\"}") == 21.0).then_some(())
+    });
 }

@@ -9,6 +9,8 @@ mod admission;
 mod bench_cli;
 /// Connection caps, idle connections, buffers, Graylog restarts.
 mod connections;
+/// Daily operation: local time, metrics from the start, rate limits.
+mod daily;
 /// deploy/: configs, syslog-ng replacements, image, unit, alerts, dashboard.
 mod deploy;
 /// The disk queue: SIGKILL, SIGTERM, replay, kill -9 loop, full disk.

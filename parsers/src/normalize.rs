@@ -72,13 +72,31 @@ pub fn normalize_gelf<'a>(
     }
 }
 
-/// A syslog message as a record.
+/// Who sends on a syslog input, so that the tag is read for what it is.
 ///
-/// When MSG is itself a syslog line, the sender was Docker's syslog driver
-/// relaying a container: the outer tag names the container and the inner
-/// line gives program, pid and message. An RFC 5424 line whose APP-NAME
-/// equals its MSGID is also Docker's (it writes the tag into both). Anything
-/// else is a plain syslog sender: the tag is the program, the PRI the truth.
+/// ```
+/// use cowlogd_parsers::{Timestamp, normalize::{SyslogSender, normalize_syslog_from}, syslog::{parse_syslog, TimeContext}};
+/// let ctx = TimeContext::utc(Timestamp::new(1795999799, 0));
+/// // Docker's syslog driver, default format (no hostname), tag {{.Name}}.
+/// let line = parse_syslog(b"<30>Nov 24 13:49:59 shop-web-1[4840]: GET / 200", &ctx);
+/// let record = normalize_syslog_from(&line, &ctx, Timestamp::default(), SyslogSender::Docker);
+/// assert_eq!((record.container, record.program, record.pid), (Some(&b"shop-web-1"[..]), None, None));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyslogSender {
+    /// Any syslog sender: the tag is the program, unless the line shows it
+    /// came from Docker's driver (a syslog line nested in MSG, or an RFC
+    /// 5424 APP-NAME equal to its MSGID).
+    #[default]
+    Any,
+    /// Only Docker's syslog driver sends here: in each of its formats
+    /// (default, `rfc3164`, `rfc5424`, `rfc5424micro`) the tag names the
+    /// container, the PID is dockerd's, and MSG is the container's line.
+    Docker,
+}
+
+/// A syslog message as a record, from any sender; see
+/// [`normalize_syslog_from`].
 ///
 /// ```
 /// use cowlogd_parsers::{Timestamp, Severity, normalize::normalize_syslog, syslog::{parse_syslog, TimeContext}};
@@ -93,12 +111,42 @@ pub fn normalize_syslog<'a>(
     ctx: &TimeContext,
     received: Timestamp,
 ) -> Record<'a> {
+    normalize_syslog_from(syslog, ctx, received, SyslogSender::Any)
+}
+
+/// A syslog message from `sender` as a record.
+///
+/// When MSG is itself a syslog line, the sender was Docker's syslog driver
+/// relaying a container: the outer tag names the container and the inner
+/// line gives program, pid and message. An RFC 5424 line whose APP-NAME
+/// equals its MSGID is also Docker's (it writes the tag into both). With
+/// [`SyslogSender::Docker`] every line is a container's: the tag names the
+/// container, and a line that is not itself syslog has no program or pid
+/// (as Docker's gelf driver gives it). Anything else is a plain syslog
+/// sender: the tag is the program, the PRI the truth.
+///
+/// ```
+/// use cowlogd_parsers::{Timestamp, normalize::{SyslogSender, normalize_syslog_from}, syslog::{parse_syslog, TimeContext}};
+/// let ctx = TimeContext::utc(Timestamp::new(1795999799, 0));
+/// let line = parse_syslog(b"<27>Nov 24 13:49:59 vm shop-web-1[4840]: oops on stderr", &ctx);
+/// let any = normalize_syslog_from(&line, &ctx, Timestamp::default(), SyslogSender::Any);
+/// assert_eq!((any.container, any.program), (None, Some(&b"shop-web-1"[..])));
+/// let docker = normalize_syslog_from(&line, &ctx, Timestamp::default(), SyslogSender::Docker);
+/// assert_eq!((docker.container, docker.program), (Some(&b"shop-web-1"[..]), None));
+/// ```
+pub fn normalize_syslog_from<'a>(
+    syslog: &'a SyslogMessage<'a>,
+    ctx: &TimeContext,
+    received: Timestamp,
+    sender: SyslogSender,
+) -> Record<'a> {
     let outer = syslog.pri_or_default();
     let (inner, headerless) = nested_line(syslog.msg, ctx);
     let docker_5424 = syslog.format == SyslogFormat::Rfc5424
         && syslog.app_name.is_some()
         && syslog.app_name == syslog.msg_id;
-    let from_container = inner.is_some() || docker_5424;
+    let docker = sender == SyslogSender::Docker;
+    let from_container = inner.is_some() || docker_5424 || docker;
     let stream = from_container.then_some(match outer.severity {
         Severity::Error => Stream::Stderr,
         _ => Stream::Stdout,
@@ -109,6 +157,13 @@ pub fn normalize_syslog<'a>(
         (None, Some(stream)) => severity_marker(message).unwrap_or(stream_severity(stream)),
         (None, None) => outer.severity,
     };
+    // Docker's tag is the container and its PID dockerd's: neither is the
+    // program of a line that names none.
+    let (outer_program, outer_pid) = if docker {
+        (None, None)
+    } else {
+        (syslog.app_name, syslog.proc_id)
+    };
     Record {
         time: syslog
             .timestamp
@@ -116,8 +171,8 @@ pub fn normalize_syslog<'a>(
             .unwrap_or(received),
         host: syslog.hostname,
         container: from_container.then_some(syslog.app_name).flatten(),
-        program: inner.map_or(syslog.app_name, |m| m.app_name),
-        pid: inner.map_or(syslog.proc_id, |m| m.proc_id),
+        program: inner.map_or(outer_program, |m| m.app_name),
+        pid: inner.map_or(outer_pid, |m| m.proc_id),
         severity,
         facility: Some(inner.and_then(|m| m.pri).unwrap_or(outer).facility),
         stream,
@@ -230,6 +285,39 @@ fn strip_replica(name: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::syslog::parse_syslog;
+
+    #[test]
+    fn docker_syslog_driver_names_the_container_in_every_format() {
+        let ctx = TimeContext::utc(Timestamp::new(1_795_999_799, 0));
+        // Docker's bytes for each syslog-format, tag {{.ID}}.
+        for (frame, message, stream) in [
+            (&b"<30>Nov 24 13:49:59 3b2f6e0c9a1d[4840]: hello world"[..], &b"hello world"[..], Stream::Stdout),
+            (b"<27>Nov 24 13:49:59 vm 3b2f6e0c9a1d[4840]: oops on stderr", b"oops on stderr", Stream::Stderr),
+            (b"<30>1 2026-11-24T13:49:59+01:00 vm 3b2f6e0c9a1d 4840 3b2f6e0c9a1d - hello world", b"hello world", Stream::Stdout),
+            (b"<30>1 2026-11-24T13:49:59.279353+01:00 vm 3b2f6e0c9a1d 4840 3b2f6e0c9a1d - hello world", b"hello world", Stream::Stdout),
+        ] {
+            let line = parse_syslog(frame, &ctx);
+            let record = normalize_syslog_from(&line, &ctx, Timestamp::default(), SyslogSender::Docker);
+            let shown = String::from_utf8_lossy(frame);
+            assert_eq!(record.container, Some(&b"3b2f6e0c9a1d"[..]), "{shown}");
+            assert_eq!((record.program, record.pid), (None, None), "{shown}");
+            assert_eq!(record.message, message, "{shown}");
+            assert_eq!(record.stream, Some(stream), "{shown}");
+        }
+    }
+
+    #[test]
+    fn docker_syslog_driver_relaying_a_syslog_line_keeps_its_program() {
+        let ctx = TimeContext::utc(Timestamp::new(1_795_999_799, 0));
+        let frame = b"<30>Nov 24 13:49:59 mailcowdockerized-postfix-mailcow-1[4840]: Nov 24 13:49:59 mail postfix/smtpd[7]: connect";
+        let line = parse_syslog(frame, &ctx);
+        for sender in [SyslogSender::Any, SyslogSender::Docker] {
+            let record = normalize_syslog_from(&line, &ctx, Timestamp::default(), sender);
+            assert_eq!(record.container, Some(&b"mailcowdockerized-postfix-mailcow-1"[..]));
+            assert_eq!((record.program, record.pid), (Some(&b"postfix/smtpd"[..]), Some(&b"7"[..])));
+        }
+    }
 
     #[test]
     fn markers_need_a_space_or_end_after_them() {

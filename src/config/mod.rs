@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use cowlogd_parsers::ReassemblyLimits;
+use cowlogd_parsers::normalize::SyslogSender;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -233,8 +234,16 @@ pub struct InputsConfig {
     pub fluent_unix_mode: FileMode,
     /// Networks that may send; everything else is dropped before parsing.
     pub allow: Vec<Network>,
-    /// Zone of BSD syslog timestamps (`UTC`, `Europe/Berlin`, `+01:00`).
+    /// Zone of timestamps that name none (BSD syslog headers, the syslog
+    /// line in a container's output): `local` (the default: `TZ`, else the
+    /// system's zone, as syslog-ng reads them), `UTC`, `Europe/Berlin`,
+    /// `+01:00`.
     pub timezone: Zone,
+    /// Who sends on the syslog inputs: `"any"` (the tag is the program,
+    /// unless the line shows it is Docker's driver) or `"docker"` (only
+    /// Docker's syslog driver: the tag names the container, in every
+    /// `syslog-format`).
+    pub syslog_sender: SyslogSenderName,
     /// UDP sockets per UDP listener (SO_REUSEPORT), each read by its own task.
     pub udp_sockets: NonZeroUsize,
     /// SO_RCVBUF asked for each UDP socket, in bytes.
@@ -284,7 +293,8 @@ impl Default for InputsConfig {
             .into_iter()
             .filter_map(Network::parse)
             .collect(),
-            timezone: Zone::utc(),
+            timezone: Zone::local(),
+            syslog_sender: SyslogSenderName::Any,
             udp_sockets: nz(2),
             udp_receive_buffer: nz(8 * 1024 * 1024),
             tcp_max_connections: nz(1024),
@@ -296,6 +306,16 @@ impl Default for InputsConfig {
             tcp_queue_wait_ms: 1_000,
         }
     }
+}
+
+/// `inputs.syslog_sender`, as written.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogSenderName {
+    /// Any syslog sender.
+    Any,
+    /// Docker's syslog driver only.
+    Docker,
 }
 
 /// `[limits]`
@@ -654,6 +674,10 @@ impl InputsConfig {
             fluent_tcp: self.fluent_tcp.0,
             allow: values::networks(&self.allow),
             timezone: self.timezone.zone().clone(),
+            syslog_sender: match self.syslog_sender {
+                SyslogSenderName::Any => SyslogSender::Any,
+                SyslogSenderName::Docker => SyslogSender::Docker,
+            },
             udp: UdpSettings {
                 sockets: self.udp_sockets.get(),
                 receive_buffer: self.udp_receive_buffer.get(),
@@ -928,6 +952,8 @@ pub struct InputSettings {
     pub allow: Vec<IpNet>,
     /// Zone for timestamps without one.
     pub timezone: jiff::tz::TimeZone,
+    /// Who sends on the syslog inputs.
+    pub syslog_sender: SyslogSender,
     /// The UDP listeners'.
     pub udp: UdpSettings,
     /// The stream listeners' (TCP, fluent).

@@ -130,6 +130,16 @@ impl Zone {
         })
     }
 
+    /// The zone the process runs in: `TZ`, else the system's
+    /// (`/etc/localtime`), else UTC.
+    pub fn local() -> Zone {
+        let zone = jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC);
+        Zone {
+            name: "local".into(),
+            zone,
+        }
+    }
+
     /// UTC.
     pub fn utc() -> Zone {
         Zone {
@@ -158,6 +168,9 @@ impl Serialize for Zone {
 }
 
 fn parse_timezone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    if name.eq_ignore_ascii_case("local") {
+        return Ok(Zone::local().zone);
+    }
     if name.eq_ignore_ascii_case("utc") || name.is_empty() {
         return Ok(jiff::tz::TimeZone::UTC);
     }

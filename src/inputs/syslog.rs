@@ -1,7 +1,7 @@
 //! Syslog lines, from every input that carries them (UDP datagrams, TCP
 //! frames): RFC 5424, RFC 3164 or plain text, normalized into a record.
 
-use cowlogd_parsers::normalize::normalize_syslog;
+use cowlogd_parsers::normalize::normalize_syslog_from;
 use cowlogd_parsers::syslog::{SyslogFormat, parse_syslog, trim_trailer};
 
 use crate::metrics::parse_error;
@@ -17,6 +17,6 @@ pub fn line(cycle: &mut ReadCycle<'_>, line: &[u8]) {
     if message.format == SyslogFormat::Plain {
         parse_error(cycle.input(), "no_syslog_header");
     }
-    let record = normalize_syslog(&message, cycle.time(), cycle.now());
+    let record = normalize_syslog_from(&message, cycle.time(), cycle.now(), cycle.syslog_sender());
     cycle.record(&record);
 }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cowlogd_parsers::normalize::SyslogSender;
 use cowlogd_parsers::syslog::TimeContext;
 use cowlogd_parsers::{Record, Timestamp};
 use tokio_util::sync::CancellationToken;
@@ -78,12 +79,31 @@ impl Routing {
     }
 }
 
+/// How inputs read what senders leave unsaid.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    /// Zone of timestamps that name none.
+    pub timezone: jiff::tz::TimeZone,
+    /// Who sends on the syslog inputs.
+    pub syslog_sender: SyslogSender,
+}
+
+impl Default for Reading {
+    /// UTC, any syslog sender.
+    fn default() -> Reading {
+        Reading {
+            timezone: jiff::tz::TimeZone::UTC,
+            syslog_sender: SyslogSender::Any,
+        }
+    }
+}
+
 /// What every listener task shares; see the module docs.
 pub struct Pipeline {
     /// Swapped whole by [`Pipeline::reload`]; each listener task picks the
     /// new one up at its next read cycle.
     routing: ArcSwap<Routing>,
-    timezone: jiff::tz::TimeZone,
+    reading: Reading,
     /// The Redis queue.
     redis: RedisQueue,
     forwarding: Option<Arc<BatchQueue<GelfBatch>>>,
@@ -96,7 +116,7 @@ impl Pipeline {
     pub fn new(
         router: Router,
         emit: EmitSettings,
-        timezone: jiff::tz::TimeZone,
+        reading: Reading,
         redis: RedisQueue,
         forwarding: Option<Forwarding>,
     ) -> Pipeline {
@@ -106,7 +126,7 @@ impl Pipeline {
         };
         Pipeline {
             routing: ArcSwap::from_pointee(Routing::new(router, emit, filter)),
-            timezone,
+            reading,
             redis,
             forwarding,
             console: None,
@@ -209,7 +229,7 @@ impl Processor {
     /// A processor for `input`.
     pub fn new(input: Input, pipeline: Arc<Pipeline>) -> Processor {
         let now = wall_clock();
-        let time = TimeContext::new(now, pipeline.timezone.clone());
+        let time = TimeContext::new(now, pipeline.reading.timezone.clone());
         Processor {
             input,
             metrics: InputMetrics::new(input),
@@ -241,7 +261,7 @@ impl Processor {
     pub fn begin(&mut self) -> ReadCycle<'_> {
         let now = wall_clock();
         if now.secs != self.clock.now.secs {
-            self.clock.time = TimeContext::new(now, self.emitter.pipeline().timezone.clone());
+            self.clock.time = TimeContext::new(now, self.emitter.pipeline().reading.timezone.clone());
         }
         self.clock.now = now;
         self.emitter.refresh();
@@ -270,6 +290,11 @@ impl ReadCycle<'_> {
     /// The time context for timestamps without a year or zone.
     pub fn time(&self) -> &TimeContext {
         &self.processor.clock.time
+    }
+
+    /// Who sends on the syslog inputs.
+    pub fn syslog_sender(&self) -> SyslogSender {
+        self.processor.emitter.pipeline().reading.syslog_sender
     }
 
     /// When this cycle's bytes were received.

@@ -39,7 +39,7 @@ pub(crate) fn harness(config: &str) -> Harness {
     let pipeline = Arc::new(Pipeline::new(
         settings.router.clone(),
         settings.emit.clone(),
-        jiff::tz::TimeZone::UTC,
+        Reading::default(),
         crate::queue::redis::RedisQueue::Memory(redis.clone()),
         Some(Forwarding::new(forward.clone(), filter)),
     ));

@@ -68,6 +68,9 @@ fn spawn_cowlogd(dir: &Path, wrapper: &[&str], env: &[(&str, &str)]) -> Child {
         .arg("--config")
         .arg(dir.join("cowlogd.toml"))
         .env("RUST_LOG", "info")
+        // Timestamps without a zone are read in the process's zone: the
+        // tests' expectations are in UTC, whatever this machine's zone.
+        .env("TZ", "UTC")
         .envs(env.iter().copied())
         .env_remove("COWLOGD_REDIS_URL")
         .stdout(append("cowlogd.out"))
