@@ -160,6 +160,7 @@ impl Daemon {
         let stop_inputs = CancellationToken::new();
         let inputs = TaskTracker::new();
         let bound = inputs::start(&settings, &pipeline, &stop_inputs, &inputs).await?;
+        register_known_series(&settings, &bound);
         let stop_http = CancellationToken::new();
         let mut metrics_addr = None;
         if let Some(addr) = settings.metrics.listen {
@@ -332,6 +333,50 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     shutdown.await;
     daemon.stop().await;
     Ok(())
+}
+
+/// The name of every metric cowlogd exports, as `src/metrics.rs` declares
+/// it. A scrape right after start lists each one (the ban rules' series
+/// with `[f2b]` on).
+pub fn exported_metrics() -> impl Iterator<Item = &'static str> {
+    metrics::ALL.iter().map(|metric| metric.name)
+}
+
+/// Registers at 0 every series whose labels are known now (see
+/// [`metrics::register_known_series`]).
+fn register_known_series(settings: &Settings, bound: &inputs::Bound) {
+    use crate::admission::slots::Pool;
+    use crate::metrics::Input;
+    let fluent_unix = settings.inputs.fluent.unix.is_some();
+    let on: Vec<Input> = [
+        (Input::GelfUdp, bound.gelf_udp.is_some()),
+        (Input::GelfTcp, bound.gelf_tcp.is_some()),
+        (Input::SyslogUdp, bound.syslog_udp.is_some()),
+        (Input::SyslogTcp, bound.syslog_tcp.is_some()),
+        (Input::GelfHttp, bound.gelf_http.is_some()),
+        (Input::FluentTcp, bound.fluent_tcp.is_some()),
+        (Input::FluentUnix, fluent_unix),
+    ]
+    .into_iter()
+    .filter_map(|(input, is_on)| is_on.then_some(input))
+    .collect();
+    let pools: Vec<(&'static str, &'static [&'static str])> = [
+        (
+            Pool::Tcp,
+            bound.gelf_tcp.is_some() || bound.syslog_tcp.is_some() || bound.fluent_tcp.is_some(),
+        ),
+        (Pool::FluentUnix, fluent_unix),
+        (Pool::GelfHttp, bound.gelf_http.is_some()),
+        (Pool::Metrics, settings.metrics.listen.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(pool, is_on)| is_on.then_some((pool.label(), pool.close_reasons())))
+    .collect();
+    metrics::register_known_series(&metrics::KnownSeries {
+        inputs: &on,
+        pools: &pools,
+        redis_error_kinds: sinks::redis::outcome::ERROR_KINDS,
+    });
 }
 
 /// Lets the exporter do its upkeep (histogram buckets) until `stop`.

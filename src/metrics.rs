@@ -49,6 +49,23 @@ impl Input {
     pub fn is_gelf(self) -> bool {
         matches!(self, Input::GelfUdp | Input::GelfTcp | Input::GelfHttp)
     }
+
+    /// Whether the input accepts connections (and so has a
+    /// `cowlogd_tcp_connections` gauge).
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Input::GelfUdp | Input::SyslogUdp)
+    }
+
+    /// Every `reason` of `cowlogd_parse_errors_total` this input counts.
+    pub fn parse_error_reasons(self) -> &'static [&'static str] {
+        match self {
+            Input::GelfUdp | Input::GelfTcp | Input::GelfHttp => {
+                &["invalid_json", "missing_short_message"]
+            }
+            Input::SyslogUdp | Input::SyslogTcp => &["no_syslog_header"],
+            Input::FluentTcp | Input::FluentUnix => &["invalid_forward"],
+        }
+    }
 }
 
 /// Why a message was dropped.
@@ -160,7 +177,6 @@ impl DropReason {
 
 impl DropReason {
     /// Every reason, in the order the README lists them.
-    #[cfg(test)]
     pub const ALL: [DropReason; 29] = [
         DropReason::NotAllowed,
         DropReason::ConnectionLimit,
@@ -536,6 +552,58 @@ pub fn connection_closed(pool: &'static str, reason: &'static str) {
     CONNECTIONS_CLOSED
         .counter_with([pool.into(), reason.into()])
         .increment(1);
+}
+
+/// What the daemon runs with, for the series known at its start.
+pub struct KnownSeries<'a> {
+    /// The inputs that are on.
+    pub inputs: &'a [Input],
+    /// Each connection pool that is on, with the reasons it closes
+    /// connections for.
+    pub pools: &'a [(&'static str, &'static [&'static str])],
+    /// Every `kind` of `cowlogd_redis_errors_total`.
+    pub redis_error_kinds: &'a [&'static str],
+}
+
+/// Registers at 0 every series whose labels are known at start, so that a
+/// scrape right after start lists them: `rate()` then sees the first burst
+/// of a new drop reason, and an alert on a series' absence can fire.
+/// The route and ban-rule series are registered where the routes and rules
+/// are made.
+pub fn register_known_series(known: &KnownSeries<'_>) {
+    for metric in ALL.iter().filter(|m| m.labels.is_empty()) {
+        match metric.kind {
+            Kind::Counter => metric.counter().increment(0),
+            Kind::Gauge => metric.gauge().increment(0.0),
+            Kind::Histogram => drop(metric.histogram()),
+        }
+    }
+    for reason in DropReason::ALL {
+        drop_counter(reason).increment(0);
+    }
+    for kind in known.redis_error_kinds {
+        REDIS_ERRORS.counter_with([(*kind).into()]).increment(0);
+    }
+    for &input in known.inputs {
+        let handles = InputMetrics::new(input);
+        handles.received.increment(0);
+        handles.bytes.increment(0);
+        for reason in input.parse_error_reasons() {
+            PARSE_ERRORS
+                .counter_with([input.label().into(), (*reason).into()])
+                .increment(0);
+        }
+        if input.is_stream() {
+            tcp_connections(input).increment(0.0);
+        }
+    }
+    for (pool, reasons) in known.pools {
+        for reason in *reasons {
+            CONNECTIONS_CLOSED
+                .counter_with([(*pool).into(), (*reason).into()])
+                .increment(0);
+        }
+    }
 }
 
 /// Installs the Prometheus recorder (once per process: a second call, as

@@ -29,7 +29,10 @@ fn timestamps_without_a_zone_are_read_in_the_zone_the_process_runs_in() {
     // And a BSD syslog line over TCP, relayed by Docker's syslog driver.
     let mut stream = daemon.tcp(daemon.ports.syslog);
     stream
-        .write_all(format!("<30>{header} {POSTFIX}[9]: {header} mail postfix/smtpd[8]: connect from y\n").as_bytes())
+        .write_all(
+            format!("<30>{header} {POSTFIX}[9]: {header} mail postfix/smtpd[8]: connect from y\n")
+                .as_bytes(),
+        )
         .unwrap();
     let list = redis.wait_list("POSTFIX_MAILLOG", 2);
     // Read as UTC it would be one or two hours off (CET, CEST).
@@ -37,4 +40,91 @@ fn timestamps_without_a_zone_are_read_in_the_zone_the_process_runs_in() {
         let entry: serde_json::Value = serde_json::from_str(raw).unwrap();
         assert_eq!(entry["time"], expected.as_str(), "{raw}");
     }
+}
+
+/// The series of a scrape: `name{labels}` → value.
+fn scrape(daemon: &Daemon) -> std::collections::BTreeMap<String, String> {
+    let (status, body) = daemon.http_get("/metrics");
+    assert_eq!(status, 200);
+    body.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| line.rsplit_once(' '))
+        .map(|(series, value)| (series.to_owned(), value.to_owned()))
+        .collect()
+}
+
+#[test]
+fn every_metric_is_listed_by_the_first_scrape_with_each_known_series_at_zero() {
+    let redis = RedisServer::start();
+    let queue = tempfile::tempdir().unwrap();
+    let socket = queue.path().join("fluent.sock");
+    let graylog = free_port();
+    let config = format!(
+        "[inputs]\ngelf_http = \"127.0.0.1:{}\"\nfluent_tcp = \"127.0.0.1:{}\"\nfluent_unix = \"{}\"\n\
+         [queue]\ndir = \"{}\"\n[graylog]\naddress = \"udp://127.0.0.1:{graylog}\"\n[f2b]\nenabled = true\n",
+        free_port(),
+        free_port(),
+        socket.display(),
+        queue.path().join("q").display(),
+    );
+    let daemon = Daemon::start(&redis.url(), &config);
+    let series = scrape(&daemon);
+    let names: std::collections::BTreeSet<&str> = series
+        .keys()
+        .map(|s| s.split(['{', ' ']).next().unwrap_or(s))
+        .map(|s| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| s.strip_suffix(suffix))
+                .unwrap_or(s)
+        })
+        .collect();
+    for metric in cowlogd::exported_metrics() {
+        assert!(
+            names.contains(metric),
+            "{metric} missing from the first scrape"
+        );
+    }
+    // The series the first burst of trouble lands in, each at 0.
+    let mut expected: Vec<String> = [
+        "cowlogd_dropped_messages_total{stage=\"input\",reason=\"connection_limit\"}",
+        "cowlogd_dropped_messages_total{stage=\"queue\",reason=\"queue_full\"}",
+        "cowlogd_dropped_messages_total{stage=\"graylog\",reason=\"send_failed\"}",
+        "cowlogd_redis_errors_total{kind=\"timeout\"}",
+        "cowlogd_redis_errors_total{kind=\"readonly\"}",
+        "cowlogd_parse_errors_total{input=\"syslog_tcp\",reason=\"no_syslog_header\"}",
+        "cowlogd_parse_errors_total{input=\"gelf_udp\",reason=\"invalid_json\"}",
+        "cowlogd_parse_errors_total{input=\"fluent_tcp\",reason=\"invalid_forward\"}",
+        "cowlogd_connections_closed_total{pool=\"tcp\",reason=\"idle_timeout\"}",
+        "cowlogd_connections_closed_total{pool=\"metrics\",reason=\"evicted\"}",
+        "cowlogd_console_dropped_total",
+        "cowlogd_routed_messages_total{route=\"postfix\"}",
+    ]
+    .map(String::from)
+    .to_vec();
+    for input in [
+        "gelf_tcp",
+        "syslog_tcp",
+        "gelf_http",
+        "fluent_tcp",
+        "fluent_unix",
+    ] {
+        expected.push(format!("cowlogd_tcp_connections{{input=\"{input}\"}}"));
+        expected.push(format!(
+            "cowlogd_received_messages_total{{input=\"{input}\"}}"
+        ));
+        expected.push(format!("cowlogd_received_bytes_total{{input=\"{input}\"}}"));
+    }
+    for series_name in &expected {
+        assert_eq!(
+            series.get(series_name).map(String::as_str),
+            Some("0"),
+            "{series_name} in the first scrape"
+        );
+    }
+    let reasons = series
+        .keys()
+        .filter(|s| s.starts_with("cowlogd_dropped_messages_total{"))
+        .count();
+    assert_eq!(reasons, 29, "every drop reason");
 }

@@ -423,3 +423,60 @@ fn the_dashboard_and_the_alerts_use_only_metrics_the_binary_exports() {
         );
     }
 }
+
+#[test]
+fn the_dashboard_picks_an_instance_and_shows_route_filtering_apart_from_losses() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/cowlogd.json")).unwrap();
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    assert!(
+        variables
+            .iter()
+            .any(|v| v["name"] == "instance" && v["includeAll"] == true),
+        "an instance variable (one cowlogd per host)"
+    );
+    let panels = dashboard["panels"].as_array().unwrap();
+    let exprs: Vec<&str> = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["expr"].as_str())
+        .collect();
+    for expr in &exprs {
+        let series = expr.matches("cowlogd_").count();
+        assert_eq!(
+            expr.matches("instance=~\"$instance\"").count(),
+            series,
+            "every series of {expr} is picked by $instance"
+        );
+    }
+    assert!(
+        exprs
+            .iter()
+            .any(|e| e.contains("cowlogd_dropped_messages_total")
+                && e.contains("reason!=\"filtered\"")),
+        "losses without the drop routes"
+    );
+    assert!(
+        exprs
+            .iter()
+            .any(|e| e.contains("cowlogd_dropped_messages_total")
+                && e.contains("reason=\"filtered\"")),
+        "route filtering on its own"
+    );
+    // No two panels overlap.
+    let boxes: Vec<(i64, i64, i64, i64)> = panels
+        .iter()
+        .map(|p| {
+            let g = &p["gridPos"];
+            let n = |k: &str| g[k].as_i64().unwrap();
+            (n("x"), n("y"), n("w"), n("h"))
+        })
+        .collect();
+    for (i, a) in boxes.iter().enumerate() {
+        for b in &boxes[i + 1..] {
+            let apart =
+                a.0 + a.2 <= b.0 || b.0 + b.2 <= a.0 || a.1 + a.3 <= b.1 || b.1 + b.3 <= a.1;
+            assert!(apart, "panels at {a:?} and {b:?} overlap");
+        }
+    }
+}

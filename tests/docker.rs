@@ -280,9 +280,16 @@ fn check_container_list(redis: &RedisServer, container: &str, label: &str, n: us
         .map(|raw| serde_json::from_str(raw).unwrap())
         .collect();
     for (i, entry) in entries[..n].iter().enumerate() {
-        assert_eq!(entry["message"], format!("{label} line {i}"), "{key}: {entry}");
+        assert_eq!(
+            entry["message"],
+            format!("{label} line {i}"),
+            "{key}: {entry}"
+        );
         assert_eq!(entry["priority"], "info", "{key}: {entry}");
-        assert_eq!(entry["program"], "", "{key}: the tag is no program: {entry}");
+        assert_eq!(
+            entry["program"], "",
+            "{key}: the tag is no program: {entry}"
+        );
     }
     assert_eq!(entries[n]["message"], format!("{label} failed"));
     assert_eq!(entries[n]["priority"], "err", "stderr: {}", entries[n]);
@@ -295,7 +302,10 @@ fn syslog_driver_names_the_container(transport: &str) {
     ready();
     let redis = RedisServer::start();
     let daemon = Daemon::start(&redis.url(), &any_docker_host_config());
-    let address = format!("syslog-address={transport}://127.0.0.1:{}", daemon.ports.syslog);
+    let address = format!(
+        "syslog-address={transport}://127.0.0.1:{}",
+        daemon.ports.syslog
+    );
     let formats = [
         ("shop-web-1", ""),
         ("shop-api-1", "rfc3164"),
@@ -384,7 +394,12 @@ key = "BILLING"
     let _containers = [
         Container::run_named("shop-web-1", "gelf", &options, &plain_lines("web", 20)),
         Container::run_named("billing-api-1", "gelf", &options, &plain_lines("api", 20)),
-        Container::run_named("billing_worker_2", "gelf", &options, &plain_lines("worker", 20)),
+        Container::run_named(
+            "billing_worker_2",
+            "gelf",
+            &options,
+            &plain_lines("worker", 20),
+        ),
         Container::run_named("other-web-1", "gelf", &options, &plain_lines("other", 20)),
     ];
     assert_eq!(redis.wait_list("SHOP:shop-web-1", 21).len(), 21);

@@ -314,8 +314,14 @@ mod tests {
         let line = parse_syslog(frame, &ctx);
         for sender in [SyslogSender::Any, SyslogSender::Docker] {
             let record = normalize_syslog_from(&line, &ctx, Timestamp::default(), sender);
-            assert_eq!(record.container, Some(&b"mailcowdockerized-postfix-mailcow-1"[..]));
-            assert_eq!((record.program, record.pid), (Some(&b"postfix/smtpd"[..]), Some(&b"7"[..])));
+            assert_eq!(
+                record.container,
+                Some(&b"mailcowdockerized-postfix-mailcow-1"[..])
+            );
+            assert_eq!(
+                (record.program, record.pid),
+                (Some(&b"postfix/smtpd"[..]), Some(&b"7"[..]))
+            );
         }
     }
 

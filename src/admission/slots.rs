@@ -70,6 +70,17 @@ impl Pool {
         }
     }
 
+    /// Every `reason` of `cowlogd_connections_closed_total` this pool
+    /// counts: stream inputs time out, every pool evicts, and the metrics
+    /// endpoint counts its refusals here (inputs count theirs as drops).
+    pub fn close_reasons(self) -> &'static [&'static str] {
+        match self {
+            Pool::Tcp | Pool::FluentUnix => &["first_byte_timeout", "idle_timeout", "evicted"],
+            Pool::GelfHttp => &["evicted"],
+            Pool::Metrics => &["evicted", "not_allowed", "connection_limit"],
+        }
+    }
+
     /// Inputs count a refused connection as a dropped message (its
     /// messages are lost); the metrics endpoint only as a closed
     /// connection.

@@ -261,7 +261,8 @@ impl Processor {
     pub fn begin(&mut self) -> ReadCycle<'_> {
         let now = wall_clock();
         if now.secs != self.clock.now.secs {
-            self.clock.time = TimeContext::new(now, self.emitter.pipeline().reading.timezone.clone());
+            self.clock.time =
+                TimeContext::new(now, self.emitter.pipeline().reading.timezone.clone());
         }
         self.clock.now = now;
         self.emitter.refresh();

@@ -174,7 +174,10 @@ mod tests {
     }
 
     /// Runs `check` on the container of a GELF message with these fields.
-    fn with_container<T>(json: serde_json::Value, check: impl FnOnce(&ContainerName<'_>) -> T) -> T {
+    fn with_container<T>(
+        json: serde_json::Value,
+        check: impl FnOnce(&ContainerName<'_>) -> T,
+    ) -> T {
         let bytes = serde_json::to_vec(&json).unwrap();
         let gelf = parse_gelf(&bytes).unwrap();
         let record = normalize_gelf(
@@ -235,15 +238,24 @@ mod tests {
             "postfix-mailcow",
             "mailcowdockerized-postfix-tlspol-mailcow-1"
         ));
-        assert!(container_matches("*-tlspol-*", "mailcowdockerized-postfix-tlspol-mailcow-1"));
+        assert!(container_matches(
+            "*-tlspol-*",
+            "mailcowdockerized-postfix-tlspol-mailcow-1"
+        ));
         assert!(!container_matches("web", "webshop-1x"));
         assert!(container_matches("web", "shop-web-12"));
     }
 
     #[test]
     fn a_project_pattern_matches_the_part_before_the_service() {
-        assert!(project_matches("mailcowdockerized", "mailcowdockerized-postfix-mailcow-1"));
-        assert!(project_matches("mailcow*", "mailcowdockerized_dovecot-mailcow_1"));
+        assert!(project_matches(
+            "mailcowdockerized",
+            "mailcowdockerized-postfix-mailcow-1"
+        ));
+        assert!(project_matches(
+            "mailcow*",
+            "mailcowdockerized_dovecot-mailcow_1"
+        ));
         assert!(project_matches("my-shop", "my-shop-web-1"));
         assert!(!project_matches("shop", "my-shop-web-1"));
         // Not a compose name: no replica number, or nothing after the project.

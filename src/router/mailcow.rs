@@ -62,14 +62,16 @@ pub fn mailcow_profile() -> Vec<RouteConfig> {
         "sogo-mailcow",
     ]);
     let store =
-        |name: &str, container: &str, program: &[&'static str], key: &str, publish: bool| RouteConfig {
-            name: name.into(),
-            container: strings(&[container]),
-            program: strings(program),
-            syslog_line: Some(true),
-            key: key.into(),
-            publish,
-            ..RouteConfig::default()
+        |name: &str, container: &str, program: &[&'static str], key: &str, publish: bool| {
+            RouteConfig {
+                name: name.into(),
+                container: strings(&[container]),
+                program: strings(program),
+                syslog_line: Some(true),
+                key: key.into(),
+                publish,
+                ..RouteConfig::default()
+            }
         };
     let drop = |name: &str, container: Vec<String>| RouteConfig {
         name: name.into(),
@@ -341,7 +343,10 @@ mod tests {
         let pf = "mailcowdockerized-postfix-mailcow-1";
         let dc = "mailcowdockerized-dovecot-mailcow-1";
         for (container, line) in [
-            (pf, "Dec  6 03:14:17 mail sudo: root : TTY=unknown ; COMMAND=/bin/true"),
+            (
+                pf,
+                "Dec  6 03:14:17 mail sudo: root : TTY=unknown ; COMMAND=/bin/true",
+            ),
             (pf, "Dec  6 03:14:17 mail opendkim[1]: x"),
             (dc, "Dec  6 03:14:17 mail imapsync[3]: x"),
         ] {

@@ -15,8 +15,8 @@ pub use mailcow::mailcow_profile;
 use anyhow::{Context, bail};
 use cowlogd_parsers::{Facility, Record, Severity};
 
-use container::{ContainerName, ContainerPattern, ProjectPattern};
 pub(crate) use container::Wildcard;
+use container::{ContainerName, ContainerPattern, ProjectPattern};
 use regex::bytes::RegexSet;
 use serde::{Deserialize, Serialize};
 

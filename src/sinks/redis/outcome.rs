@@ -32,6 +32,27 @@ pub fn classify_code(code: &str) -> ErrorClass {
     }
 }
 
+/// Every `kind` label of `cowlogd_redis_errors_total`.
+pub const ERROR_KINDS: &[&str] = &[
+    "timeout",
+    "connection_refused",
+    "io",
+    "wrongtype",
+    "readonly",
+    "auth",
+    "oom",
+    "loading",
+    "busy",
+    "masterdown",
+    "tryagain",
+    "clusterdown",
+    "noreplicas",
+    "noperm",
+    "other_reply",
+    "other",
+    "marker_unreadable",
+];
+
 /// The `kind` label of `cowlogd_redis_errors_total` for a server error code.
 pub fn code_label(code: &str) -> &'static str {
     match code {
