@@ -6,10 +6,11 @@
 //! escapes for bytes that are not UTF-8 (not valid JSON: they are read as
 //! the byte they name).
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use redis::Commands;
 
 use crate::config::Settings;
@@ -22,11 +23,22 @@ const POLL: Duration = Duration::from_millis(250);
 /// Entries read per poll while following; more new ones than this between
 /// two polls are reported as a gap.
 const FOLLOW_WINDOW: isize = 500;
+/// Lists a pattern (`LOGS:*`) shows at most.
+const MAX_PATTERN_KEYS: usize = 256;
+/// `SCAN` calls (of 1,000 keys each) one pattern may take.
+const MAX_SCAN_CALLS: usize = 1_000;
+/// How often `--follow` looks for new lists matching a pattern.
+const RESCAN: Duration = Duration::from_secs(5);
+/// First wait before connecting again; it doubles up to [`RECONNECT_MAX`].
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between two connection attempts.
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
 /// What to show.
 #[derive(Debug, Clone)]
 pub struct TailOptions {
-    /// Lists to read; empty: the three mailcow lists.
+    /// Lists to read, or `SCAN` patterns (`LOGS:*`); empty: the three
+    /// mailcow lists.
     pub keys: Vec<String>,
     /// Newest entries per list.
     pub lines: usize,
@@ -102,34 +114,35 @@ fn json_from_syslog_ng(raw: &str) -> String {
 /// Runs `cowlogd tail`.
 ///
 /// # Errors
-/// Redis unreachable, or a key that is not a list.
+/// Redis unreachable (without `--follow`/`--channel`, which wait for it),
+/// or a key that is not a list.
 pub fn run(settings: &Settings, options: &TailOptions) -> anyhow::Result<()> {
     if settings.redis.url.is_none() {
         bail!("redis.url is empty: Redis is off, there is nothing to tail");
     }
-    let shown = settings.redis.shown_url();
     let client = crate::sinks::redis::client(&settings.redis)?;
-    let mut connection = client
-        .get_connection_with_timeout(settings.redis.connect_timeout)
-        .with_context(|| format!("Redis at {shown} unreachable"))?;
-    if options.channel {
-        return follow_channel(connection, &settings.redis.channel, &shown);
-    }
-    let keys: Vec<String> = if options.keys.is_empty() {
-        MAILCOW_KEYS.iter().map(|k| (*k).to_owned()).collect()
-    } else {
-        options.keys.clone()
+    let mut link = Link {
+        client,
+        shown: settings.redis.shown_url(),
+        timeout: settings.redis.connect_timeout,
+        patient: options.follow || options.channel,
+        connection: None,
+        lost: false,
     };
-    let width = keys.iter().map(String::len).max().unwrap_or(0);
+    if options.channel {
+        return follow_channel(&mut link, &settings.redis.channel);
+    }
     let mut out = std::io::stdout().lock();
-    let mut newest: Vec<Option<String>> = Vec::with_capacity(keys.len());
+    let mut lists = Lists::new(options);
+    let keys = link.retrying(|connection| lists.resolve(connection))?;
+    let width = keys.iter().map(String::len).max().unwrap_or(0);
     let mut shown_entries = Vec::new();
     for key in &keys {
         // At least the head, so that --follow -n 0 starts after it.
-        let mut entries = read(&mut connection, key, options.lines.max(1) as isize)?;
-        newest.push(entries.first().cloned());
+        let mut entries = read(&mut link, key, options.lines.max(1) as isize)?;
+        lists.newest.insert(key.clone(), entries.first().cloned());
         entries.truncate(options.lines);
-        shown_entries.extend(entries.into_iter().rev().map(|e| (key.as_str(), e)));
+        shown_entries.extend(entries.into_iter().rev().map(|e| (key.clone(), e)));
     }
     // Oldest first across the lists, as one log.
     shown_entries.sort_by_key(|(_, raw)| decode_entry(raw).map_or(i64::MIN, |e| e.time));
@@ -140,10 +153,18 @@ pub fn run(settings: &Settings, options: &TailOptions) -> anyhow::Result<()> {
     if !options.follow {
         return Ok(());
     }
+    let mut keys = keys;
+    let mut last_scan = Instant::now();
     loop {
         std::thread::sleep(POLL);
-        for (key, last) in keys.iter().zip(newest.iter_mut()) {
-            let entries = read(&mut connection, key, FOLLOW_WINDOW)?;
+        if lists.has_patterns() && last_scan.elapsed() >= RESCAN {
+            keys = link.retrying(|connection| lists.resolve(connection))?;
+            last_scan = Instant::now();
+        }
+        let width = keys.iter().map(String::len).max().unwrap_or(0);
+        for key in &keys {
+            let entries = read(&mut link, key, FOLLOW_WINDOW)?;
+            let last = lists.newest.entry(key.clone()).or_default();
             let fresh = match last.as_ref() {
                 Some(last) => entries.iter().position(|e| e == last).unwrap_or_else(|| {
                     if entries.len() as isize == FOLLOW_WINDOW {
@@ -164,13 +185,205 @@ pub fn run(settings: &Settings, options: &TailOptions) -> anyhow::Result<()> {
     }
 }
 
-/// The newest `n` entries of `key`, newest first.
-fn read(connection: &mut redis::Connection, key: &str, n: isize) -> anyhow::Result<Vec<String>> {
-    let kind: String = redis::cmd("TYPE").arg(key).query(connection)?;
+/// The lists asked for: names and `SCAN` patterns, and the newest entry
+/// seen of each.
+struct Lists {
+    /// As given; empty: the mailcow lists.
+    asked: Vec<String>,
+    newest: HashMap<String, Option<String>>,
+    /// Said on stderr already: keys that do not exist, patterns that match
+    /// nothing or too much.
+    said: HashSet<String>,
+}
+
+impl Lists {
+    fn new(options: &TailOptions) -> Lists {
+        let asked = if options.keys.is_empty() {
+            MAILCOW_KEYS.iter().map(|k| (*k).to_owned()).collect()
+        } else {
+            options.keys.clone()
+        };
+        Lists {
+            asked,
+            newest: HashMap::new(),
+            said: HashSet::new(),
+        }
+    }
+
+    fn has_patterns(&self) -> bool {
+        self.asked.iter().any(|k| is_pattern(k))
+    }
+
+    /// The keys to read: each name as given (a missing one said once), each
+    /// pattern's lists by `SCAN`, at most [`MAX_PATTERN_KEYS`] in all.
+    fn resolve(&mut self, connection: &mut redis::Connection) -> redis::RedisResult<Vec<String>> {
+        let mut keys: Vec<String> = Vec::new();
+        for asked in &self.asked {
+            if !is_pattern(asked) {
+                if !keys.contains(asked) {
+                    keys.push(asked.clone());
+                }
+                let kind: String = redis::cmd("TYPE").arg(asked).query(connection)?;
+                if kind == "none" && self.said.insert(asked.clone()) {
+                    eprintln!("cowlogd tail: {asked} does not exist (yet)");
+                }
+                continue;
+            }
+            let (mut found, complete) = scan_lists(connection, asked)?;
+            found.sort_unstable();
+            if found.is_empty() && self.said.insert(asked.clone()) {
+                eprintln!("cowlogd tail: no list matches {asked}");
+            }
+            if !complete && self.said.insert(format!("{asked} (more)")) {
+                eprintln!(
+                    "cowlogd tail: more than {MAX_PATTERN_KEYS} lists match {asked}; showing the first {MAX_PATTERN_KEYS} by name"
+                );
+            }
+            for key in found {
+                if keys.len() >= MAX_PATTERN_KEYS {
+                    break;
+                }
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+        Ok(keys)
+    }
+}
+
+/// A `SCAN` pattern rather than a key name.
+fn is_pattern(key: &str) -> bool {
+    key.contains(['*', '?', '['])
+}
+
+/// The lists matching `pattern`, at most [`MAX_PATTERN_KEYS`] and at most
+/// [`MAX_SCAN_CALLS`] `SCAN` calls; `false` when it stopped short.
+fn scan_lists(
+    connection: &mut redis::Connection,
+    pattern: &str,
+) -> redis::RedisResult<(Vec<String>, bool)> {
+    let mut found = Vec::new();
+    let mut cursor: u64 = 0;
+    for _ in 0..MAX_SCAN_CALLS {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .arg("TYPE")
+            .arg("list")
+            .query(connection)?;
+        for key in batch {
+            if found.len() == MAX_PATTERN_KEYS {
+                return Ok((found, false));
+            }
+            if !found.contains(&key) {
+                found.push(key);
+            }
+        }
+        if next == 0 {
+            return Ok((found, true));
+        }
+        cursor = next;
+    }
+    Ok((found, false))
+}
+
+/// The connection to Redis. Patient (`--follow`, `--channel`): a lost or
+/// refused connection is said once on stderr and retried with back-off
+/// until it is back; else the first failure is the command's error.
+struct Link {
+    client: redis::Client,
+    shown: String,
+    timeout: Duration,
+    patient: bool,
+    connection: Option<redis::Connection>,
+    /// The outage has been said.
+    lost: bool,
+}
+
+impl Link {
+    /// The connection, made (again) if needed.
+    fn connection(&mut self) -> anyhow::Result<&mut redis::Connection> {
+        let mut backoff = RECONNECT_FIRST;
+        while self.connection.is_none() {
+            match self.client.get_connection_with_timeout(self.timeout) {
+                Ok(connection) => {
+                    if self.lost {
+                        eprintln!("cowlogd tail: connected to Redis at {} again", self.shown);
+                        self.lost = false;
+                    }
+                    self.connection = Some(connection);
+                }
+                Err(error) if self.patient => {
+                    self.say_lost(&error);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(RECONNECT_MAX);
+                }
+                Err(error) => return Err(unreachable(&self.shown, &error)),
+            }
+        }
+        self.connection
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("no connection to Redis"))
+    }
+
+    /// Runs `op`; a patient link retries it on a new connection when the
+    /// connection failed, any other error is the command's.
+    fn retrying<T>(
+        &mut self,
+        mut op: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> anyhow::Result<T> {
+        loop {
+            let connection = self.connection()?;
+            match op(connection) {
+                Ok(value) => return Ok(value),
+                Err(error) if self.patient && connection_failed(&error) => {
+                    self.connection = None;
+                    self.say_lost(&error);
+                }
+                Err(error) if connection_failed(&error) => {
+                    return Err(unreachable(&self.shown, &error));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    fn say_lost(&mut self, error: &redis::RedisError) {
+        if !self.lost {
+            eprintln!(
+                "cowlogd tail: {}; retrying until it is back",
+                unreachable(&self.shown, error)
+            );
+            self.lost = true;
+        }
+    }
+}
+
+/// Whether `error` is the connection's, not the command's.
+fn connection_failed(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+}
+
+/// "Redis at URL unreachable: REASON", the reason once: the client's error
+/// repeats its I/O error's text as its source.
+fn unreachable(shown: &str, error: &redis::RedisError) -> anyhow::Error {
+    anyhow::anyhow!("Redis at {shown} unreachable: {error}")
+}
+
+/// The newest `n` entries of `key`, newest first; none for a key that does
+/// not exist.
+fn read(link: &mut Link, key: &str, n: isize) -> anyhow::Result<Vec<String>> {
+    let kind: String = link.retrying(|c| redis::cmd("TYPE").arg(key).query(c))?;
     match kind.as_str() {
-        "list" if n > 0 => Ok(connection.lrange(key, 0, n - 1)?),
-        "list" => Ok(Vec::new()),
-        "none" => Ok(Vec::new()),
+        "list" if n > 0 => link.retrying(|c| c.lrange(key, 0, n - 1)),
+        "list" | "none" => Ok(Vec::new()),
         other => bail!("{key} holds a {other}, not a list of mailcow entries"),
     }
 }
@@ -214,22 +427,32 @@ fn print(
     )
 }
 
-/// Prints the channel's payloads as netfilter receives them.
-fn follow_channel(
-    mut connection: redis::Connection,
-    channel: &str,
-    shown: &str,
-) -> anyhow::Result<()> {
-    let mut pubsub = connection.as_pubsub();
-    pubsub
-        .subscribe(channel)
-        .with_context(|| format!("subscribing to {channel} at {shown}"))?;
+/// Prints the channel's payloads as netfilter receives them, subscribing
+/// again whenever the connection is lost.
+fn follow_channel(link: &mut Link, channel: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     loop {
-        let message = pubsub.get_message().context("reading the channel")?;
-        out.write_all(message.get_payload_bytes())?;
-        out.write_all(b"\n")?;
-        out.flush()?;
+        let connection = link.connection()?;
+        let mut pubsub = connection.as_pubsub();
+        let error = match pubsub.subscribe(channel) {
+            Ok(()) => loop {
+                match pubsub.get_message() {
+                    Ok(message) => {
+                        out.write_all(message.get_payload_bytes())?;
+                        out.write_all(b"\n")?;
+                        out.flush()?;
+                    }
+                    Err(error) => break error,
+                }
+            },
+            Err(error) => error,
+        };
+        drop(pubsub);
+        if !connection_failed(&error) {
+            return Err(anyhow::Error::from(error).context(format!("reading {channel}")));
+        }
+        link.connection = None;
+        link.say_lost(&error);
     }
 }
 
