@@ -154,7 +154,8 @@ impl Daemon {
                 forwarding,
             )
             .with_console(console)
-            .with_f2b(f2b.clone()),
+            .with_f2b(f2b.clone())
+            .with_rates(settings.limits.container_rate.as_ref()),
         );
         let health = Arc::new(RedisHealth::default());
         let stop_inputs = CancellationToken::new();

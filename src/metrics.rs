@@ -136,6 +136,8 @@ pub enum DropReason {
     /// A split line whose last part did not come within
     /// `limits.fluent_partial_timeout_ms`.
     PartialTimeout,
+    /// A container over `limits.container_rate`.
+    RateLimited,
 }
 
 impl DropReason {
@@ -171,13 +173,14 @@ impl DropReason {
             DropReason::PartialGap => ("fluent", "partial_gap"),
             DropReason::PartialEvicted => ("fluent", "partial_evicted"),
             DropReason::PartialTimeout => ("fluent", "partial_timeout"),
+            DropReason::RateLimited => ("input", "rate_limited"),
         }
     }
 }
 
 impl DropReason {
     /// Every reason, in the order the README lists them.
-    pub const ALL: [DropReason; 29] = [
+    pub const ALL: [DropReason; 30] = [
         DropReason::NotAllowed,
         DropReason::ConnectionLimit,
         DropReason::Oversize,
@@ -186,6 +189,7 @@ impl DropReason {
         DropReason::HttpBodyTooLarge,
         DropReason::SlowSender,
         DropReason::BufferBudget,
+        DropReason::RateLimited,
         DropReason::BadChunk,
         DropReason::ChunkTooLarge,
         DropReason::ChunkSenderLimit,

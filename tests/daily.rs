@@ -126,5 +126,47 @@ fn every_metric_is_listed_by_the_first_scrape_with_each_known_series_at_zero() {
         .keys()
         .filter(|s| s.starts_with("cowlogd_dropped_messages_total{"))
         .count();
-    assert_eq!(reasons, 29, "every drop reason");
+    assert_eq!(reasons, 30, "every drop reason");
+}
+
+#[test]
+fn a_chatty_container_is_held_to_its_rate_while_mailcow_containers_are_exempt() {
+    let redis = RedisServer::start();
+    let config = r#"
+[limits]
+container_rate = 10
+container_burst = 20
+
+[[route]]
+name = "every-container"
+key = "LOGS:{container}"
+"#;
+    let daemon = Daemon::start(&redis.url(), config);
+    let mut stream = std::io::BufWriter::new(daemon.tcp(daemon.ports.gelf));
+    for n in 0..300 {
+        for container in ["chatty-web-1", POSTFIX] {
+            stream
+                .write_all(&docker_gelf(container, &format!("line {n}")))
+                .unwrap();
+            stream.write_all(b"\0").unwrap();
+        }
+    }
+    stream.flush().unwrap();
+    drop(stream);
+    let mailcow = redis.wait_list(&format!("LOGS:{POSTFIX}"), 300);
+    assert_eq!(mailcow.len(), 300, "the mail container is exempt");
+    let limited = wait_for("every chatty line accounted for", || {
+        let dropped = daemon
+            .metric("cowlogd_dropped_messages_total{stage=\"input\",reason=\"rate_limited\"}");
+        let stored = redis.llen("LOGS:chatty-web-1");
+        (dropped as usize + stored == 300).then_some((dropped, stored))
+    });
+    // The burst, and what the rate refilled while the lines came in.
+    assert!((20..=60).contains(&limited.1), "{limited:?}");
+    assert!(
+        daemon.log().contains("chatty-web-1"),
+        "the log names the container"
+    );
+    assert!(!daemon.log().contains(&format!("container={POSTFIX}")));
+    assert_eq!(daemon.http_get("/ready").0, 200, "/ready stays green");
 }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::inputs::fluent::PartialSettings;
 use crate::inputs::tcp::TcpLimits;
+use crate::pipeline::RateSettings;
 use crate::pipeline::emit::EmitSettings;
 use crate::router::{RouteConfig, Router};
 pub use values::{
@@ -350,6 +351,16 @@ pub struct LimitsConfig {
     /// Split lines being reassembled at once on one fluent connection (each
     /// up to `max_message_bytes`); one more drops the oldest (counted).
     pub fluent_partial_pending: NonZeroUsize,
+    /// Messages per second one container may send on average; more are
+    /// dropped (`dropped{reason="rate_limited"}`). 0 (the default): no limit.
+    pub container_rate: u32,
+    /// Messages a container may send at once beyond its rate (a restart's
+    /// spew); with `container_rate` on, at least 1.
+    pub container_burst: u32,
+    /// Containers never limited, as a route's `container` patterns (the
+    /// full name or the compose service). Default: mailcow's mail
+    /// containers, whose lines the mailcow UI and netfilter need.
+    pub container_rate_exempt: Vec<String>,
 }
 
 impl Default for LimitsConfig {
@@ -368,6 +379,12 @@ impl Default for LimitsConfig {
             tcp_buffers_total_bytes: 256 * 1024 * 1024,
             fluent_partial_timeout_ms: 10_000,
             fluent_partial_pending: nz(8),
+            container_rate: 0,
+            container_burst: 1000,
+            container_rate_exempt: crate::router::MAILCOW_MAIL_CONTAINERS
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
         }
     }
 }
@@ -723,7 +740,15 @@ impl LimitsConfig {
         if self.max_message_bytes < 64 {
             bail!("limits.max_message_bytes: must be at least 64");
         }
+        if self.container_rate > 0 && self.container_burst == 0 {
+            bail!("limits.container_burst: must be at least 1 when limits.container_rate is on");
+        }
         Ok(LimitSettings {
+            container_rate: (self.container_rate > 0).then(|| RateSettings {
+                per_second: f64::from(self.container_rate),
+                burst: f64::from(self.container_burst),
+                exempt: self.container_rate_exempt.clone(),
+            }),
             max_decompressed: self.max_decompressed_bytes.get(),
             max_message: self.max_message_bytes,
             reassembly: ReassemblyLimits {
@@ -1009,7 +1034,7 @@ pub struct FluentSettings {
 }
 
 /// Validated `[limits]` the parsers take.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LimitSettings {
     /// Decompression cap.
     pub max_decompressed: usize,
@@ -1017,6 +1042,8 @@ pub struct LimitSettings {
     pub max_message: usize,
     /// Chunk reassembly bounds.
     pub reassembly: ReassemblyLimits,
+    /// Per-container rate limits, when on.
+    pub container_rate: Option<RateSettings>,
 }
 
 /// Validated `[metrics]`.

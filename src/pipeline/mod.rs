@@ -15,6 +15,7 @@
 //! without waiting, so no record is lost to a forgotten step.
 
 pub mod emit;
+mod rate;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ use crate::queue::BatchQueue;
 use crate::queue::redis::{Kept, RedisQueue};
 use crate::router::Router;
 use emit::{EmitMetrics, EmitSettings, Emitter};
+use rate::ContainerRates;
+pub use rate::RateSettings;
 
 /// Forwarding to Graylog: the queue and which records go into it.
 pub struct Forwarding {
@@ -109,6 +112,7 @@ pub struct Pipeline {
     forwarding: Option<Arc<BatchQueue<GelfBatch>>>,
     console: Option<Console>,
     f2b: Option<Arc<F2b>>,
+    rates: Option<ContainerRates>,
 }
 
 impl Pipeline {
@@ -131,7 +135,15 @@ impl Pipeline {
             forwarding,
             console: None,
             f2b: None,
+            rates: None,
         }
+    }
+
+    /// Records of a container over `limits.container_rate` are dropped
+    /// before they are routed.
+    pub fn with_rates(mut self, rates: Option<&RateSettings>) -> Pipeline {
+        self.rates = rates.map(ContainerRates::new);
+        self
     }
 
     /// Every record also printed on `console`.
@@ -317,6 +329,11 @@ impl ReadCycle<'_> {
     /// Routes `record` and encodes it into this cycle's batches.
     pub fn record(&mut self, record: &Record<'_>) {
         self.records += 1;
+        if let Some(rates) = &self.processor.emitter.pipeline().rates
+            && !rates.admit(record, self.processor.clock.now)
+        {
+            return;
+        }
         self.processor.emitter.record(record);
     }
 

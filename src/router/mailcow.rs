@@ -21,6 +21,15 @@
 use super::{ActionName, RouteConfig};
 use cowlogd_parsers::Severity;
 
+/// mailcow's mail containers (compose services): their lines are what the
+/// UI and netfilter read.
+pub const MAILCOW_MAIL_CONTAINERS: [&str; 4] = [
+    "postfix-mailcow",
+    "postfix-tlspol-mailcow",
+    "dovecot-mailcow",
+    "sogo-mailcow",
+];
+
 /// Programs in the postfix image that log with facility mail.
 pub(crate) const POSTFIX_MAIL_PROGRAMS: &[&str] = &[
     // postfix(1), postsuper(1), postqueue(1) before they have read
@@ -55,12 +64,7 @@ pub(crate) const DOVECOT_MAIL_PROGRAMS: &[&str] = &[
 /// The mailcow profile: what mailcow's syslog-ng configs do today.
 pub fn mailcow_profile() -> Vec<RouteConfig> {
     let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    let mail_containers = strings(&[
-        "postfix-mailcow",
-        "postfix-tlspol-mailcow",
-        "dovecot-mailcow",
-        "sogo-mailcow",
-    ]);
+    let mail_containers = strings(&MAILCOW_MAIL_CONTAINERS);
     let store =
         |name: &str, container: &str, program: &[&'static str], key: &str, publish: bool| {
             RouteConfig {

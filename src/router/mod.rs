@@ -10,13 +10,13 @@
 mod container;
 mod mailcow;
 
-pub use mailcow::mailcow_profile;
+pub use mailcow::{MAILCOW_MAIL_CONTAINERS, mailcow_profile};
 
 use anyhow::{Context, bail};
 use cowlogd_parsers::{Facility, Record, Severity};
 
-pub(crate) use container::Wildcard;
-use container::{ContainerName, ContainerPattern, ProjectPattern};
+use container::ProjectPattern;
+pub(crate) use container::{ContainerName, ContainerPattern, Wildcard};
 use regex::bytes::RegexSet;
 use serde::{Deserialize, Serialize};
 
