@@ -47,15 +47,22 @@ pub struct Admission {
     pub max_connections: usize,
 }
 
-/// Asks `/health` of a cowlogd listening on `addr` (an unspecified address
-/// means this host); `Err` says why it is not healthy.
+/// Asks `/health` (the process answers) or, with `ready`, `/ready` (Redis
+/// takes writes) of a cowlogd listening on `addr` (an unspecified address
+/// means this host); `Ok` holds the answer, `Err` says why it is not
+/// healthy or ready.
 ///
 /// # Errors
 /// When nothing answers within `timeout` or the answer is not 200.
-pub fn check_health(addr: SocketAddr, timeout: std::time::Duration) -> Result<(), String> {
-    let (status, body) = get(addr, "/health", timeout)?;
+pub fn check_health(
+    addr: SocketAddr,
+    ready: bool,
+    timeout: std::time::Duration,
+) -> Result<String, String> {
+    let path = if ready { "/ready" } else { "/health" };
+    let (status, body) = get(addr, path, timeout)?;
     if status == 200 {
-        Ok(())
+        Ok(String::from_utf8_lossy(&body).trim_end().to_owned())
     } else {
         Err(format!(
             "{addr}: answered {status}: {}",

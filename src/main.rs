@@ -81,7 +81,12 @@ enum Command {
     /// Ask the running daemon's `/health` (on `metrics.listen`); exit 0 if it
     /// answers 200, 1 otherwise. For container health checks: the image has
     /// no curl.
-    Health,
+    Health {
+        /// Ask `/ready` instead: exit 0 only while Redis takes writes, and
+        /// print what the daemon says (why not, when not).
+        #[arg(long)]
+        ready: bool,
+    },
     /// Validate the config and print the effective config as TOML (password
     /// masked); exit 0 if valid, 1 with the bad key named if not.
     Check,
@@ -141,13 +146,18 @@ fn main() -> ExitCode {
         };
         return exit("cowlogd bans", cowlogd::bans::run(&settings, &options));
     }
-    if let Some(Command::Health) = cli.command {
+    if let Some(Command::Health { ready }) = cli.command {
         let Some(addr) = settings.metrics.listen else {
             eprintln!("cowlogd health: metrics.listen is off; nothing to ask");
             return ExitCode::FAILURE;
         };
-        return match cowlogd::http::check_health(addr, std::time::Duration::from_secs(3)) {
-            Ok(()) => ExitCode::SUCCESS,
+        return match cowlogd::http::check_health(addr, ready, std::time::Duration::from_secs(3)) {
+            Ok(answer) => {
+                if ready {
+                    println!("{answer}");
+                }
+                ExitCode::SUCCESS
+            }
             Err(error) => {
                 eprintln!("cowlogd health: {error}");
                 ExitCode::FAILURE

@@ -170,3 +170,31 @@ key = "LOGS:{container}"
     assert!(!daemon.log().contains(&format!("container={POSTFIX}")));
     assert_eq!(daemon.http_get("/ready").0, 200, "/ready stays green");
 }
+
+#[test]
+fn health_ready_says_whether_redis_takes_writes() {
+    let mut redis = RedisServer::start();
+    let daemon = Daemon::start(&redis.url(), "");
+    let metrics = format!("127.0.0.1:{}", daemon.ports.metrics);
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!("[metrics]\nlisten = \"{metrics}\"\n"),
+    )
+    .unwrap();
+    let path = config.path().to_str().unwrap();
+    daemon.udp(daemon.ports.gelf, &docker_gelf(POSTFIX, &postfix_line(1)));
+    redis.wait_list("POSTFIX_MAILLOG", 1);
+    let (ok, stdout, stderr) = run_cowlogd(&["--config", path, "health", "--ready"], &[]);
+    assert!(ok, "{stdout}{stderr}");
+    redis.stop();
+    daemon.udp(daemon.ports.gelf, &docker_gelf(POSTFIX, &postfix_line(2)));
+    let stderr = wait_for("health --ready to fail", || {
+        let (ok, _, stderr) = run_cowlogd(&["--config", path, "health", "--ready"], &[]);
+        (!ok).then_some(stderr)
+    });
+    assert!(stderr.contains("503"), "{stderr}");
+    // The process itself still answers.
+    let (ok, _, stderr) = run_cowlogd(&["--config", path, "health"], &[]);
+    assert!(ok, "{stderr}");
+}
