@@ -362,9 +362,19 @@ fn the_systemd_unit_is_hardened() {
         "CapabilityBoundingSet=\n",
         "Restart=on-failure",
         "TimeoutStopSec=10s",
+        // The password out of the world-readable config.
+        "EnvironmentFile=-/etc/cowlogd/redis.env",
+        // Where the Forward unix socket the README suggests can live.
+        "RuntimeDirectory=cowlogd",
+        // Kept: the ban rules' interpreter fallback is tested in f2b.rs.
+        "MemoryDenyWriteExecute=yes",
     ] {
         assert!(unit.contains(directive), "missing {directive:?}");
     }
+    assert!(
+        !unit.contains("COWLOGD_REDIS_URL=redis") || unit.contains("# "),
+        "no password in the unit itself"
+    );
 }
 
 #[test]

@@ -408,3 +408,34 @@ key = "BILLING"
         (daemon.metric("cowlogd_routed_messages_total{route=\"none\"}") == 21.0).then_some(())
     });
 }
+
+#[test]
+fn the_image_build_context_leaves_out_build_output_and_history() {
+    let _serial = one_at_a_time();
+    ready();
+    // The repository as `docker build` sees it through .dockerignore, on
+    // the busybox image: the sources are there, target/ and .git are not.
+    let dockerfile = format!(
+        "FROM {IMAGE}\nCOPY . /src\nRUN test -e /src/Cargo.toml && test -e /src/deploy/Dockerfile \
+         && test ! -e /src/target && test ! -e /src/.git\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("Dockerfile.context");
+    std::fs::write(&file, dockerfile).unwrap();
+    let built = docker(&[
+        "build",
+        "--no-cache",
+        "-q",
+        "-f",
+        file.to_str().unwrap(),
+        "-t",
+        "cowlogd-test-context:1",
+        env!("CARGO_MANIFEST_DIR"),
+    ]);
+    let _ = docker(&["rmi", "-f", "cowlogd-test-context:1"]);
+    assert!(
+        built.status.success(),
+        "the build context holds target/ or .git, or lacks the sources: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+}

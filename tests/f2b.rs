@@ -544,3 +544,62 @@ fn a_crafted_line_over_the_search_budget_is_counted_and_a_real_failure_next_to_i
     });
     assert_eq!(daemon.metric("cowlogd_f2b_matches_total{rule=\"3\"}"), 1.0);
 }
+
+/// The f2b counters of a daemon, as `name{labels} value` lines.
+fn f2b_counters(daemon: &Daemon) -> Vec<String> {
+    let mut counters: Vec<String> = daemon
+        .metrics()
+        .lines()
+        .filter(|l| {
+            l.starts_with("cowlogd_f2b_matches_total") || l.starts_with("cowlogd_f2b_ignored_total")
+        })
+        .map(str::to_owned)
+        .collect();
+    counters.sort();
+    counters
+}
+
+#[test]
+fn under_memory_deny_write_execute_the_ban_rules_fall_back_to_the_interpreter_with_the_same_verdicts()
+ {
+    // The lines of SAMPLES as postfix says them: every rule, near misses,
+    // private and malformed addresses; and a crafted line over the budget.
+    let mut lines: Vec<String> = SAMPLES
+        .iter()
+        .map(|s| format!("Nov 24 13:49:59 mail postfix/smtpd[77]: {s}"))
+        .collect();
+    lines.push(format!(
+        "Nov 24 13:49:59 mail postfix/smtpd[77]: warning: unknown[{}]: SASL LOGIN authentication failed",
+        "1.".repeat(900)
+    ));
+    let config = "[f2b]\nenabled = true\npoll_interval_s = 1\n";
+    let mut verdicts = Vec::new();
+    for deny_write_execute in [false, true] {
+        let redis = RedisServer::start();
+        let daemon = if deny_write_execute {
+            Daemon::start_denying_write_execute(&redis.url(), config)
+        } else {
+            Daemon::start(&redis.url(), config)
+        };
+        send_lines(&daemon, &lines);
+        redis.wait_list("POSTFIX_MAILLOG", lines.len());
+        wait_for("every payload inspected", || {
+            let published = daemon.metric("cowlogd_redis_published_total");
+            (published == lines.len() as f64).then_some(())
+        });
+        let said_interpreter = daemon.log().contains("PCRE2's JIT is not available");
+        assert_eq!(
+            said_interpreter,
+            deny_write_execute,
+            "the JIT runs unless writable executable memory is refused: {}",
+            daemon.log()
+        );
+        verdicts.push(f2b_counters(&daemon));
+    }
+    assert!(
+        verdicts[0].iter().any(|l| !l.ends_with(" 0")),
+        "some rule matched: {:?}",
+        verdicts[0]
+    );
+    assert_eq!(verdicts[0], verdicts[1], "JIT and interpreter verdicts");
+}

@@ -318,6 +318,14 @@ impl F2b {
 
 fn report_rules(loaded: &Loaded) {
     metrics::F2B_RULES.gauge().set(loaded.rules.loaded() as f64);
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let interpreted = loaded.rules.interpreted();
+    if interpreted > 0 && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            rules = interpreted,
+            "PCRE2's JIT is not available (writable executable memory is refused, as by systemd's MemoryDenyWriteExecute=yes): the ban rules run in PCRE2's interpreter, with the same verdicts, slower"
+        );
+    }
     for (index, rule) in loaded.rules.rules.iter().enumerate().take(MAX_RULE_LABELS) {
         metrics::F2B_RULE_ERRORS
             .gauge_with([rule.id.clone().into()])

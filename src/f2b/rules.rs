@@ -100,8 +100,8 @@ struct Engines {
 impl Engines {
     /// Compiles `pattern` (PCRE2 spelling) with the JIT and its match
     /// limits if `jit` and the JIT is available, else for the interpreter
-    /// with its own.
-    fn compile(pattern: &str, jit: bool) -> Result<Engines, pcre2::Error> {
+    /// with its own; `true` with the engines when the JIT took them.
+    fn compile(pattern: &str, jit: bool) -> Result<(Engines, bool), pcre2::Error> {
         let build = |jit: bool, limit: u32| {
             pcre2::bytes::RegexBuilder::new()
                 .utf(true)
@@ -116,9 +116,13 @@ impl Engines {
                 long: build(jit, limit.saturating_mul(LONG_PAYLOAD_FACTOR))?,
             })
         };
-        let interpreter = || both(false, INTERPRETER_MATCH_LIMIT);
+        // The JIT fails where writable executable memory is refused
+        // (systemd's MemoryDenyWriteExecute=yes, PR_SET_MDWE).
+        let interpreter = || both(false, INTERPRETER_MATCH_LIMIT).map(|e| (e, false));
         if jit {
-            both(true, JIT_MATCH_LIMIT).or_else(|_: pcre2::Error| interpreter())
+            both(true, JIT_MATCH_LIMIT)
+                .map(|e| (e, true))
+                .or_else(|_: pcre2::Error| interpreter())
         } else {
             interpreter()
         }
@@ -205,6 +209,8 @@ pub struct RuleSet {
     gated: Vec<Vec<usize>>,
     /// Compiled rules without one: searched on every payload.
     always: Vec<usize>,
+    /// Rules the JIT was asked for and could not compile.
+    interpreted: usize,
 }
 
 impl RuleSet {
@@ -249,10 +255,14 @@ impl RuleSet {
         let mut literals: Vec<Vec<u8>> = Vec::new();
         let mut gated: Vec<Vec<usize>> = Vec::new();
         let mut always = Vec::new();
+        let mut interpreted = 0;
         for (index, (id, pattern)) in specs.into_iter().enumerate() {
             let compiled = Engines::compile(&python_to_pcre2(&pattern), jit);
             let (engine, error) = match compiled {
-                Ok(engine) => {
+                Ok((engine, jitted)) => {
+                    if jit && !jitted {
+                        interpreted += 1;
+                    }
                     match gate_literal(&pattern) {
                         Some(literal) => match literals.iter().position(|l| *l == literal) {
                             Some(known) => gated[known].push(index),
@@ -280,7 +290,14 @@ impl RuleSet {
             gate: Gate::new(&literals),
             gated,
             always,
+            interpreted,
         }
+    }
+
+    /// Rules that compiled for PCRE2's interpreter because its JIT was not
+    /// available (0 where the JIT works).
+    pub fn interpreted(&self) -> usize {
+        self.interpreted
     }
 
     /// Rules that compiled.

@@ -48,6 +48,31 @@ pub fn run_cowlogd(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String
 /// Starts cowlogd on `dir`'s `cowlogd.toml` (under `wrapper`, if any),
 /// appending its stdout to `cowlogd.out` and its log to `cowlogd.log`.
 fn spawn_cowlogd(dir: &Path, wrapper: &[&str], env: &[(&str, &str)]) -> Child {
+    spawn_cowlogd_restricted(dir, wrapper, env, false)
+}
+
+/// Makes the calling process refuse writable executable memory from now
+/// on, for itself and what it executes (`PR_SET_MDWE`, Linux 6.3+): what
+/// systemd's `MemoryDenyWriteExecute=yes` refuses.
+fn deny_write_execute() -> std::io::Result<()> {
+    const PR_SET_MDWE: libc::c_int = 65;
+    const PR_MDWE_REFUSE_EXEC_GAIN: libc::c_ulong = 1;
+    // SAFETY: prctl with integer arguments only; called between fork and
+    // exec, where it touches no memory of the parent.
+    let done = unsafe { libc::prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn spawn_cowlogd_restricted(
+    dir: &Path,
+    wrapper: &[&str],
+    env: &[(&str, &str)],
+    deny_write_execute_memory: bool,
+) -> Child {
     let append = |name: &str| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -74,9 +99,15 @@ fn spawn_cowlogd(dir: &Path, wrapper: &[&str], env: &[(&str, &str)]) -> Child {
         .envs(env.iter().copied())
         .env_remove("COWLOGD_REDIS_URL")
         .stdout(append("cowlogd.out"))
-        .stderr(append("cowlogd.log"))
+        .stderr(append("cowlogd.log"));
+    if deny_write_execute_memory {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the hook only calls prctl (async-signal-safe).
+        unsafe { command.pre_exec(deny_write_execute) };
+    }
+    command
         .spawn()
-        .expect("starting cowlogd")
+        .expect("starting cowlogd (PR_SET_MDWE needs Linux 6.3 or later)")
 }
 
 /// A port free for both TCP and UDP on 127.0.0.1.
@@ -468,11 +499,27 @@ impl Daemon {
         Daemon::start_wrapped(redis_url, extra, &["prlimit", &limit, "--"], &[])
     }
 
+    /// Like [`Daemon::start`], in a process that may not make memory both
+    /// writable and executable (systemd's `MemoryDenyWriteExecute=yes`).
+    pub fn start_denying_write_execute(redis_url: &str, extra: &str) -> Daemon {
+        Daemon::start_full(redis_url, extra, &[], &[], true)
+    }
+
     fn start_wrapped(
         redis_url: &str,
         extra: &str,
         wrapper: &[&str],
         env: &[(&str, &str)],
+    ) -> Daemon {
+        Daemon::start_full(redis_url, extra, wrapper, env, false)
+    }
+
+    fn start_full(
+        redis_url: &str,
+        extra: &str,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+        deny_write_execute_memory: bool,
     ) -> Daemon {
         // Three different ports: a port just released can be handed out
         // again by the next call.
@@ -518,7 +565,7 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cowlogd.toml");
         std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
-        let child = spawn_cowlogd(dir.path(), wrapper, env);
+        let child = spawn_cowlogd_restricted(dir.path(), wrapper, env, deny_write_execute_memory);
         let daemon = Daemon {
             child: Some(child),
             ports,
