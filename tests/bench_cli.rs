@@ -69,6 +69,7 @@ fn the_load_generator_counts_every_message_through_each_transport() {
         ),
     ] {
         let result = bench(&daemon, &redis, &args);
+        assert_eq!(result["target"], args[1], "named as on the command line");
         assert_eq!(result["sent"], messages, "{result}");
         assert_eq!(result["delivered"], messages, "{result}");
         assert_eq!(result["stored"], messages, "{result}");
@@ -97,4 +98,19 @@ fn the_load_generator_counts_every_message_through_each_transport() {
         entries.iter().any(|e| e.len() > 5000),
         "no long message arrived"
     );
+}
+
+#[test]
+fn the_load_generator_describes_itself_not_the_daemon() {
+    let output = Command::new(env!("CARGO_BIN_EXE_cowlogd-bench"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(
+        help.starts_with("Load generator for log collectors"),
+        "{help}"
+    );
+    assert!(!help.contains("Log collector appliance"), "{help}");
 }

@@ -198,3 +198,32 @@ fn health_ready_says_whether_redis_takes_writes() {
     let (ok, _, stderr) = run_cowlogd(&["--config", path, "health"], &[]);
     assert!(ok, "{stderr}");
 }
+
+#[test]
+fn check_prints_each_routes_action_as_the_readme_documents_it() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "[[route]]\nname = \"kept\"\nkey = \"K\"\n\n[[route]]\nname = \"gone\"\naction = \"drop\"\n",
+    )
+    .unwrap();
+    let (ok, stdout, stderr) =
+        run_cowlogd(&["check", "--config", config.path().to_str().unwrap()], &[]);
+    assert!(ok, "{stderr}");
+    let actions: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("action = "))
+        .collect();
+    assert_eq!(
+        actions,
+        ["action = \"store\"", "action = \"drop\""],
+        "{stdout}"
+    );
+    // What check prints is a config cowlogd reads back the same.
+    let again = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(again.path(), &stdout).unwrap();
+    let (ok, reprinted, stderr) =
+        run_cowlogd(&["check", "--config", again.path().to_str().unwrap()], &[]);
+    assert!(ok, "{stderr}");
+    assert_eq!(reprinted, stdout);
+}

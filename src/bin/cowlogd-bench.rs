@@ -52,7 +52,10 @@ enum Format {
 /// Load generator for log collectors: mailcow-like traffic in, counts and
 /// latency out.
 #[derive(Parser, Debug, Clone)]
-#[command(version, about)]
+#[command(
+    version,
+    about = "Load generator for log collectors: sends mailcow-like GELF, syslog or Forward traffic at a rate (or as fast as it can) and, with --redis, counts what arrived and how late"
+)]
 struct Args {
     /// Transport and protocol.
     #[arg(long, value_enum, default_value_t = Target::SyslogTcp)]
@@ -570,7 +573,10 @@ fn main() -> anyhow::Result<()> {
         .map(|((after, _), (before, _))| after - before);
     let seconds = delivered_at.as_secs_f64().max(send_seconds);
     let result = serde_json::json!({
-        "target": format!("{:?}", args.target),
+        "target": args
+            .target
+            .to_possible_value()
+            .map_or_else(|| format!("{:?}", args.target), |v| v.get_name().to_owned()),
         "sent": total,
         "send_rate": (total as f64 / send_seconds).round(),
         "delivered": args.redis.as_ref().map(|_| delivered),
