@@ -3,7 +3,7 @@
 //! dockerd's fluentd and gelf drivers send them to cowlogd on 127.0.0.1.
 //!
 //! Needs a Docker daemon (root): `apt-get install docker.io busybox-static`,
-//! then `dockerd --iptables=false --bridge=none &` (`.ci/run` does both).
+//! then `dockerd --iptables=false --bridge=none &` (`tests/run.sh` does both).
 //! `COWLOGD_TEST_DOCKER_HOST` names another daemon's socket.
 
 use std::process::{Command, Output};

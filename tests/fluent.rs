@@ -15,9 +15,9 @@ use crate::support::{
     send_postfix_gelf_tcp, wait_for,
 };
 
-/// The Go sender in tests/fluent_sender, built once; `None` (with the
-/// reason printed) when Go or the library is not installed.
-fn go_sender() -> Option<PathBuf> {
+/// The Go sender in tests/fluent_sender, built once; fails, saying how to
+/// install them, where Go or the library is missing.
+fn go_sender() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fluent_sender");
@@ -43,13 +43,10 @@ fn go_sender() -> Option<PathBuf> {
         Ok(out)
     });
     match built {
-        Ok(path) => Some(path.clone()),
-        Err(why) => {
-            eprintln!(
-                "SKIPPED: {why}; install with `apt-get install golang-go golang-github-fluent-fluent-logger-golang-dev` (.ci/run does)"
-            );
-            None
-        }
+        Ok(path) => path.clone(),
+        Err(why) => panic!(
+            "{why}; install with `apt-get install golang-go golang-github-fluent-fluent-logger-golang-dev` (tests/install-deps.sh does)"
+        ),
     }
 }
 
@@ -62,7 +59,7 @@ fn run_python_sender(script: &str, args: &[&str]) {
         .expect("python3 runs");
     assert!(
         probe.status.success(),
-        "Python's fluent-logger is missing: `pip install fluent-logger` (.ci/run does)"
+        "Python's fluent-logger is missing: `pip install fluent-logger` (tests/install-deps.sh does)"
     );
     let output = Command::new("python3")
         .arg("-c")
@@ -96,7 +93,7 @@ fn assert_lines(redis: &RedisServer, range: std::ops::Range<usize>) {
 
 #[test]
 fn docker_shaped_records_with_acks_and_sub_second_time_round_trip_10000_lines() {
-    let Some(sender) = go_sender() else { return };
+    let sender = go_sender();
     let redis = RedisServer::start();
     let (daemon, port) = fluent_daemon(&redis, "");
     let addr = format!("127.0.0.1:{port}");
@@ -118,7 +115,7 @@ fn docker_shaped_records_with_acks_and_sub_second_time_round_trip_10000_lines() 
 #[test]
 fn a_unix_socket_takes_the_driver_with_and_without_acks_and_has_the_configured_mode() {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    let Some(sender) = go_sender() else { return };
+    let sender = go_sender();
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("fluent.sock");
@@ -163,7 +160,7 @@ s.close()
 
 #[test]
 fn a_40_kib_line_docker_split_in_three_is_stored_whole() {
-    let Some(sender) = go_sender() else { return };
+    let sender = go_sender();
     let redis = RedisServer::start();
     let (daemon, port) = fluent_daemon(&redis, "");
     run_go(
@@ -193,7 +190,7 @@ fn a_40_kib_line_docker_split_in_three_is_stored_whole() {
 
 #[test]
 fn a_split_line_longer_than_max_message_bytes_is_cut_marked_and_counted() {
-    let Some(sender) = go_sender() else { return };
+    let sender = go_sender();
     let redis = RedisServer::start();
     let (daemon, port) = fluent_daemon(&redis, "[limits]\nmax_message_bytes = 20000\n");
     run_go(
@@ -214,7 +211,7 @@ fn a_split_line_longer_than_max_message_bytes_is_cut_marked_and_counted() {
 
 #[test]
 fn a_restart_while_the_driver_sends_with_acks_loses_and_duplicates_nothing() {
-    let Some(sender) = go_sender() else { return };
+    let sender = go_sender();
     let redis = RedisServer::start();
     let (mut daemon, port) = fluent_daemon(&redis, "");
     let total = 3000;
@@ -466,7 +463,7 @@ fn broken_msgpack_costs_the_event_or_the_connection_never_the_process() {
 
 #[test]
 fn fluent_records_are_forwarded_to_graylog_with_dockers_fields() {
-    let Some(sender) = go_sender() else { return };
+    let sender = go_sender();
     let redis = RedisServer::start();
     let graylog = crate::support::graylog::GraylogTcp::start();
     let (_daemon, port) = fluent_daemon(

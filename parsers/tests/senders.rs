@@ -1,6 +1,7 @@
-//! Every captured line from `shared/spec/wire-formats.md` and
-//! `mailcow-contract.md`, parsed with each field asserted. Tests are named
-//! after the sender that produced the bytes.
+//! Every line captured from the senders (Docker's gelf, syslog and fluentd
+//! drivers, go-gelf, util-linux `logger`, other GELF and syslog clients) and
+//! every mailcow list entry shape, parsed with each field asserted. Tests
+//! are named after the sender that produced the bytes.
 
 mod support;
 
