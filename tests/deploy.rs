@@ -490,3 +490,24 @@ fn the_dashboard_picks_an_instance_and_shows_route_filtering_apart_from_losses()
         }
     }
 }
+
+#[test]
+fn the_licences_are_stated_and_mailcows_gpl_files_stay_apart() {
+    let manifest = read("Cargo.toml");
+    assert!(manifest.contains("license = \"MIT OR Apache-2.0\""));
+    assert!(read("LICENSE-MIT").contains("Permission is hereby granted"));
+    assert!(read("LICENSE-APACHE").contains("Apache License"));
+    assert!(read("LICENSE-APACHE").contains("Version 2.0"));
+    // mailcow's configs under their own licence, stated beside them.
+    let folder = "deploy/mailcow/syslog-ng";
+    assert!(read(&format!("{folder}/COPYING")).contains("GNU GENERAL PUBLIC LICENSE"));
+    assert!(read(&format!("{folder}/COPYING")).contains("Version 3"));
+    assert!(read(&format!("{folder}/README.md")).contains("GPL-3.0"));
+    assert!(read("README.md").contains("deploy/mailcow/syslog-ng/"));
+    // ... and out of the MIT OR Apache-2.0 package.
+    assert!(manifest.contains("exclude = [\"deploy/mailcow/syslog-ng/\"]"));
+    // The image is built from the repository without them mattering: the
+    // Dockerfile copies no deploy file into the image.
+    let dockerfile = read("deploy/Dockerfile");
+    assert!(!dockerfile.contains("COPY deploy/") && !dockerfile.contains("syslog-ng"));
+}
