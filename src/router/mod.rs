@@ -208,8 +208,8 @@ pub struct Route {
 }
 
 impl Route {
-    fn matches(&self, record: &Record<'_>) -> bool {
-        self.matches_container(record)
+    fn matches(&self, record: &Record<'_>, container: Option<&ContainerName<'_>>) -> bool {
+        self.matches_container(container)
             && (self.programs.is_empty()
                 || record
                     .program
@@ -231,15 +231,15 @@ impl Route {
 }
 
 impl Route {
-    fn matches_container(&self, record: &Record<'_>) -> bool {
+    fn matches_container(&self, container: Option<&ContainerName<'_>>) -> bool {
         if self.containers.is_empty() && self.projects.is_empty() {
             return true;
         }
-        let Some(name) = ContainerName::of(record) else {
+        let Some(name) = container else {
             return false;
         };
-        (self.containers.is_empty() || self.containers.iter().any(|c| c.matches(&name)))
-            && (self.projects.is_empty() || self.projects.iter().any(|p| p.matches(&name)))
+        (self.containers.is_empty() || self.containers.iter().any(|c| c.matches(name)))
+            && (self.projects.is_empty() || self.projects.iter().any(|p| p.matches(name)))
     }
 }
 
@@ -301,10 +301,13 @@ impl Router {
 
     /// The first route matching `record`, with its index.
     pub fn route(&self, record: &Record<'_>) -> Option<(usize, &Route)> {
+        // Once per record, not per route: the compose labels are a lookup
+        // among the GELF fields.
+        let container = ContainerName::of(record);
         self.routes
             .iter()
             .enumerate()
-            .find(|(_, r)| r.matches(record))
+            .find(|(_, r)| r.matches(record, container.as_ref()))
     }
 }
 
