@@ -5,7 +5,13 @@
 //!
 //! ```text
 //! cargo run --release --example f2b_budget
+//! cargo run --release --example f2b_budget -- --deny-write-execute
 //! ```
+//!
+//! `--deny-write-execute` first makes this process refuse writable
+//! executable memory (`PR_SET_MDWE`, what systemd's
+//! `MemoryDenyWriteExecute=yes` refuses): PCRE2's JIT then cannot compile
+//! and the rules run in its interpreter, as under the systemd unit.
 
 use std::time::Instant;
 
@@ -45,8 +51,28 @@ fn crafted() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Refuses writable executable memory to this process from now on.
+fn deny_write_execute() {
+    const PR_SET_MDWE: libc::c_int = 65;
+    const PR_MDWE_REFUSE_EXEC_GAIN: libc::c_ulong = 1;
+    // SAFETY: prctl with integer arguments only.
+    let done = unsafe { libc::prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) };
+    assert_eq!(done, 0, "PR_SET_MDWE needs Linux 6.3 or later");
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--deny-write-execute") {
+        deny_write_execute();
+    }
     let rules = RuleSet::defaults();
+    println!(
+        "engine: {}",
+        if rules.interpreted() > 0 {
+            "PCRE2 interpreter (no JIT)"
+        } else {
+            "PCRE2 JIT"
+        }
+    );
     let mut scratch = rules.scratch();
     let mut hits = Vec::new();
     for (what, line) in crafted() {

@@ -500,9 +500,9 @@ fn the_licences_are_stated_and_mailcows_gpl_files_stay_apart() {
     assert!(read("LICENSE-APACHE").contains("Version 2.0"));
     // mailcow's configs under their own licence, stated beside them.
     let folder = "deploy/mailcow/syslog-ng";
-    assert!(read(&format!("{folder}/COPYING")).contains("GNU GENERAL PUBLIC LICENSE"));
-    assert!(read(&format!("{folder}/COPYING")).contains("Version 3"));
-    assert!(read(&format!("{folder}/README.md")).contains("GPL-3.0"));
+    assert!(read(format!("{folder}/COPYING")).contains("GNU GENERAL PUBLIC LICENSE"));
+    assert!(read(format!("{folder}/COPYING")).contains("Version 3"));
+    assert!(read(format!("{folder}/README.md")).contains("GPL-3.0"));
     assert!(read("README.md").contains("deploy/mailcow/syslog-ng/"));
     // ... and out of the MIT OR Apache-2.0 package.
     assert!(manifest.contains("exclude = [\"deploy/mailcow/syslog-ng/\"]"));

@@ -101,24 +101,54 @@ impl<'a> ContainerName<'a> {
 
 /// One `container = [...]` pattern: the full name, or the compose service.
 #[derive(Debug, Clone)]
-pub(crate) struct ContainerPattern(Wildcard);
+pub(crate) enum ContainerPattern {
+    /// Without `*` (the mailcow profile's): compared, no split tried.
+    Literal(Vec<u8>),
+    /// With `*`: tried against the name and each split.
+    Glob(Wildcard),
+}
 
 impl ContainerPattern {
     pub(crate) fn new(pattern: &str) -> ContainerPattern {
-        ContainerPattern(Wildcard::new(pattern.as_bytes()))
+        if pattern.contains('*') {
+            ContainerPattern::Glob(Wildcard::new(pattern.as_bytes()))
+        } else {
+            ContainerPattern::Literal(pattern.as_bytes().to_vec())
+        }
     }
 
     /// `shop-*` matches `shop-web-1`; `postfix-mailcow` matches
     /// `mailcowdockerized-postfix-mailcow-1` (its service) and a container
     /// whose compose service label says `postfix-mailcow`.
     pub(crate) fn matches(&self, name: &ContainerName<'_>) -> bool {
-        if self.0.matches(name.full) {
-            return true;
-        }
-        match name.service_label {
-            Some(service) => self.0.matches(service),
-            None => {
-                self.0.matches(name.base()) || name.splits().any(|(_, after)| self.0.matches(after))
+        match self {
+            ContainerPattern::Literal(literal) => {
+                let literal = literal.as_slice();
+                if name.full == literal {
+                    return true;
+                }
+                match name.service_label {
+                    Some(service) => service == literal,
+                    None => {
+                        let base = name.base();
+                        base == literal
+                            || base
+                                .strip_suffix(literal)
+                                .is_some_and(|before| matches!(before.last(), Some(b'-' | b'_')))
+                    }
+                }
+            }
+            ContainerPattern::Glob(glob) => {
+                if glob.matches(name.full) {
+                    return true;
+                }
+                match name.service_label {
+                    Some(service) => glob.matches(service),
+                    None => {
+                        glob.matches(name.base())
+                            || name.splits().any(|(_, after)| glob.matches(after))
+                    }
+                }
             }
         }
     }

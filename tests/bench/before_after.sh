@@ -8,8 +8,11 @@
 # even ones) on: syslog TCP, 200,000 lines as fast as possible; and GELF
 # UDP, 200,000 lines at 50,000/s. Memory queue, list_cap 1,000,000, the
 # mailcow profile. Prints one line per run: delivered, msg/s, the daemon's
-# CPU µs per message. Needs redis-server and target/release/cowlogd-bench
-# (cargo build --release); builds nothing.
+# CPU µs per message. CALLGRIND=1 first counts each build's instructions
+# per message under valgrind (syslog TCP, 50,000 lines at 20,000/s, the
+# start-up cost subtracted): repeatable where CPU time on a shared machine
+# is not. Needs redis-server (and valgrind) and
+# target/release/cowlogd-bench (cargo build --release); builds nothing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 before=${1:?before binary}
@@ -65,6 +68,30 @@ print(f"  {label:<6} {r['target']:<10} {r['delivered']:>7,} / {r['sent']:,} deli
       f"{r['throughput']:>9,.0f} msg/s, {r['collector_cpu_us_per_message']:.2f} µs/msg")
 PY
 }
+
+instructions() {  # binary messages → instructions collected
+  redis-cli -p "$redis_port" FLUSHALL >/dev/null
+  valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$1" --config "$work/cowlogd.toml" \
+    >"$work/cg.log" 2>&1 &
+  local pid=$!
+  wait_until_running "$work/cg.log"
+  if [ "$2" -gt 0 ]; then
+    "$bench" --target syslog-tcp --addr "127.0.0.1:$syslog_port" -n "$2" --rate 20000 \
+      --redis "$redis" --wait-s 60 --json >/dev/null
+  fi
+  kill -INT "$pid"; wait "$pid" || true
+  sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/cg.log"
+}
+
+if [ -n "${CALLGRIND:-}" ]; then
+  echo "instructions per message (callgrind, syslog TCP, 50,000 lines at 20,000/s):"
+  for label in before after; do
+    binary=$before; [ "$label" = after ] && binary=$after
+    idle=$(instructions "$binary" 0)
+    busy=$(instructions "$binary" 50000)
+    echo "  $label: $(( (busy - idle) / 50000 ))"
+  done
+fi
 
 for round in $(seq "$rounds"); do
   echo "round $round:"
