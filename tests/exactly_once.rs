@@ -223,12 +223,16 @@ fn a_read_only_replica_is_not_ready_and_its_lines_arrive_once_when_promoted() {
 fn sigterm_with_redis_frozen_exits_within_the_flush_bound_and_counts_what_it_abandons() {
     let redis = RedisServer::start();
     let mut daemon = Daemon::start(&redis.url(), "");
-    redis.signal("STOP");
+    // One line stored first: the writer's connection is set up, so the
+    // freeze holds a transaction, not the set-up.
     let mut stream = daemon.tcp(daemon.ports.syslog);
+    stream.write_all(&postfix_frame(1_000)).unwrap();
+    redis.wait_list("POSTFIX_MAILLOG", 1);
+    redis.signal("STOP");
     for n in 0..1_000 {
         stream.write_all(&postfix_frame(n)).unwrap();
     }
-    daemon.wait_received("syslog_tcp", 1_000);
+    daemon.wait_received("syslog_tcp", 1_001);
     let started = Instant::now();
     let status = daemon.terminate();
     let took = started.elapsed();
@@ -250,7 +254,7 @@ fn sigterm_with_redis_frozen_exits_within_the_flush_bound_and_counts_what_it_aba
     assert!(unknown > 0, "{log}");
     assert_eq!(unknown + count("; dropped messages="), 1_000, "{log}");
     std::thread::sleep(Duration::from_millis(500));
-    let stored = redis.llen("POSTFIX_MAILLOG");
+    let stored = redis.llen("POSTFIX_MAILLOG") - 1;
     assert!(
         stored == 0 || stored == unknown,
         "{stored} stored, {unknown} unknown"
@@ -328,13 +332,18 @@ fn a_marker_that_is_no_sequence_number_stops_writing_counted_until_it_is_one_aga
 /// Stops Redis while a transaction is out, long enough for the writer to
 /// give up on its reply and retry, then lets it go on.
 fn hold_a_transaction_past_its_timeout(redis: &RedisServer, daemon: &Daemon) {
-    redis.signal("STOP");
+    // A first line stored first: the writer's connection is set up (its
+    // identity and the server's eviction policy read), so that what the
+    // freeze holds is the second line's transaction, not the set-up.
     let mut stream = daemon.tcp(daemon.ports.syslog);
     stream.write_all(&postfix_frame(0)).unwrap();
-    daemon.wait_received("syslog_tcp", 1);
+    redis.wait_list("POSTFIX_MAILLOG", 1);
+    redis.signal("STOP");
+    stream.write_all(&postfix_frame(1)).unwrap();
+    daemon.wait_received("syslog_tcp", 2);
     std::thread::sleep(Duration::from_millis(600));
     redis.signal("CONT");
-    redis.wait_list("POSTFIX_MAILLOG", 1);
+    redis.wait_list("POSTFIX_MAILLOG", 2);
 }
 
 #[test]
@@ -359,7 +368,7 @@ fn a_fenced_retry_is_not_counted_as_unfenced() {
     let redis = RedisServer::start();
     let daemon = Daemon::start(&redis.url(), "[redis]\nresponse_timeout_ms = 200\n");
     hold_a_transaction_past_its_timeout(&redis, &daemon);
-    assert_eq!(exactly(&redis, "POSTFIX_MAILLOG", 1), [0].into());
+    assert_eq!(exactly(&redis, "POSTFIX_MAILLOG", 2), [0, 1].into());
     assert!(daemon.metric("cowlogd_redis_errors_total{kind=\"timeout\"}") >= 1.0);
     assert_eq!(daemon.metric("cowlogd_redis_unfenced_retries_total"), 0.0);
 }
