@@ -119,9 +119,7 @@ impl ContainerRates {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cowlogd_parsers::gelf::parse_gelf;
-    use cowlogd_parsers::normalize::normalize_gelf;
-    use cowlogd_parsers::syslog::TimeContext;
+    use crate::router::with_gelf_record;
 
     fn rates(per_second: f64, burst: f64) -> ContainerRates {
         ContainerRates::new(&RateSettings {
@@ -134,15 +132,10 @@ mod tests {
     /// How many of `n` messages from `container` at time `at` get through.
     fn admitted(rates: &ContainerRates, container: &str, at: f64, n: usize) -> usize {
         let json = serde_json::json!({"short_message": "x", "_container_name": container});
-        let bytes = serde_json::to_vec(&json).unwrap();
-        let gelf = parse_gelf(&bytes).unwrap();
-        let record = normalize_gelf(
-            &gelf,
-            &TimeContext::utc(Timestamp::new(1, 0)),
-            Timestamp::default(),
-        );
         let now = Timestamp::from_f64(at).unwrap();
-        (0..n).filter(|_| rates.admit(&record, now)).count()
+        with_gelf_record(&json, |record| {
+            (0..n).filter(|_| rates.admit(record, now)).count()
+        })
     }
 
     #[test]
@@ -164,14 +157,10 @@ mod tests {
             admitted(&rates, "mailcowdockerized-postfix-mailcow-1", 1.0, 1000),
             1000
         );
-        let json = br#"{"short_message": "no container"}"#;
-        let gelf = parse_gelf(json).unwrap();
-        let record = normalize_gelf(
-            &gelf,
-            &TimeContext::utc(Timestamp::new(1, 0)),
-            Timestamp::default(),
-        );
-        assert!((0..100).all(|_| rates.admit(&record, Timestamp::new(1, 0))));
+        let json = serde_json::json!({"short_message": "no container"});
+        with_gelf_record(&json, |record| {
+            assert!((0..100).all(|_| rates.admit(record, Timestamp::new(1, 0))));
+        });
     }
 
     #[test]

@@ -194,10 +194,6 @@ fn strip_replica(name: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cowlogd_parsers::Timestamp;
-    use cowlogd_parsers::gelf::parse_gelf;
-    use cowlogd_parsers::normalize::normalize_gelf;
-    use cowlogd_parsers::syslog::TimeContext;
 
     fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
         Wildcard::new(pattern).matches(text)
@@ -208,14 +204,9 @@ mod tests {
         json: serde_json::Value,
         check: impl FnOnce(&ContainerName<'_>) -> T,
     ) -> T {
-        let bytes = serde_json::to_vec(&json).unwrap();
-        let gelf = parse_gelf(&bytes).unwrap();
-        let record = normalize_gelf(
-            &gelf,
-            &TimeContext::utc(Timestamp::new(1, 0)),
-            Timestamp::default(),
-        );
-        check(&ContainerName::of(&record).expect("a container"))
+        super::super::with_gelf_record(&json, |record| {
+            check(&ContainerName::of(record).expect("a container"))
+        })
     }
 
     fn container_matches(pattern: &str, name: &str) -> bool {

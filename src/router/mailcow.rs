@@ -173,25 +173,16 @@ pub fn mailcow_profile() -> Vec<RouteConfig> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Router;
+    use super::super::{Router, with_gelf_record};
     use super::*;
-    use cowlogd_parsers::Timestamp;
-    use cowlogd_parsers::gelf::parse_gelf;
-    use cowlogd_parsers::normalize::normalize_gelf;
-    use cowlogd_parsers::syslog::TimeContext;
 
     fn route_of(container: &str, line: &str) -> Option<String> {
         let json =
             serde_json::json!({"short_message": line, "level": 6, "_container_name": container});
-        let bytes = serde_json::to_vec(&json).unwrap();
-        let gelf = parse_gelf(&bytes).unwrap();
-        let record = normalize_gelf(
-            &gelf,
-            &TimeContext::utc(Timestamp::new(1_795_999_799, 0)),
-            Timestamp::default(),
-        );
         let router = Router::build(&mailcow_profile(), 10_000).unwrap();
-        router.route(&record).map(|(_, r)| r.name.clone())
+        with_gelf_record(&json, |record| {
+            router.route(record).map(|(_, r)| r.name.clone())
+        })
     }
 
     #[test]

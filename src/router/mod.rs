@@ -392,26 +392,38 @@ impl Route {
     }
 }
 
+/// Runs `check` on the record of the GELF message `json` (as Docker's gelf
+/// driver would send it), received on 2026-11-24: for the routing tests.
+#[cfg(test)]
+pub(crate) fn with_gelf_record<T>(
+    json: &serde_json::Value,
+    check: impl FnOnce(&Record<'_>) -> T,
+) -> T {
+    use cowlogd_parsers::Timestamp;
+    use cowlogd_parsers::syslog::TimeContext;
+    let bytes = serde_json::to_vec(json).expect("JSON");
+    let gelf = cowlogd_parsers::gelf::parse_gelf(&bytes).expect("GELF");
+    let record = cowlogd_parsers::normalize::normalize_gelf(
+        &gelf,
+        &TimeContext::utc(Timestamp::new(1_795_999_799, 0)),
+        Timestamp::default(),
+    );
+    check(&record)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cowlogd_parsers::Timestamp;
-    use cowlogd_parsers::gelf::parse_gelf;
-    use cowlogd_parsers::normalize::normalize_gelf;
-    use cowlogd_parsers::syslog::TimeContext;
 
     #[test]
     fn key_templates() {
         let t = KeyTemplate::parse("LOGS:{container}:{program}").unwrap();
-        let json = br#"{"short_message":"x","_container_name":"web-1"}"#;
-        let gelf = parse_gelf(json).unwrap();
-        let record = normalize_gelf(
-            &gelf,
-            &TimeContext::utc(Timestamp::new(1, 0)),
-            Timestamp::default(),
-        );
-        let mut out = Vec::new();
-        t.render(&record, &mut out);
+        let json = serde_json::json!({"short_message": "x", "_container_name": "web-1"});
+        let out = with_gelf_record(&json, |record| {
+            let mut out = Vec::new();
+            t.render(record, &mut out);
+            out
+        });
         assert_eq!(out, b"LOGS:web-1:unknown");
         assert!(KeyTemplate::parse("X:{nope}").is_err());
         assert!(KeyTemplate::parse("X:{container").is_err());

@@ -44,13 +44,7 @@ syslog_tcp = "127.0.0.1:$syslog_port"
 listen = ""
 TOML
 
-wait_until_running() {  # log file
-  for _ in $(seq 600); do
-    grep -q "cowlogd running" "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "cowlogd did not start: $(cat "$1")" >&2; exit 1
-}
+source tests/bench/common.sh
 
 run() {  # label binary traffic...
   local label=$1 binary=$2; shift 2
@@ -69,26 +63,12 @@ print(f"  {label:<6} {r['target']:<10} {r['delivered']:>7,} / {r['sent']:,} deli
 PY
 }
 
-instructions() {  # binary messages → instructions collected
-  redis-cli -p "$redis_port" FLUSHALL >/dev/null
-  valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$1" --config "$work/cowlogd.toml" \
-    >"$work/cg.log" 2>&1 &
-  local pid=$!
-  wait_until_running "$work/cg.log"
-  if [ "$2" -gt 0 ]; then
-    "$bench" --target syslog-tcp --addr "127.0.0.1:$syslog_port" -n "$2" --rate 20000 \
-      --redis "$redis" --wait-s 60 --json >/dev/null
-  fi
-  kill -INT "$pid"; wait "$pid" || true
-  sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/cg.log"
-}
-
 if [ -n "${CALLGRIND:-}" ]; then
   echo "instructions per message (callgrind, syslog TCP, 50,000 lines at 20,000/s):"
   for label in before after; do
     binary=$before; [ "$label" = after ] && binary=$after
-    idle=$(instructions "$binary" 0)
-    busy=$(instructions "$binary" 50000)
+    idle=$(callgrind_instructions "$binary" "$work/cowlogd.toml" "127.0.0.1:$syslog_port" 0)
+    busy=$(callgrind_instructions "$binary" "$work/cowlogd.toml" "127.0.0.1:$syslog_port" 50000)
     echo "  $label: $(( (busy - idle) / 50000 ))"
   done
 fi

@@ -51,28 +51,10 @@ TOML
 done
 printf '[f2b]\nenabled = true\n' >> "$work/on.toml"
 
-# Until the daemon says it runs (its signal handlers are in place: a
-# background job starts with SIGINT ignored, and an early one is lost).
-wait_until_running() {  # log file
-  for _ in $(seq 600); do
-    grep -q "cowlogd running" "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "cowlogd did not start: $(cat "$1")" >&2; exit 1
-}
+source tests/bench/common.sh
 
 instructions() {  # setting, messages → instructions collected
-  redis-cli -p "$redis_port" FLUSHALL >/dev/null
-  valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$cowlogd" --config "$work/$1.toml" \
-    >"$work/cg.log" 2>&1 &
-  local pid=$!
-  wait_until_running "$work/cg.log"
-  if [ "$2" -gt 0 ]; then
-    "$bench" --target syslog-tcp --addr "127.0.0.1:$port" -n "$2" --rate 20000 \
-      --attackers "$attackers" --redis "$redis" --wait-s 60 --json >/dev/null
-  fi
-  kill -INT "$pid"; wait "$pid" || true
-  sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/cg.log"
+  callgrind_instructions "$cowlogd" "$work/$1.toml" "127.0.0.1:$port" "$2" --attackers "$attackers"
 }
 
 # SKIP_CALLGRIND=1 leaves step 1 out.
