@@ -349,19 +349,15 @@ fn register_known_series(settings: &Settings, bound: &inputs::Bound) {
     use crate::admission::slots::Pool;
     use crate::metrics::Input;
     let fluent_unix = settings.inputs.fluent.unix.is_some();
-    let on: Vec<Input> = [
-        (Input::GelfUdp, bound.gelf_udp.is_some()),
-        (Input::GelfTcp, bound.gelf_tcp.is_some()),
-        (Input::SyslogUdp, bound.syslog_udp.is_some()),
-        (Input::SyslogTcp, bound.syslog_tcp.is_some()),
-        (Input::GelfHttp, bound.gelf_http.is_some()),
-        (Input::FluentTcp, bound.fluent_tcp.is_some()),
-        (Input::FluentUnix, fluent_unix),
-    ]
-    .into_iter()
-    .filter_map(|(input, is_on)| is_on.then_some(input))
-    .collect();
-    let pools: Vec<(&'static str, &'static [&'static str])> = [
+    let mut on: Vec<Input> = bound
+        .listening()
+        .into_iter()
+        .filter_map(|(input, addr)| addr.map(|_| input))
+        .collect();
+    if fluent_unix {
+        on.push(Input::FluentUnix);
+    }
+    let pools: Vec<(&'static str, &'static [metrics::CloseReason])> = [
         (
             Pool::Tcp,
             bound.gelf_tcp.is_some() || bound.syslog_tcp.is_some() || bound.fluent_tcp.is_some(),

@@ -60,13 +60,19 @@ impl Input {
     pub fn parse_error_reasons(self) -> &'static [&'static str] {
         match self {
             Input::GelfUdp | Input::GelfTcp | Input::GelfHttp => {
-                &["invalid_json", "missing_short_message"]
+                &cowlogd_parsers::gelf::GelfError::REASONS
             }
-            Input::SyslogUdp | Input::SyslogTcp => &["no_syslog_header"],
-            Input::FluentTcp | Input::FluentUnix => &["invalid_forward"],
+            Input::SyslogUdp | Input::SyslogTcp => &[NO_SYSLOG_HEADER],
+            Input::FluentTcp | Input::FluentUnix => &[INVALID_FORWARD],
         }
     }
 }
+
+/// `cowlogd_parse_errors_total` reason: a syslog line without a header
+/// (kept whole).
+pub const NO_SYSLOG_HEADER: &str = "no_syslog_header";
+/// `cowlogd_parse_errors_total` reason: not a Forward event.
+pub const INVALID_FORWARD: &str = "invalid_forward";
 
 /// Why a message was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -551,10 +557,39 @@ pub fn tcp_connections(input: Input) -> Gauge {
     TCP_CONNECTIONS.gauge_with([input.label().into()])
 }
 
+/// Why cowlogd closed (or, for the metrics endpoint, refused) a
+/// connection: the `reason` of `cowlogd_connections_closed_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Nothing sent within `inputs.tcp_first_byte_timeout_s`.
+    FirstByteTimeout,
+    /// Silent for `inputs.tcp_idle_timeout_s`.
+    IdleTimeout,
+    /// Closed to make room in a full pool.
+    Evicted,
+    /// Refused: the peer is not allowed (the metrics endpoint).
+    NotAllowed,
+    /// Refused: no slot (the metrics endpoint).
+    ConnectionLimit,
+}
+
+impl CloseReason {
+    /// The `reason` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::FirstByteTimeout => "first_byte_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::Evicted => "evicted",
+            CloseReason::NotAllowed => "not_allowed",
+            CloseReason::ConnectionLimit => "connection_limit",
+        }
+    }
+}
+
 /// Counts a connection closed for `reason` in `pool`.
-pub fn connection_closed(pool: &'static str, reason: &'static str) {
+pub fn connection_closed(pool: &'static str, reason: CloseReason) {
     CONNECTIONS_CLOSED
-        .counter_with([pool.into(), reason.into()])
+        .counter_with([pool.into(), reason.label().into()])
         .increment(1);
 }
 
@@ -564,7 +599,7 @@ pub struct KnownSeries<'a> {
     pub inputs: &'a [Input],
     /// Each connection pool that is on, with the reasons it closes
     /// connections for.
-    pub pools: &'a [(&'static str, &'static [&'static str])],
+    pub pools: &'a [(&'static str, &'static [CloseReason])],
     /// Every `kind` of `cowlogd_redis_errors_total`.
     pub redis_error_kinds: &'a [&'static str],
 }
@@ -604,7 +639,7 @@ pub fn register_known_series(known: &KnownSeries<'_>) {
     for (pool, reasons) in known.pools {
         for reason in *reasons {
             CONNECTIONS_CLOSED
-                .counter_with([(*pool).into(), (*reason).into()])
+                .counter_with([(*pool).into(), reason.label().into()])
                 .increment(0);
         }
     }

@@ -139,7 +139,10 @@ pub fn run(settings: &Settings, options: &TailOptions) -> anyhow::Result<()> {
     let mut shown_entries = Vec::new();
     for key in &keys {
         // At least the head, so that --follow -n 0 starts after it.
-        let mut entries = read(&mut link, key, options.lines.max(1) as isize)?;
+        let Some(mut entries) = read(&mut link, key, options.lines.max(1) as isize)? else {
+            eprintln!("cowlogd tail: {key} does not exist (yet)");
+            continue;
+        };
         lists.newest.insert(key.clone(), entries.first().cloned());
         entries.truncate(options.lines);
         shown_entries.extend(entries.into_iter().rev().map(|e| (key.clone(), e)));
@@ -163,7 +166,7 @@ pub fn run(settings: &Settings, options: &TailOptions) -> anyhow::Result<()> {
         }
         let width = keys.iter().map(String::len).max().unwrap_or(0);
         for key in &keys {
-            let entries = read(&mut link, key, FOLLOW_WINDOW)?;
+            let entries = read(&mut link, key, FOLLOW_WINDOW)?.unwrap_or_default();
             let last = lists.newest.entry(key.clone()).or_default();
             let fresh = match last.as_ref() {
                 Some(last) => entries.iter().position(|e| e == last).unwrap_or_else(|| {
@@ -191,8 +194,7 @@ struct Lists {
     /// As given; empty: the mailcow lists.
     asked: Vec<String>,
     newest: HashMap<String, Option<String>>,
-    /// Said on stderr already: keys that do not exist, patterns that match
-    /// nothing or too much.
+    /// Said on stderr already: patterns that match nothing or too much.
     said: HashSet<String>,
 }
 
@@ -214,18 +216,14 @@ impl Lists {
         self.asked.iter().any(|k| is_pattern(k))
     }
 
-    /// The keys to read: each name as given (a missing one said once), each
-    /// pattern's lists by `SCAN`, at most [`MAX_PATTERN_KEYS`] in all.
+    /// The keys to read: each name as given, each pattern's lists by
+    /// `SCAN`, at most [`MAX_PATTERN_KEYS`] in all.
     fn resolve(&mut self, connection: &mut redis::Connection) -> redis::RedisResult<Vec<String>> {
         let mut keys: Vec<String> = Vec::new();
         for asked in &self.asked {
             if !is_pattern(asked) {
                 if !keys.contains(asked) {
                     keys.push(asked.clone());
-                }
-                let kind: String = redis::cmd("TYPE").arg(asked).query(connection)?;
-                if kind == "none" && self.said.insert(asked.clone()) {
-                    eprintln!("cowlogd tail: {asked} does not exist (yet)");
                 }
                 continue;
             }
@@ -377,13 +375,14 @@ fn unreachable(shown: &str, error: &redis::RedisError) -> anyhow::Error {
     anyhow::anyhow!("Redis at {shown} unreachable: {error}")
 }
 
-/// The newest `n` entries of `key`, newest first; none for a key that does
-/// not exist.
-fn read(link: &mut Link, key: &str, n: isize) -> anyhow::Result<Vec<String>> {
+/// The newest `n` entries of `key`, newest first; `None` for a key that
+/// does not exist.
+fn read(link: &mut Link, key: &str, n: isize) -> anyhow::Result<Option<Vec<String>>> {
     let kind: String = link.retrying(|c| redis::cmd("TYPE").arg(key).query(c))?;
     match kind.as_str() {
-        "list" if n > 0 => link.retrying(|c| c.lrange(key, 0, n - 1)),
-        "list" | "none" => Ok(Vec::new()),
+        "list" if n > 0 => link.retrying(|c| c.lrange(key, 0, n - 1)).map(Some),
+        "list" => Ok(Some(Vec::new())),
+        "none" => Ok(None),
         other => bail!("{key} holds a {other}, not a list of mailcow entries"),
     }
 }

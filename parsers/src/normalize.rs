@@ -82,7 +82,8 @@ pub fn normalize_gelf<'a>(
 /// let record = normalize_syslog_from(&line, &ctx, Timestamp::default(), SyslogSender::Docker);
 /// assert_eq!((record.container, record.program, record.pid), (Some(&b"shop-web-1"[..]), None, None));
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SyslogSender {
     /// Any syslog sender: the tag is the program, unless the line shows it
     /// came from Docker's driver (a syslog line nested in MSG, or an RFC
@@ -244,44 +245,6 @@ pub fn severity_marker(message: &[u8]) -> Option<Severity> {
     at_start(&message[prefix_end + 2..], &DOVECOT_MARKERS)
 }
 
-/// Whether container `name` runs compose service `service`: the name is the
-/// service itself, or compose v2's `<project>-<service>-<n>`, or compose
-/// v1's `<project>_<service>_<n>` (also without the `-<n>`/`_<n>`).
-///
-/// ```
-/// use cowlogd_parsers::normalize::container_runs_service;
-/// assert!(container_runs_service(b"mailcowdockerized-postfix-mailcow-1", b"postfix-mailcow"));
-/// assert!(container_runs_service(b"mailcowdockerized_postfix-mailcow_1", b"postfix-mailcow"));
-/// assert!(!container_runs_service(b"mailcowdockerized-postfix-tlspol-mailcow-1", b"postfix-mailcow"));
-/// ```
-pub fn container_runs_service(name: &[u8], service: &[u8]) -> bool {
-    if service.is_empty() {
-        return false;
-    }
-    let name = name.strip_prefix(b"/").unwrap_or(name);
-    if name == service {
-        return true;
-    }
-    let without_replica = strip_replica(name);
-    let Some(prefix) = without_replica.strip_suffix(service) else {
-        return false;
-    };
-    matches!(prefix.last(), Some(b'-' | b'_'))
-}
-
-/// `x-1` → `x`, `x_12` → `x`, else unchanged.
-fn strip_replica(name: &[u8]) -> &[u8] {
-    let digits = name.iter().rev().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits == name.len() {
-        return name;
-    }
-    let before = &name[..name.len() - digits];
-    match before.last() {
-        Some(b'-' | b'_') => &before[..before.len() - 1],
-        _ => name,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,30 +301,5 @@ mod tests {
         assert_eq!(severity_marker(b"auth: Fatal: x"), Some(Severity::Critical));
         // Postfix markers only count at the start.
         assert_eq!(severity_marker(b"NOQUEUE: reject: warning: x"), None);
-    }
-
-    #[test]
-    fn service_matching_rejects_partial_words() {
-        assert!(container_runs_service(
-            b"postfix-mailcow",
-            b"postfix-mailcow"
-        ));
-        assert!(container_runs_service(
-            b"/mailcowdockerized-sogo-mailcow-1",
-            b"sogo-mailcow"
-        ));
-        assert!(container_runs_service(
-            b"proj-dovecot-mailcow",
-            b"dovecot-mailcow"
-        ));
-        assert!(!container_runs_service(
-            b"mailcowdockerized-xpostfix-mailcow-1",
-            b"postfix-mailcow"
-        ));
-        assert!(!container_runs_service(
-            b"mailcowdockerized-postfix-mailcow-1",
-            b""
-        ));
-        assert!(!container_runs_service(b"1", b"1x"));
     }
 }

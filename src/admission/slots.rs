@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::Source;
-use crate::metrics::{DropReason, connection_closed, dropped};
+use crate::metrics::{CloseReason, DropReason, connection_closed, dropped};
 
 /// A connection idle for less than this is not evicted for a newcomer
 /// from a source that holds as many connections as anyone (rule 3).
@@ -73,11 +73,12 @@ impl Pool {
     /// Every `reason` of `cowlogd_connections_closed_total` this pool
     /// counts: stream inputs time out, every pool evicts, and the metrics
     /// endpoint counts its refusals here (inputs count theirs as drops).
-    pub fn close_reasons(self) -> &'static [&'static str] {
+    pub fn close_reasons(self) -> &'static [CloseReason] {
+        use CloseReason::{ConnectionLimit, Evicted, FirstByteTimeout, IdleTimeout, NotAllowed};
         match self {
-            Pool::Tcp | Pool::FluentUnix => &["first_byte_timeout", "idle_timeout", "evicted"],
-            Pool::GelfHttp => &["evicted"],
-            Pool::Metrics => &["evicted", "not_allowed", "connection_limit"],
+            Pool::Tcp | Pool::FluentUnix => &[FirstByteTimeout, IdleTimeout, Evicted],
+            Pool::GelfHttp => &[Evicted],
+            Pool::Metrics => &[Evicted, NotAllowed, ConnectionLimit],
         }
     }
 
@@ -313,11 +314,14 @@ impl Slots {
 
     /// Counts a refusal the pool's way (see [`Pool`]).
     pub fn count_refused(&self, refused: Refused) {
-        let reason = refused.reason();
         if self.pool.refusal_is_a_drop() {
-            dropped(reason, 1);
+            dropped(refused.reason(), 1);
         } else {
-            connection_closed(self.pool.label(), reason.labels().1);
+            let reason = match refused {
+                Refused::NotAllowed => CloseReason::NotAllowed,
+                Refused::ConnectionLimit => CloseReason::ConnectionLimit,
+            };
+            connection_closed(self.pool.label(), reason);
         }
     }
 
@@ -403,7 +407,7 @@ impl Slots {
             open.ending.cancel();
         }
         state.release(victim.id);
-        connection_closed(self.pool.label(), "evicted");
+        connection_closed(self.pool.label(), CloseReason::Evicted);
         crate::warn_limited!(
             pool = self.pool.label(),
             idle_ms = victim.idle_ms,

@@ -244,7 +244,7 @@ pub struct InputsConfig {
     /// unless the line shows it is Docker's driver) or `"docker"` (only
     /// Docker's syslog driver: the tag names the container, in every
     /// `syslog-format`).
-    pub syslog_sender: SyslogSenderName,
+    pub syslog_sender: SyslogSender,
     /// UDP sockets per UDP listener (SO_REUSEPORT), each read by its own task.
     pub udp_sockets: NonZeroUsize,
     /// SO_RCVBUF asked for each UDP socket, in bytes.
@@ -295,7 +295,7 @@ impl Default for InputsConfig {
             .filter_map(Network::parse)
             .collect(),
             timezone: Zone::local(),
-            syslog_sender: SyslogSenderName::Any,
+            syslog_sender: SyslogSender::Any,
             udp_sockets: nz(2),
             udp_receive_buffer: nz(8 * 1024 * 1024),
             tcp_max_connections: nz(1024),
@@ -307,16 +307,6 @@ impl Default for InputsConfig {
             tcp_queue_wait_ms: 1_000,
         }
     }
-}
-
-/// `inputs.syslog_sender`, as written.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SyslogSenderName {
-    /// Any syslog sender.
-    Any,
-    /// Docker's syslog driver only.
-    Docker,
 }
 
 /// `[limits]`
@@ -691,10 +681,7 @@ impl InputsConfig {
             fluent_tcp: self.fluent_tcp.0,
             allow: values::networks(&self.allow),
             timezone: self.timezone.zone().clone(),
-            syslog_sender: match self.syslog_sender {
-                SyslogSenderName::Any => SyslogSender::Any,
-                SyslogSenderName::Docker => SyslogSender::Docker,
-            },
+            syslog_sender: self.syslog_sender,
             udp: UdpSettings {
                 sockets: self.udp_sockets.get(),
                 receive_buffer: self.udp_receive_buffer.get(),

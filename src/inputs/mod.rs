@@ -46,19 +46,25 @@ pub struct Bound {
 }
 
 impl Bound {
+    /// Each network input with its address, when it is on.
+    pub(crate) fn listening(&self) -> [(Input, Option<SocketAddr>); 6] {
+        [
+            (Input::GelfUdp, self.gelf_udp),
+            (Input::GelfTcp, self.gelf_tcp),
+            (Input::SyslogUdp, self.syslog_udp),
+            (Input::SyslogTcp, self.syslog_tcp),
+            (Input::GelfHttp, self.gelf_http),
+            (Input::FluentTcp, self.fluent_tcp),
+        ]
+    }
+
     /// `gelf_udp=0.0.0.0:12201 syslog_tcp=…`: the inputs that are on.
     pub fn summary(&self, fluent_unix: Option<&std::path::Path>) -> String {
-        let mut on: Vec<String> = [
-            ("gelf_udp", self.gelf_udp),
-            ("gelf_tcp", self.gelf_tcp),
-            ("syslog_udp", self.syslog_udp),
-            ("syslog_tcp", self.syslog_tcp),
-            ("gelf_http", self.gelf_http),
-            ("fluent_tcp", self.fluent_tcp),
-        ]
-        .iter()
-        .filter_map(|(name, addr)| addr.map(|a| format!("{name}={a}")))
-        .collect();
+        let mut on: Vec<String> = self
+            .listening()
+            .iter()
+            .filter_map(|(input, addr)| addr.map(|a| format!("{}={a}", input.label())))
+            .collect();
         if let Some(path) = fluent_unix {
             on.push(format!("fluent_unix={}", path.display()));
         }

@@ -4,7 +4,7 @@
 use cowlogd_parsers::normalize::normalize_syslog_from;
 use cowlogd_parsers::syslog::{SyslogFormat, parse_syslog, trim_trailer};
 
-use crate::metrics::parse_error;
+use crate::metrics::{NO_SYSLOG_HEADER, parse_error};
 use crate::pipeline::ReadCycle;
 
 /// One syslog line into the cycle; a blank one is not a message.
@@ -15,7 +15,7 @@ pub fn line(cycle: &mut ReadCycle<'_>, line: &[u8]) {
     cycle.count_received();
     let message = parse_syslog(line, cycle.time());
     if message.format == SyslogFormat::Plain {
-        parse_error(cycle.input(), "no_syslog_header");
+        parse_error(cycle.input(), NO_SYSLOG_HEADER);
     }
     let record = normalize_syslog_from(&message, cycle.time(), cycle.now(), cycle.syslog_sender());
     cycle.record(&record);

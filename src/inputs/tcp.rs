@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use super::gelf::GelfDecoder;
 use crate::admission::{Gate, Peer, Slot, accept};
-use crate::metrics::{DropReason, Input, connection_closed, dropped};
+use crate::metrics::{CloseReason, DropReason, Input, connection_closed, dropped};
 use crate::pipeline::{Flush, Pipeline, Processor, ReadCycle};
 
 /// Bytes asked of the socket per read.
@@ -220,12 +220,12 @@ impl StreamReader {
             }
             Err(_) => {
                 let reason = if self.silent {
-                    "first_byte_timeout"
+                    CloseReason::FirstByteTimeout
                 } else {
-                    "idle_timeout"
+                    CloseReason::IdleTimeout
                 };
                 connection_closed(slot.pool().label(), reason);
-                tracing::debug!(%peer, reason, "timeout; closing");
+                tracing::debug!(%peer, reason = reason.label(), "timeout; closing");
                 None
             }
             Ok(Err(error)) => {

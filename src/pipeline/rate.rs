@@ -35,7 +35,7 @@ pub struct ContainerRates {
     per_second: f64,
     burst: f64,
     exempt: Vec<ContainerPattern>,
-    buckets: Mutex<LruCache<Box<[u8]>, Bucket>>,
+    buckets: Mutex<LruCache<Vec<u8>, Bucket>>,
     dropped: Counter,
 }
 
@@ -75,25 +75,13 @@ impl ContainerRates {
         };
         let now = now.as_f64();
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        let bucket = match buckets.get_mut(container) {
-            Some(bucket) => bucket,
-            None => {
-                let exempt = ContainerName::of(record)
-                    .is_some_and(|name| self.exempt.iter().any(|p| p.matches(&name)));
-                buckets.push(
-                    container.into(),
-                    Bucket {
-                        tokens: self.burst,
-                        updated: now,
-                        exempt,
-                    },
-                );
-                match buckets.get_mut(container) {
-                    Some(bucket) => bucket,
-                    None => return true,
-                }
-            }
-        };
+        // One lookup; the name is copied only for a container seen first.
+        let bucket = buckets.get_or_insert_mut_ref(container, || Bucket {
+            tokens: self.burst,
+            updated: now,
+            exempt: ContainerName::of(record)
+                .is_some_and(|name| self.exempt.iter().any(|p| p.matches(&name))),
+        });
         if bucket.exempt {
             return true;
         }

@@ -121,35 +121,29 @@ impl ContainerPattern {
     /// `mailcowdockerized-postfix-mailcow-1` (its service) and a container
     /// whose compose service label says `postfix-mailcow`.
     pub(crate) fn matches(&self, name: &ContainerName<'_>) -> bool {
+        self.matches_text(name.full)
+            || match name.service_label {
+                Some(service) => self.matches_text(service),
+                None => self.matches_text(name.base()) || self.matches_a_service_in(name),
+            }
+    }
+
+    fn matches_text(&self, text: &[u8]) -> bool {
         match self {
-            ContainerPattern::Literal(literal) => {
-                let literal = literal.as_slice();
-                if name.full == literal {
-                    return true;
-                }
-                match name.service_label {
-                    Some(service) => service == literal,
-                    None => {
-                        let base = name.base();
-                        base == literal
-                            || base
-                                .strip_suffix(literal)
-                                .is_some_and(|before| matches!(before.last(), Some(b'-' | b'_')))
-                    }
-                }
-            }
-            ContainerPattern::Glob(glob) => {
-                if glob.matches(name.full) {
-                    return true;
-                }
-                match name.service_label {
-                    Some(service) => glob.matches(service),
-                    None => {
-                        glob.matches(name.base())
-                            || name.splits().any(|(_, after)| glob.matches(after))
-                    }
-                }
-            }
+            ContainerPattern::Literal(literal) => text == literal.as_slice(),
+            ContainerPattern::Glob(glob) => glob.matches(text),
+        }
+    }
+
+    /// Whether the part after some `-`/`_` of the name is the service.
+    fn matches_a_service_in(&self, name: &ContainerName<'_>) -> bool {
+        match self {
+            // Of all the splits, only the one the literal ends at can match.
+            ContainerPattern::Literal(literal) => name
+                .base()
+                .strip_suffix(literal.as_slice())
+                .is_some_and(|before| matches!(before.last(), Some(b'-' | b'_'))),
+            ContainerPattern::Glob(glob) => name.splits().any(|(_, after)| glob.matches(after)),
         }
     }
 }
@@ -265,6 +259,24 @@ mod tests {
         ));
         assert!(!container_matches("web", "webshop-1x"));
         assert!(container_matches("web", "shop-web-12"));
+    }
+
+    #[test]
+    fn a_service_is_a_whole_part_of_the_name() {
+        assert!(container_matches(
+            "sogo-mailcow",
+            "/mailcowdockerized-sogo-mailcow-1"
+        ));
+        assert!(container_matches("dovecot-mailcow", "proj-dovecot-mailcow"));
+        assert!(!container_matches(
+            "postfix-mailcow",
+            "mailcowdockerized-xpostfix-mailcow-1"
+        ));
+        assert!(!container_matches(
+            "",
+            "mailcowdockerized-postfix-mailcow-1"
+        ));
+        assert!(!container_matches("1x", "1"));
     }
 
     #[test]

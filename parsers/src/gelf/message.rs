@@ -34,7 +34,25 @@ pub enum GelfError {
 }
 
 impl GelfError {
-    /// A short, fixed reason for metrics labels.
+    /// Every [`GelfError::reason`], for metrics registered before the
+    /// first error.
+    ///
+    /// ```
+    /// use cowlogd_parsers::gelf::{GelfError, parse_gelf};
+    /// for payload in [&b"not json"[..], br#"{"host":"h"}"#] {
+    ///     let error = parse_gelf(payload).unwrap_err();
+    ///     assert!(GelfError::REASONS.contains(&error.reason()));
+    /// }
+    /// ```
+    pub const REASONS: [&'static str; 2] = ["invalid_json", "missing_short_message"];
+
+    /// A short, fixed reason for metrics labels (one of
+    /// [`GelfError::REASONS`]).
+    ///
+    /// ```
+    /// use cowlogd_parsers::gelf::parse_gelf;
+    /// assert_eq!(parse_gelf(br#"{"host":"h"}"#).unwrap_err().reason(), "missing_short_message");
+    /// ```
     pub fn reason(&self) -> &'static str {
         match self {
             GelfError::Json { .. } => "invalid_json",

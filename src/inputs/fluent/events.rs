@@ -22,7 +22,7 @@ use cowlogd_parsers::fluent::forward::{Entries, entries, parse_event};
 use cowlogd_parsers::normalize::normalize_gelf;
 
 use crate::inputs::gelf::count_not_decompressed;
-use crate::metrics::{self, DropReason, dropped, parse_error};
+use crate::metrics::{self, DropReason, INVALID_FORWARD, dropped, parse_error};
 use crate::pipeline::ReadCycle;
 
 /// Fluent chunk ids remembered, all connections together (about 64 bytes
@@ -196,7 +196,7 @@ impl FluentDecoder {
             // "message" per byte: each is a complete MessagePack object).
             Some(0x90..=0x9f | 0xdc | 0xdd) => {}
             _ => {
-                parse_error(cycle.input(), "invalid_forward");
+                parse_error(cycle.input(), INVALID_FORWARD);
                 crate::warn_limited!(
                     input = cycle.input().label(),
                     "MessagePack object that is not a Forward event ignored"
@@ -335,7 +335,7 @@ impl FluentDecoder {
 }
 
 fn invalid(cycle: &ReadCycle<'_>, error: &dyn std::fmt::Display) {
-    parse_error(cycle.input(), "invalid_forward");
+    parse_error(cycle.input(), INVALID_FORWARD);
     dropped(DropReason::InvalidForward, 1);
     crate::warn_limited!(input = cycle.input().label(), %error, "Forward event rejected");
 }
