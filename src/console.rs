@@ -33,6 +33,8 @@ pub enum Fate<'a> {
     Dropped,
     /// No route matched: not stored.
     Unrouted,
+    /// Over its container's `limits.container_rate`: dropped before routing.
+    RateLimited,
     /// A route would store it in `key`, but Redis is off.
     RedisOff {
         /// The list key it would go to.
@@ -121,7 +123,7 @@ impl Console {
         );
         let (paint, end) = self.paint(match fate {
             Fate::Stored { .. } | Fate::RedisOff { .. } => "\x1b[32m",
-            Fate::Dropped => "\x1b[2m",
+            Fate::Dropped | Fate::RateLimited => "\x1b[2m",
             Fate::Unrouted => "\x1b[35m",
         });
         match fate {
@@ -135,6 +137,9 @@ impl Console {
             }
             Fate::Dropped => {
                 let _ = write!(line, "{paint}dropped{end}");
+            }
+            Fate::RateLimited => {
+                let _ = write!(line, "{paint}dropped: over limits.container_rate{end}");
             }
             Fate::RedisOff { key } => {
                 let _ = write!(

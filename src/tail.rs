@@ -227,8 +227,7 @@ impl Lists {
                 }
                 continue;
             }
-            let (mut found, complete) = scan_lists(connection, asked)?;
-            found.sort_unstable();
+            let (found, complete) = scan_lists(connection, asked)?;
             if found.is_empty() && self.said.insert(asked.clone()) {
                 eprintln!("cowlogd tail: no list matches {asked}");
             }
@@ -255,15 +254,22 @@ fn is_pattern(key: &str) -> bool {
     key.contains(['*', '?', '['])
 }
 
-/// The lists matching `pattern`, at most [`MAX_PATTERN_KEYS`] and at most
-/// [`MAX_SCAN_CALLS`] `SCAN` calls; `false` when it stopped short.
+/// The first [`MAX_PATTERN_KEYS`] lists by name matching `pattern`, in at
+/// most [`MAX_SCAN_CALLS`] `SCAN` calls (`SCAN` returns keys in no order
+/// and may return one twice: the set keeps the smallest names only);
+/// `false` when more matched or the scan stopped short.
 fn scan_lists(
     connection: &mut redis::Connection,
     pattern: &str,
 ) -> redis::RedisResult<(Vec<String>, bool)> {
-    let mut found = Vec::new();
+    let mut found = std::collections::BTreeSet::new();
+    let mut complete = true;
     let mut cursor: u64 = 0;
-    for _ in 0..MAX_SCAN_CALLS {
+    for call in 0.. {
+        if call == MAX_SCAN_CALLS {
+            complete = false;
+            break;
+        }
         let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
@@ -274,19 +280,18 @@ fn scan_lists(
             .arg("list")
             .query(connection)?;
         for key in batch {
-            if found.len() == MAX_PATTERN_KEYS {
-                return Ok((found, false));
-            }
-            if !found.contains(&key) {
-                found.push(key);
+            found.insert(key);
+            if found.len() > MAX_PATTERN_KEYS {
+                found.pop_last();
+                complete = false;
             }
         }
         if next == 0 {
-            return Ok((found, true));
+            break;
         }
         cursor = next;
     }
-    Ok((found, false))
+    Ok((found.into_iter().collect(), complete))
 }
 
 /// The connection to Redis. Patient (`--follow`, `--channel`): a lost or

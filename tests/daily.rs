@@ -133,6 +133,9 @@ fn every_metric_is_listed_by_the_first_scrape_with_each_known_series_at_zero() {
 fn a_chatty_container_is_held_to_its_rate_while_mailcow_containers_are_exempt() {
     let redis = RedisServer::start();
     let config = r#"
+[console]
+enabled = true
+
 [limits]
 container_rate = 10
 container_burst = 20
@@ -168,6 +171,15 @@ key = "LOGS:{container}"
         "the log names the container"
     );
     assert!(!daemon.log().contains(&format!("container={POSTFIX}")));
+    // The console says why those lines went nowhere, each of them.
+    wait_for("the console to show every limited line", || {
+        let shown = daemon
+            .stdout()
+            .lines()
+            .filter(|l| l.contains("chatty-web-1") && l.contains("over limits.container_rate"))
+            .count();
+        (shown as f64 == limited.0).then_some(())
+    });
     assert_eq!(daemon.http_get("/ready").0, 200, "/ready stays green");
 }
 

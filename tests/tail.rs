@@ -299,3 +299,25 @@ fn tail_says_why_redis_is_unreachable_once() {
     assert!(stderr.contains("unreachable"), "{stderr}");
     assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
 }
+
+#[test]
+fn a_pattern_shows_at_most_256_lists_and_says_so() {
+    let redis = RedisServer::start();
+    let mut connection = redis.client();
+    for n in 0..300 {
+        redis::cmd("LPUSH")
+            .arg(format!("LOGS:c-{n:03}"))
+            .arg(entry(1_712_345_600 + n, "info", "", &format!("from {n}")))
+            .query::<()>(&mut connection)
+            .unwrap();
+    }
+    let (ok, stdout, stderr) = tail(&redis.url(), &["LOGS:*", "-n", "1"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.lines().count(), 256, "{stderr}");
+    assert!(
+        stderr.contains("more than 256 lists match LOGS:*"),
+        "{stderr}"
+    );
+    // The first 256 by name.
+    assert!(stdout.contains("LOGS:c-255") && !stdout.contains("LOGS:c-256"));
+}

@@ -1137,6 +1137,14 @@ mod tests {
             ("[inputs]\nallow = [\"10.0.0.0/33\"]", "inputs.allow"),
             ("[inputs]\ntimezone = \"Mars/Olympus\"", "inputs.timezone"),
             (
+                "[inputs]\nsyslog_sender = \"rsyslog\"",
+                "inputs.syslog_sender",
+            ),
+            (
+                "[limits]\ncontainer_rate = 10\ncontainer_burst = 0",
+                "limits.container_burst",
+            ),
+            (
                 "[redis]\nchannel_sanitize = \"all\"",
                 "redis.channel_sanitize",
             ),

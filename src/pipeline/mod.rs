@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::Activity;
 use crate::batch::{GelfBatch, RedisBatch};
 use crate::config::ForwardFilter;
-use crate::console::Console;
+use crate::console::{Console, Fate};
 use crate::f2b::F2b;
 use crate::metrics::{Input, InputMetrics};
 use crate::queue::BatchQueue;
@@ -329,9 +329,19 @@ impl ReadCycle<'_> {
     /// Routes `record` and encodes it into this cycle's batches.
     pub fn record(&mut self, record: &Record<'_>) {
         self.records += 1;
-        if let Some(rates) = &self.processor.emitter.pipeline().rates
+        let pipeline = self.processor.emitter.pipeline();
+        if let Some(rates) = &pipeline.rates
             && !rates.admit(record, self.processor.clock.now)
         {
+            // The console answers "why is my line not stored?" for these too.
+            if let Some(console) = &pipeline.console {
+                console.show(
+                    self.processor.input.label(),
+                    record,
+                    None,
+                    &Fate::RateLimited,
+                );
+            }
             return;
         }
         self.processor.emitter.record(record);
