@@ -9,9 +9,9 @@
 # UDP, 200,000 lines at 50,000/s. Memory queue, list_cap 1,000,000, the
 # mailcow profile. Prints one line per run: delivered, msg/s, the daemon's
 # CPU µs per message. CALLGRIND=1 first counts each build's instructions
-# per message under valgrind (syslog TCP, 50,000 lines at 20,000/s, the
-# start-up cost subtracted): repeatable where CPU time on a shared machine
-# is not. Needs redis-server (and valgrind) and
+# per message under valgrind (syslog TCP and GELF TCP, 50,000 lines each at
+# 20,000/s, the start-up cost subtracted): repeatable where CPU time on a
+# shared machine is not. Needs redis-server (and valgrind) and
 # target/release/cowlogd-bench (cargo build --release); builds nothing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,6 +28,7 @@ redis_port=16393
 trap 'kill $(jobs -p) 2>/dev/null || true; redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 syslog_port=25393
 gelf_port=25394
+gelf_tcp_port=25395
 redis-server --port "$redis_port" --save "" --appendonly no --daemonize yes --logfile "$work/redis.log" --dir "$work"
 redis="redis://127.0.0.1:$redis_port"
 sleep 0.3
@@ -37,7 +38,7 @@ url = "$redis"
 list_cap = 1000000
 [inputs]
 gelf_udp = "127.0.0.1:$gelf_port"
-gelf_tcp = ""
+gelf_tcp = "127.0.0.1:$gelf_tcp_port"
 syslog_udp = ""
 syslog_tcp = "127.0.0.1:$syslog_port"
 [metrics]
@@ -64,12 +65,15 @@ PY
 }
 
 if [ -n "${CALLGRIND:-}" ]; then
-  echo "instructions per message (callgrind, syslog TCP, 50,000 lines at 20,000/s):"
-  for label in before after; do
-    binary=$before; [ "$label" = after ] && binary=$after
-    idle=$(callgrind_instructions "$binary" "$work/cowlogd.toml" "127.0.0.1:$syslog_port" 0)
-    busy=$(callgrind_instructions "$binary" "$work/cowlogd.toml" "127.0.0.1:$syslog_port" 50000)
-    echo "  $label: $(( (busy - idle) / 50000 ))"
+  echo "instructions per message (callgrind, 50,000 lines at 20,000/s):"
+  for traffic in "syslog-tcp $syslog_port" "gelf-tcp $gelf_tcp_port"; do
+    read -r target port <<<"$traffic"
+    for label in before after; do
+      binary=$before; [ "$label" = after ] && binary=$after
+      idle=$(callgrind_instructions "$binary" "$work/cowlogd.toml" "$target" "127.0.0.1:$port" 0)
+      busy=$(callgrind_instructions "$binary" "$work/cowlogd.toml" "$target" "127.0.0.1:$port" 50000)
+      echo "  $target $label: $(( (busy - idle) / 50000 ))"
+    done
   done
 fi
 

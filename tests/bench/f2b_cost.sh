@@ -54,7 +54,7 @@ printf '[f2b]\nenabled = true\n' >> "$work/on.toml"
 source tests/bench/common.sh
 
 instructions() {  # setting, messages → instructions collected
-  callgrind_instructions "$cowlogd" "$work/$1.toml" "127.0.0.1:$port" "$2" --attackers "$attackers"
+  callgrind_instructions "$cowlogd" "$work/$1.toml" syslog-tcp "127.0.0.1:$port" "$2" --attackers "$attackers"
 }
 
 # SKIP_CALLGRIND=1 leaves step 1 out.
