@@ -321,3 +321,23 @@ fn kill_9_at_random_points_of_a_100k_line_acked_stream_stores_every_line_exactly
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(redis.llen("POSTFIX_MAILLOG"), LINES);
 }
+
+#[test]
+fn sigterm_before_redis_ever_answered_says_the_queue_stays_on_disk() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let queue = tempfile::tempdir().unwrap();
+    // Started with Redis down: the sink is still waiting to read its marker.
+    let (mut daemon, _) = queued_daemon(&redis, queue.path(), "");
+    send_syslog(&daemon, 0..100);
+    wait_for("100 lines on disk", || {
+        (daemon.metric("cowlogd_queue_disk_records") >= 100.0).then_some(())
+    });
+    assert!(daemon.terminate().success());
+    let log = daemon.log();
+    assert!(log.contains("cannot read the writer's marker yet"), "{log}");
+    assert!(log.contains("they stay in the disk queue"), "{log}");
+    redis.restart();
+    daemon.start_again();
+    assert_exactly(&redis, 100);
+}

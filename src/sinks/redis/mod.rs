@@ -334,11 +334,12 @@ impl RedisWriter {
             at: None,
         };
         // Connect early so /ready and the log tell about Redis at start.
-        if deadline.bound(self.probe()).await.is_none() {
-            self.queue.close();
-            return;
-        }
-        if !self.read_marker_at_start(&mut deadline).await {
+        // Shut down before Redis ever answered: what is queued is reported
+        // (kept on disk, or counted dropped) as after any other write.
+        if deadline.bound(self.probe()).await.is_none()
+            || !self.read_marker_at_start(&mut deadline).await
+        {
+            self.drop_at_shutdown(0);
             self.queue.close();
             return;
         }
@@ -743,8 +744,12 @@ impl RedisWriter {
     /// nothing is lost: it is written at the next start.
     fn drop_at_shutdown(&self, unwritten: usize) {
         if let Some(disk) = self.queue.disk() {
+            let kept = unwritten + disk.len_messages();
+            if kept == 0 {
+                return;
+            }
             tracing::warn!(
-                messages = unwritten + disk.len_messages(),
+                messages = kept,
                 "shutdown: Redis did not take the queued messages in time; they stay in the disk queue for the next start"
             );
             return;
@@ -766,6 +771,9 @@ impl RedisWriter {
             );
         }
         let left = unwritten - unknown + self.queue.discard();
+        if left == 0 {
+            return;
+        }
         dropped(DropReason::Shutdown, left as u64);
         tracing::warn!(
             messages = left,
