@@ -28,7 +28,32 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::{Allowlist, Gate, Peer, Pool, Slot, Slots, accept};
 use crate::f2b::F2b;
+use crate::inputs::docker::DockerHealth;
 use crate::sinks::redis::RedisHealth;
+
+/// What `/ready` asks: Redis takes writes and, with `[docker]` on, the
+/// Docker Engine API answers.
+#[derive(Clone)]
+pub struct Readiness {
+    /// The Redis writer's.
+    pub redis: Arc<RedisHealth>,
+    /// The Docker source's, when it is on.
+    pub docker: Option<Arc<DockerHealth>>,
+}
+
+impl Readiness {
+    fn is_ready(&self) -> bool {
+        self.redis.is_up() && self.docker.as_ref().is_none_or(|d| d.is_up())
+    }
+
+    fn report(&self) -> String {
+        let mut report = self.redis.report();
+        if let Some(docker) = &self.docker {
+            report.push_str(&docker.report());
+        }
+        report
+    }
+}
 
 /// How long a scraper may take to send its request headers.
 const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -139,7 +164,7 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 pub async fn serve(
     listener: TcpListener,
     metrics: PrometheusHandle,
-    health: Arc<RedisHealth>,
+    health: Readiness,
     admission: Admission,
     f2b: Option<Arc<F2b>>,
     shutdown: CancellationToken,
@@ -167,7 +192,7 @@ pub async fn serve(
 #[derive(Clone)]
 struct Endpoint {
     metrics: PrometheusHandle,
-    health: Arc<RedisHealth>,
+    health: Readiness,
     f2b: Option<Arc<F2b>>,
     f2b_allow: Arc<Allowlist>,
 }
@@ -189,7 +214,7 @@ async fn connection(stream: TcpStream, peer: Peer, slot: Slot, endpoint: Endpoin
 fn respond(
     request: &Request<Incoming>,
     metrics: &PrometheusHandle,
-    health: &RedisHealth,
+    health: &Readiness,
     f2b: Option<(&F2b, bool)>,
 ) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
@@ -200,7 +225,7 @@ fn respond(
         ),
         (&Method::GET, "/health") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         (&Method::GET, "/ready") => {
-            let status = if health.is_up() {
+            let status = if health.is_ready() {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE

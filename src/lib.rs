@@ -161,6 +161,19 @@ impl Daemon {
         let stop_inputs = CancellationToken::new();
         let inputs = TaskTracker::new();
         let bound = inputs::start(&settings, &pipeline, &stop_inputs, &inputs).await?;
+        let docker = match &settings.docker {
+            Some(docker) => {
+                let source = inputs::docker::DockerSource::new(
+                    docker.clone(),
+                    pipeline.clone(),
+                    settings.limits.max_message,
+                )?;
+                let health = source.health();
+                inputs.spawn(inputs::docker::run(source, stop_inputs.clone()));
+                Some(health)
+            }
+            None => None,
+        };
         register_known_series(&settings, &bound);
         let stop_http = CancellationToken::new();
         let mut metrics_addr = None;
@@ -170,7 +183,10 @@ impl Daemon {
             tokio::spawn(http::serve(
                 listener,
                 prometheus.clone(),
-                health.clone(),
+                http::Readiness {
+                    redis: health.clone(),
+                    docker: docker.clone(),
+                },
                 http::Admission {
                     allow: admission::Allowlist::new(settings.metrics.allow.clone()),
                     f2b_allow: admission::Allowlist::new(settings.metrics.f2b_allow.clone()),
@@ -210,6 +226,10 @@ impl Daemon {
         tracing::info!(
             version = %env!("CARGO_PKG_VERSION"),
             inputs = %bound.summary(settings.inputs.fluent.unix.as_deref()),
+            docker = %settings.docker.as_ref().map_or_else(
+                || "off".to_owned(),
+                |d| d.endpoint.to_string()
+            ),
             redis = %redis.shown_url(),
             queue = %settings.queue.as_ref().map_or_else(
                 || "memory".to_owned(),
@@ -356,6 +376,9 @@ fn register_known_series(settings: &Settings, bound: &inputs::Bound) {
         .collect();
     if fluent_unix {
         on.push(Input::FluentUnix);
+    }
+    if settings.docker.is_some() {
+        on.push(Input::Docker);
     }
     let pools: Vec<(&'static str, &'static [metrics::CloseReason])> = [
         (

@@ -29,6 +29,8 @@ pub enum Input {
     FluentTcp,
     /// Fluent Forward on a unix socket.
     FluentUnix,
+    /// Containers' logs read from the Docker Engine API (`[docker]`).
+    Docker,
 }
 
 impl Input {
@@ -42,6 +44,7 @@ impl Input {
             Input::GelfHttp => "gelf_http",
             Input::FluentTcp => "fluent_tcp",
             Input::FluentUnix => "fluent_unix",
+            Input::Docker => "docker",
         }
     }
 
@@ -53,7 +56,7 @@ impl Input {
     /// Whether the input accepts connections (and so has a
     /// `cowlogd_tcp_connections` gauge).
     pub fn is_stream(self) -> bool {
-        !matches!(self, Input::GelfUdp | Input::SyslogUdp)
+        !matches!(self, Input::GelfUdp | Input::SyslogUdp | Input::Docker)
     }
 
     /// Every `reason` of `cowlogd_parse_errors_total` this input counts.
@@ -64,6 +67,7 @@ impl Input {
             }
             Input::SyslogUdp | Input::SyslogTcp => &[NO_SYSLOG_HEADER],
             Input::FluentTcp | Input::FluentUnix => &[INVALID_FORWARD],
+            Input::Docker => &[INVALID_DOCKER_LOG],
         }
     }
 }
@@ -73,6 +77,9 @@ impl Input {
 pub const NO_SYSLOG_HEADER: &str = "no_syslog_header";
 /// `cowlogd_parse_errors_total` reason: not a Forward event.
 pub const INVALID_FORWARD: &str = "invalid_forward";
+/// `cowlogd_parse_errors_total` reason: a Docker logs stream that does not
+/// read as Docker writes it.
+pub const INVALID_DOCKER_LOG: &str = "invalid_docker_log";
 
 /// Why a message was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +151,9 @@ pub enum DropReason {
     PartialTimeout,
     /// A container over `limits.container_rate`.
     RateLimited,
+    /// A Docker logs stream that does not read as Docker writes it (an
+    /// entry without its timestamp, a broken multiplexed header).
+    InvalidDockerLog,
 }
 
 impl DropReason {
@@ -180,13 +190,14 @@ impl DropReason {
             DropReason::PartialEvicted => ("fluent", "partial_evicted"),
             DropReason::PartialTimeout => ("fluent", "partial_timeout"),
             DropReason::RateLimited => ("input", "rate_limited"),
+            DropReason::InvalidDockerLog => ("parse", "invalid_docker_log"),
         }
     }
 }
 
 impl DropReason {
     /// Every reason, in the order the README lists them.
-    pub const ALL: [DropReason; 30] = [
+    pub const ALL: [DropReason; 31] = [
         DropReason::NotAllowed,
         DropReason::ConnectionLimit,
         DropReason::Oversize,
@@ -205,6 +216,7 @@ impl DropReason {
         DropReason::DecompressError,
         DropReason::InvalidGelf,
         DropReason::InvalidForward,
+        DropReason::InvalidDockerLog,
         DropReason::PartialGap,
         DropReason::PartialEvicted,
         DropReason::PartialTimeout,
@@ -408,6 +420,18 @@ declare_metrics! {
     /// Failed polls of netfilter's keys.
     F2B_POLL_ERRORS: Counter "cowlogd_f2b_poll_errors_total" ["reason"]
         "Polls of netfilter's keys that failed: redis, regex_unreadable, too_long.";
+    /// Whether the Docker Engine API answers.
+    DOCKER_CONNECTED: Gauge "cowlogd_docker_connected" []
+        "1 while the Docker Engine API ([docker] socket) answers and its events are followed, else 0.";
+    /// Reconnections to the Docker Engine API.
+    DOCKER_RECONNECTS: Counter "cowlogd_docker_reconnects_total" []
+        "Times the Docker Engine API was connected to again after it went away (a dockerd restart).";
+    /// Containers being read.
+    DOCKER_CONTAINERS: Gauge "cowlogd_docker_containers" []
+        "Containers whose logs stream is open.";
+    /// Checkpoint writes that failed.
+    DOCKER_CHECKPOINT_ERRORS: Counter "cowlogd_docker_checkpoint_errors_total" []
+        "Writes of the Docker checkpoint file that failed (the next one retries; a restart may read lines again).";
     /// SIGHUP reloads, by outcome.
     CONFIG_RELOADS: Counter "cowlogd_config_reloads_total" ["result"]
         "Config reloads (SIGHUP): applied, or refused (invalid, the running config stays).";

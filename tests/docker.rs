@@ -13,17 +13,17 @@ use std::time::Duration;
 use crate::support::*;
 
 /// The image: `/bin/busybox` and the applets the containers use.
-const IMAGE: &str = "cowlogd-test-busybox:1";
+pub(crate) const IMAGE: &str = "cowlogd-test-busybox:1";
 /// What mailcow's postfix container is called, so the mailcow routes store it.
 const CONTAINER: &str = "mailcowdockerized-postfix-mailcow-1";
 
 /// One container of that name at a time: the Docker tests run one by one.
-fn one_at_a_time() -> MutexGuard<'static, ()> {
+pub(crate) fn one_at_a_time() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn docker(args: &[&str]) -> Output {
+pub(crate) fn docker(args: &[&str]) -> Output {
     let mut command = Command::new("docker");
     if let Ok(host) = std::env::var("COWLOGD_TEST_DOCKER_HOST") {
         command.env("DOCKER_HOST", host);
@@ -35,7 +35,7 @@ fn docker(args: &[&str]) -> Output {
 }
 
 /// Checks the daemon answers and imports the busybox image once.
-fn ready() {
+pub(crate) fn ready() {
     static READY: OnceLock<()> = OnceLock::new();
     READY.get_or_init(|| {
         let info = docker(&["info", "--format", "{{.ServerVersion}}"]);

@@ -17,6 +17,8 @@ mod deploy;
 mod disk_queue;
 /// The real Docker daemon's fluentd and gelf drivers as senders.
 mod docker;
+/// Containers read over the Docker Engine API (`[docker]`), json-file kept.
+mod docker_api;
 /// Exactly once into Redis: stalls, splits, temporary refusals, shutdown.
 mod exactly_once;
 /// Ban insight: netfilter's rules, `publish = "matches"`, `/f2b`.

@@ -6,6 +6,7 @@
 //! - [`framing`]: split TCP streams into frames (octet counting, newline, NUL).
 //! - [`gelf`]: reassemble chunked UDP GELF, parse GELF JSON.
 //! - [`fluent`]: Fluent Forward events (Docker's fluentd driver) as GELF messages.
+//! - [`docker_logs`]: the Docker Engine API's container logs, entries to lines, checkpoints.
 //! - [`decompress`]: undo gzip/zlib, capped.
 //! - [`syslog`]: parse RFC 5424 / RFC 3164 lines.
 //! - [`normalize`]: parsed message → [`Record`] (Docker fields, nested
@@ -33,6 +34,7 @@
 #![deny(missing_docs)]
 
 pub mod decompress;
+pub mod docker_logs;
 pub mod encode;
 pub mod fluent;
 pub mod framing;

@@ -66,6 +66,8 @@ pub struct Config {
     pub f2b: F2bConfig,
     /// The disk queue in front of Redis.
     pub queue: QueueConfig,
+    /// Containers' logs read from the Docker Engine API.
+    pub docker: DockerConfig,
     /// Routing rules, first match wins. Absent: the mailcow profile.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -82,6 +84,7 @@ impl Default for Config {
             console: ConsoleConfig::default(),
             f2b: F2bConfig::default(),
             queue: QueueConfig::default(),
+            docker: DockerConfig::default(),
             routes: crate::router::mailcow_profile(),
         }
     }
@@ -203,6 +206,85 @@ impl QueueConfig {
             segment_bytes: segment,
             fsync: self.fsync,
             fsync_interval: Duration::from_millis(self.fsync_interval_ms.get()),
+        }))
+    }
+}
+
+/// `[docker]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// The Docker Engine API: a unix socket path (`/var/run/docker.sock`,
+    /// `unix:///…`) or `tcp://host:port` (a socket proxy); `""` (the
+    /// default): off.
+    pub socket: String,
+    /// Containers read: globs on the container name, its compose service or
+    /// its compose project; empty: every container.
+    pub include: Vec<String>,
+    /// Containers not read (the same globs); wins over `include`.
+    pub exclude: Vec<String>,
+    /// Where the per-container checkpoints are kept; `""`: `queue.dir`,
+    /// and without one, no checkpoints (reading starts from now).
+    pub state_dir: String,
+    /// Leave out the container cowlogd itself runs in.
+    pub exclude_self: bool,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            socket: String::new(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            state_dir: String::new(),
+            exclude_self: true,
+        }
+    }
+}
+
+impl DockerConfig {
+    fn validate(&self, queue: Option<&QueueSettings>) -> anyhow::Result<Option<DockerSettings>> {
+        if self.socket.is_empty() {
+            return Ok(None);
+        }
+        let endpoint = if let Some(rest) = self
+            .socket
+            .strip_prefix("tcp://")
+            .or_else(|| self.socket.strip_prefix("http://"))
+        {
+            let address = rest.trim_end_matches('/');
+            if address.is_empty() || !address.contains(':') {
+                bail!("docker.socket: {} needs host:port", self.socket);
+            }
+            DockerEndpoint::Tcp(address.to_owned())
+        } else {
+            let path = self.socket.strip_prefix("unix://").unwrap_or(&self.socket);
+            if !path.starts_with('/') {
+                bail!(
+                    "docker.socket: {} is neither an absolute socket path nor tcp://host:port",
+                    self.socket
+                );
+            }
+            DockerEndpoint::Unix(PathBuf::from(path))
+        };
+        let state_dir = if self.state_dir.is_empty() {
+            queue.map(|q| q.dir.clone())
+        } else {
+            Some(PathBuf::from(&self.state_dir))
+        };
+        let globs = |patterns: &[String]| {
+            patterns
+                .iter()
+                .map(|p| crate::router::ContainerGlob::new(p))
+                .collect::<Vec<_>>()
+        };
+        Ok(Some(DockerSettings {
+            endpoint,
+            include: globs(&self.include),
+            exclude: globs(&self.exclude),
+            state_dir,
+            durable_queue: queue.is_some(),
+            exclude_self: self.exclude_self,
         }))
     }
 }
@@ -519,12 +601,17 @@ impl Config {
         })
     }
 
-    /// Applies `COWLOGD_REDIS_URL`, if set.
+    /// Applies `COWLOGD_REDIS_URL` and `COWLOGD_DOCKER_SOCKET`, if set.
     pub fn apply_env(&mut self) {
         if let Ok(url) = std::env::var("COWLOGD_REDIS_URL")
             && !url.is_empty()
         {
             self.redis.url = url;
+        }
+        if let Ok(socket) = std::env::var("COWLOGD_DOCKER_SOCKET")
+            && !socket.is_empty()
+        {
+            self.docker.socket = socket;
         }
     }
 
@@ -591,7 +678,9 @@ impl Config {
                 "queue.dir is set but redis.url is empty: the disk queue holds what waits for Redis"
             );
         }
+        let docker = self.docker.validate(queue.as_ref())?;
         Ok(Settings {
+            docker,
             queue,
             emit: EmitSettings {
                 max_message: limits.max_message,
@@ -873,6 +962,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// The disk queue's, when `queue.dir` is set.
     pub queue: Option<QueueSettings>,
+    /// The Docker Engine API source's, when `docker.socket` is set.
+    pub docker: Option<DockerSettings>,
     /// How the pipeline encodes records.
     pub emit: EmitSettings,
     /// The listeners'.
@@ -889,6 +980,42 @@ pub struct Settings {
     pub f2b: Option<F2bSettings>,
     /// The routing rules.
     pub router: Router,
+}
+
+/// Where the Docker Engine API answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerEndpoint {
+    /// A unix socket.
+    Unix(PathBuf),
+    /// `host:port` over plain HTTP (a socket proxy).
+    Tcp(String),
+}
+
+impl std::fmt::Display for DockerEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DockerEndpoint::Unix(path) => write!(f, "unix://{}", path.display()),
+            DockerEndpoint::Tcp(address) => write!(f, "tcp://{address}"),
+        }
+    }
+}
+
+/// Validated `[docker]`, when `socket` is set.
+#[derive(Debug, Clone)]
+pub struct DockerSettings {
+    /// The API.
+    pub endpoint: DockerEndpoint,
+    /// Containers read (empty: all).
+    pub include: Vec<crate::router::ContainerGlob>,
+    /// Containers not read.
+    pub exclude: Vec<crate::router::ContainerGlob>,
+    /// Where checkpoints are kept; `None`: none are (start from now).
+    pub state_dir: Option<PathBuf>,
+    /// Whether the lines go through the disk queue (checkpoints then ride
+    /// in it: exactly once across a crash).
+    pub durable_queue: bool,
+    /// Leave out cowlogd's own container.
+    pub exclude_self: bool,
 }
 
 /// Validated `[queue]`, when `dir` is set.

@@ -56,6 +56,39 @@ impl Wildcard {
     }
 }
 
+/// One `[docker] include`/`exclude` glob (`*` any run of bytes): a
+/// container matches by its name, its compose service or its compose
+/// project (the `com.docker.compose.*` labels).
+#[derive(Debug, Clone)]
+pub struct ContainerGlob {
+    pattern: String,
+    glob: Wildcard,
+}
+
+impl ContainerGlob {
+    /// The glob `pattern`.
+    pub fn new(pattern: &str) -> ContainerGlob {
+        ContainerGlob {
+            pattern: pattern.to_owned(),
+            glob: Wildcard::new(pattern.as_bytes()),
+        }
+    }
+
+    /// Whether the container named `name` with these compose labels
+    /// matches.
+    pub fn matches(&self, name: &str, service: Option<&str>, project: Option<&str>) -> bool {
+        [Some(name), service, project]
+            .into_iter()
+            .flatten()
+            .any(|text| self.glob.matches(text.as_bytes()))
+    }
+
+    /// The pattern as written.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+}
+
 /// The container a record came from, as routes see it.
 #[derive(Clone, Copy)]
 pub(crate) struct ContainerName<'a> {

@@ -10,6 +10,7 @@
 mod container;
 mod mailcow;
 
+pub use container::ContainerGlob;
 pub use mailcow::{MAILCOW_MAIL_CONTAINERS, mailcow_profile};
 
 use anyhow::{Context, bail};

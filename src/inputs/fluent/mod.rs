@@ -23,6 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use cowlogd_parsers::docker_logs::Checkpoint;
 use cowlogd_parsers::fluent::msgpack::{MsgpackError, ObjectScanner};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixListener;
@@ -138,7 +139,11 @@ where
                     match decoder.event(&mut cycle, frame, &chunks, &outcome) {
                         Some(Ack::WithCycle(chunk)) => {
                             write_ack(&mut acks, chunk);
-                            taken.push(chunk.to_vec());
+                            // A sender's chunk id is never stored as one of
+                            // the Docker source's checkpoints.
+                            if !Checkpoint::is_token(chunk) {
+                                taken.push(chunk.to_vec());
+                            }
                         }
                         Some(Ack::After(chunk, held)) => waiting.push((chunk.to_vec(), held)),
                         None => {}
