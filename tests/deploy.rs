@@ -27,7 +27,11 @@ fn promtool() -> &'static str {
 
 #[test]
 fn every_shipped_config_passes_cowlogd_check() {
-    for config in ["deploy/any-docker-host.toml", "deploy/mailcow/cowlogd.toml"] {
+    for config in [
+        "deploy/any-docker-host.toml",
+        "deploy/mailcow/cowlogd.toml",
+        "deploy/mailcow/cowlogd-docker-api.toml",
+    ] {
         let output = Command::new(env!("CARGO_BIN_EXE_cowlogd"))
             .args(["check", "--config"])
             .arg(repo().join(config))
@@ -258,6 +262,56 @@ fn the_compose_override_mounts_both_configs_read_write_and_sends_with_the_acked_
     );
     assert!(compose.contains("${REDIS_SLAVEOF_IP:-redis-mailcow}:${REDIS_SLAVEOF_PORT:-6379}"));
     assert!(!compose.contains("gelf-tag"));
+}
+
+#[test]
+fn the_docker_api_override_keeps_json_file_mounts_the_same_configs_and_reads_through_the_proxy() {
+    let first = read("deploy/mailcow/docker-compose.override.yml");
+    let second = read("deploy/mailcow/docker-compose.override.docker-api.yml");
+    // The same syslog-ng replacements (they stop the double write) ...
+    let mounts = |compose: &str| -> Vec<String> {
+        compose
+            .lines()
+            .filter(|l| l.contains("/etc/syslog-ng/"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(mounts(&first), mounts(&second));
+    assert_eq!(mounts(&second).len(), 8);
+    // ... and no log driver changed: Docker's default json-file stays.
+    assert!(!second.contains("logging:"), "{second}");
+    // cowlogd reaches Docker only through the proxy, on an internal network.
+    let cowlogd = &second
+        [second.find("  cowlogd-mailcow:").unwrap()..second.find("  postfix-mailcow:").unwrap()];
+    assert!(!cowlogd.contains("docker.sock"), "{cowlogd}");
+    assert!(
+        second.contains(
+            "deploy/docker-socket-proxy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro"
+        )
+    );
+    assert!(second.contains("  cowlogd-docker-api:\n    internal: true\n"));
+    let config: toml::Table =
+        toml::from_str(&read("deploy/mailcow/cowlogd-docker-api.toml")).unwrap();
+    assert_eq!(
+        config["docker"]["socket"].as_str(),
+        Some("tcp://cowlogd-docker-proxy:2375")
+    );
+    assert_eq!(config["queue"]["dir"].as_str(), Some("/var/lib/cowlogd"));
+    let include: Vec<&str> = config["docker"]["include"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(
+        include,
+        [
+            "postfix-mailcow",
+            "postfix-tlspol-mailcow",
+            "dovecot-mailcow",
+            "sogo-mailcow"
+        ]
+    );
 }
 
 /// The options moby's fluentd driver accepts (daemon/logger/fluentd

@@ -498,3 +498,92 @@ fn a_dockerd_not_up_at_start_is_waited_for_and_its_restart_is_survived_reading_e
     assert_eq!(counts.len(), printed);
     assert!(counts.values().all(|n| *n == 1));
 }
+
+/// The status line of one HTTP/1.0 request to `port` (empty when nothing
+/// listens).
+fn http_status(port: u16, method: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: docker\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn through_the_socket_proxy_config_cowlogd_reads_and_everything_else_is_refused() {
+    let _serial = one_at_a_time();
+    ready();
+    let socket_path = socket().trim_start_matches("unix://").to_owned();
+    let port = free_port();
+    let config = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/docker-socket-proxy/haproxy.cfg"
+    ))
+    .unwrap()
+    .replace("bind :2375", &format!("bind 127.0.0.1:{port}"))
+    .replace("/var/run/docker.sock", &socket_path);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, config).unwrap();
+    let check = Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&path)
+        .output()
+        .expect("haproxy: apt-get install haproxy");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let mut proxy = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the proxy", || {
+        http_status(port, "GET", "/version")
+            .contains("200")
+            .then_some(())
+    });
+    let redis = RedisServer::start();
+    let _daemon = api_daemon(&redis, &format!("tcp://127.0.0.1:{port}"), "api8-*", "");
+    let _container = Running::start(
+        "api8-postfix-mailcow-1",
+        &[],
+        &postfix_lines(20, "0.01", "sleep 60"),
+    );
+    let list = settled(&redis, "POSTFIX_MAILLOG", 20);
+    assert_eq!(count_each(&list).len(), 20);
+    // What cowlogd does not need is refused: files out of a container, a
+    // new container, exec, images.
+    for (method, path) in [
+        (
+            "GET",
+            "/containers/api8-postfix-mailcow-1/archive?path=/bin",
+        ),
+        ("GET", "/containers/api8-postfix-mailcow-1/export"),
+        ("POST", "/containers/create"),
+        ("POST", "/containers/api8-postfix-mailcow-1/exec"),
+        ("GET", "/images/json"),
+        ("GET", "/v1.41/secrets"),
+    ] {
+        let status = http_status(port, method, path);
+        assert!(status.contains("403"), "{method} {path}: {status}");
+    }
+    assert!(http_status(port, "GET", "/v1.41/containers/json").contains("200"));
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}

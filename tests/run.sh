@@ -30,6 +30,7 @@ command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/fluent/fluent-logger-golang ] || need_apt+=(golang-github-fluent-fluent-logger-golang-dev)
 command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
 [ -x /bin/busybox ] || command -v busybox >/dev/null 2>&1 || need_apt+=(busybox-static)
+command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 need_pip=()
 python3 -c "import fluent.sender" 2>/dev/null || need_pip+=(fluent-logger)
 

@@ -160,7 +160,11 @@ impl<'m> Lines<'m> {
                 parse_error(Input::Docker, INVALID_DOCKER_LOG);
                 dropped(DropReason::InvalidDockerLog, 1);
                 crate::warn_limited!(%error, "Docker log stream entry not read");
-                return if error.ends_stream() { Err(error) } else { Ok(()) };
+                return if error.ends_stream() {
+                    Err(error)
+                } else {
+                    Ok(())
+                };
             }
         };
         let cursor = match entry.stream {

@@ -378,18 +378,32 @@ fn start_stream(context: &Arc<Context>, id: &str) {
     let streams = context.streams.clone();
     streams.spawn(async move {
         let _open = OpenStream::open();
+        let mut backoff = FIRST_BACKOFF;
         loop {
             let ended = read_container(&context, &id, renamed.clone()).await;
-            if let Err(error) = &ended {
-                crate::warn_limited!(container = %&id[..id.len().min(12)], %error, "a container's log stream ended early; it resumes from its checkpoint when the API answers");
+            if context.stop.is_cancelled() {
+                return;
             }
+            if let Err(error) = ended {
+                // Cut short (the API went away, a proxy's timeout): again
+                // from the checkpoint, while the container is there.
+                crate::warn_limited!(container = %&id[..id.len().min(12)], %error, "a container's log stream ended early; reading it again from its checkpoint");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = context.stop.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+            backoff = FIRST_BACKOFF;
             match context.followers.release(&id) {
-                None if ended.is_ok() && !context.stop.is_cancelled() => continue,
-                Some(true) => {
-                    context.source.store.forget(&id);
+                None => continue,
+                Some(forget) => {
+                    if forget {
+                        context.source.store.forget(&id);
+                    }
                     return;
                 }
-                _ => return,
             }
         }
     });
