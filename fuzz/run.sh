@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 seconds=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(syslog framing gelf_json decompress reassembler mailcow_encoder fluent_forward queue_segment)
+[ ${#targets[@]} -gt 0 ] || targets=(syslog framing gelf_json decompress reassembler mailcow_encoder fluent_forward queue_segment docker_logs)
 if rustup toolchain list | grep -q nightly; then fuzz=(cargo +nightly fuzz); else fuzz=(env RUSTC_BOOTSTRAP=1 cargo fuzz); fi
 for target in "${targets[@]}"; do
   mkdir -p "corpus/$target"

@@ -227,5 +227,65 @@ fn mailcow(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, syslog, gelf, fluent, mailcow);
+/// What the Docker API source does with a logs response: 64 multiplexed
+/// entries (the same postfix line) cut into entries, joined into lines,
+/// each made the gelf driver's message and normalized.
+fn docker_api(c: &mut Criterion) {
+    use cowlogd_parsers::docker_logs::{LineCursor, LogDemux, Position, Taken};
+    use cowlogd_parsers::gelf::{FieldValue, GelfField};
+    use std::borrow::Cow;
+    let line = b"2024-11-24T13:49:59.123456789Z Nov 24 13:49:59 mail postfix/smtpd[12345]: warning: unknown[203.0.113.5]: SASL LOGIN authentication failed: UGFzc3dvcmQ6\n";
+    let mut response = Vec::new();
+    for _ in 0..64 {
+        response.extend_from_slice(&[1, 0, 0, 0]);
+        response.extend_from_slice(&(line.len() as u32).to_be_bytes());
+        response.extend_from_slice(line);
+    }
+    let fields = [
+        (
+            "container_id",
+            "3b2f6e0c9a1d4e5f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f",
+        ),
+        ("container_name", "mailcowdockerized-postfix-mailcow-1"),
+        ("image_name", "ghcr.io/mailcow/postfix:1.80"),
+        ("tag", "3b2f6e0c9a1d"),
+    ]
+    .map(|(name, value)| GelfField {
+        name: Cow::Borrowed(name),
+        value: FieldValue::Str(Cow::Borrowed(value)),
+    });
+    let ctx = ctx();
+    let mut group = c.benchmark_group("docker_api");
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("logs_response_64_lines_demux_join_normalize", |b| {
+        let mut demux = LogDemux::new(true, 64 * 1024);
+        let mut cursor = LineCursor::new(Position::default(), 65536);
+        b.iter(|| {
+            demux.push(black_box(&response));
+            let mut total = 0;
+            while let Some(Ok(entry)) = demux.next_entry() {
+                if let Taken::Line { time, text } =
+                    cursor.entry(entry.time, entry.text, entry.ends_line)
+                {
+                    let message = GelfMessage {
+                        version: Some(Cow::Borrowed("1.1")),
+                        host: Some(Cow::Borrowed("mx")),
+                        short_message: Cow::Borrowed(std::str::from_utf8(text).unwrap()),
+                        full_message: None,
+                        timestamp: Some(time),
+                        level: Some(6),
+                        fields: fields.to_vec(),
+                    };
+                    total += normalize_gelf(&message, &ctx, Timestamp::default())
+                        .message
+                        .len();
+                }
+            }
+            black_box(total)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, syslog, gelf, fluent, docker_api, mailcow);
 criterion_main!(benches);
