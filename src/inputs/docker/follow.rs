@@ -32,9 +32,12 @@ const LINE_ROOM: usize = 1024;
 pub enum Ended {
     /// The container stopped and every line was read.
     Done,
-    /// cowlogd is stopping, or a cycle was not kept: the checkpoint stays
-    /// before what was not kept.
+    /// cowlogd is stopping.
     Stopped,
+    /// A read cycle was not kept (memory queue only: other inputs' traffic
+    /// pushed it out before Redis applied it): the checkpoint stays before
+    /// it, and the stream is read again from there.
+    NotKept,
     /// The API went away (or refused) mid-way.
     Lost(ApiError),
     /// The container was renamed: read on under its new name.
@@ -125,7 +128,11 @@ impl Stream<'_> {
                 tokens.push(token);
             }
             if !cycle.finish(Flush::UntilKept(stop, &tokens)).await {
-                return Ended::Stopped;
+                return if stop.is_cancelled() {
+                    Ended::Stopped
+                } else {
+                    Ended::NotKept
+                };
             }
             self.store.update(&meta.id, checkpoint);
             match at_end {

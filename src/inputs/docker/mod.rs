@@ -268,7 +268,7 @@ async fn follow_events(context: &Arc<Context>) -> ApiError {
     loop {
         let event = tokio::select! {
             event = events.next() => event,
-            () = context.stop.cancelled() => return ApiError::Status(hyper::StatusCode::GONE),
+            () = context.stop.cancelled() => return ApiError::Stopping,
         };
         let event = match event {
             Some(Ok(event)) => event,
@@ -409,13 +409,24 @@ fn start_stream(context: &Arc<Context>, id: &str) {
     });
 }
 
+/// Why a container's stream is read again from its checkpoint.
+#[derive(Debug, thiserror::Error)]
+enum Again {
+    /// The API went away or refused (or a proxy cut the stream).
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// Lines were not kept (the memory queue pushed them out).
+    #[error("lines not kept (the memory queue was full)")]
+    NotKept,
+}
+
 /// A container's logs from its checkpoint to the stream's end, inspected
 /// again after a rename.
 async fn read_container(
     context: &Context,
     id: &str,
     mut renamed: watch::Receiver<String>,
-) -> Result<(), ApiError> {
+) -> Result<(), Again> {
     let source = &context.source;
     loop {
         let Some(meta) = context.api.inspect(id).await? else {
@@ -439,7 +450,8 @@ async fn read_container(
         };
         match stream.run(body, from, &context.stop, &mut renamed).await {
             Ended::Done | Ended::Stopped => return Ok(()),
-            Ended::Lost(error) => return Err(error),
+            Ended::Lost(error) => return Err(Again::Api(error)),
+            Ended::NotKept => return Err(Again::NotKept),
             Ended::Renamed => continue,
         }
     }
