@@ -161,17 +161,23 @@ impl DockerSource {
     }
 
     fn selected(&self, meta: &ContainerMeta) -> bool {
-        if self.own_id.as_deref() == Some(meta.id.as_str()) {
-            return false;
-        }
-        let matches = |glob: &crate::router::ContainerGlob| {
-            glob.matches(&meta.name, meta.service.as_deref(), meta.project.as_deref())
-        };
-        if self.settings.exclude.iter().any(matches) {
-            return false;
-        }
-        self.settings.include.is_empty() || self.settings.include.iter().any(matches)
+        selected(&self.settings, self.own_id.as_deref(), meta)
     }
+}
+
+/// Whether `meta`'s container is read: not cowlogd's own, not excluded,
+/// and included (everything is, without `include`).
+fn selected(settings: &DockerSettings, own_id: Option<&str>, meta: &ContainerMeta) -> bool {
+    if own_id == Some(meta.id.as_str()) {
+        return false;
+    }
+    let matches = |glob: &crate::router::ContainerGlob| {
+        glob.matches(&meta.name, meta.service.as_deref(), meta.project.as_deref())
+    };
+    if settings.exclude.iter().any(matches) {
+        return false;
+    }
+    settings.include.is_empty() || settings.include.iter().any(matches)
 }
 
 /// Follows containers until `stop`, then waits for their streams to end
@@ -490,6 +496,60 @@ mod tests {
             own_container_id("1 0 0:1 / / rw - ext4 /dev/sda1 rw\n"),
             None
         );
+    }
+
+    #[test]
+    fn include_and_exclude_match_the_name_or_the_compose_labels_and_exclude_wins() {
+        use crate::router::ContainerGlob;
+        let meta =
+            |id: &str, name: &str, service: Option<&str>, project: Option<&str>| ContainerMeta {
+                id: id.into(),
+                name: name.into(),
+                tty: false,
+                service: service.map(Into::into),
+                project: project.map(Into::into),
+                image_name: String::new(),
+                image_id: String::new(),
+                command: String::new(),
+                created: String::new(),
+            };
+        let postfix = meta(
+            "a",
+            "mailcowdockerized-postfix-mailcow-1",
+            Some("postfix-mailcow"),
+            Some("mailcowdockerized"),
+        );
+        let clamd = meta(
+            "b",
+            "mailcowdockerized-clamd-mailcow-1",
+            Some("clamd-mailcow"),
+            Some("mailcowdockerized"),
+        );
+        let loose = meta("c", "web", None, None);
+        let settings = |include: &[&str], exclude: &[&str]| DockerSettings {
+            endpoint: crate::config::DockerEndpoint::Unix("/var/run/docker.sock".into()),
+            include: include.iter().map(|p| ContainerGlob::new(p)).collect(),
+            exclude: exclude.iter().map(|p| ContainerGlob::new(p)).collect(),
+            state_dir: None,
+            durable_queue: false,
+            exclude_self: true,
+        };
+        let all = settings(&[], &[]);
+        assert!(
+            [&postfix, &clamd, &loose]
+                .iter()
+                .all(|m| selected(&all, None, m))
+        );
+        // cowlogd's own container is left out.
+        assert!(!selected(&all, Some("c"), &loose));
+        // By compose service, by project, by name.
+        let mail = settings(&["postfix-mailcow"], &[]);
+        assert!(selected(&mail, None, &postfix) && !selected(&mail, None, &clamd));
+        let project = settings(&["mailcow*"], &["clamd-*"]);
+        assert!(selected(&project, None, &postfix));
+        assert!(!selected(&project, None, &clamd), "exclude wins");
+        assert!(!selected(&project, None, &loose));
+        assert!(selected(&settings(&["w*"], &[]), None, &loose));
     }
 
     #[test]
