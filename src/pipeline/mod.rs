@@ -443,7 +443,8 @@ impl Sealed {
     }
 }
 
-fn wall_clock() -> Timestamp {
+/// Now, by the system clock.
+pub(crate) fn wall_clock() -> Timestamp {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

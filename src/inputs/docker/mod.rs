@@ -113,7 +113,7 @@ impl DockerSource {
         pipeline: Arc<Pipeline>,
         max_message: usize,
     ) -> anyhow::Result<DockerSource> {
-        let now = wall_clock();
+        let now = crate::pipeline::wall_clock();
         let store = match &settings.state_dir {
             Some(dir) => {
                 let tokens: Vec<_> = pipeline
@@ -472,13 +472,6 @@ fn own_container_id(mountinfo: &str) -> Option<&str> {
         (id.bytes().all(|b| b.is_ascii_hexdigit()) && line[at + 64..].starts_with("/hostname"))
             .then_some(id)
     })
-}
-
-fn wall_clock() -> cowlogd_parsers::Timestamp {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    cowlogd_parsers::Timestamp::new(since.as_secs() as i64, since.subsec_nanos())
 }
 
 #[cfg(test)]
