@@ -135,7 +135,7 @@ fn containers_running_before_and_started_after_cowlogd_give_the_gelf_drivers_rec
     let before = Running::start(
         "api1-postfix-mailcow-1",
         &[],
-        "echo 'Dec  6 05:00:00 mail postfix/smtpd[7]: printed before'; sleep 3; \
+        "echo 'Dec  6 05:00:00 mail postfix/smtpd[7]: printed before'; sleep 6; \
          echo 'Dec  6 05:00:00 mail postfix/smtpd[7]: printed after'; sleep 60",
     );
     std::thread::sleep(Duration::from_millis(500));
@@ -211,7 +211,7 @@ fn a_renamed_container_is_routed_by_its_new_name_and_a_removed_ones_checkpoint_g
     let container = Running::start(
         "api3-postfix-mailcow-1",
         &[],
-        "echo 'Dec  6 05:00:00 mail postfix/smtpd[7]: before rename'; sleep 2; \
+        "echo 'Dec  6 05:00:00 mail postfix/smtpd[7]: before rename'; sleep 5; \
          echo 'Dec  6 05:00:00 mail dovecot: after rename'; sleep 60",
     );
     redis.wait_list("POSTFIX_MAILLOG", 1);

@@ -771,7 +771,8 @@ impl RedisWriter {
             );
         }
         let left = unwritten - unknown + self.queue.discard();
-        if left == 0 {
+        if unwritten == 0 && left == 0 {
+            // Nothing was waiting (a shutdown before any write).
             return;
         }
         dropped(DropReason::Shutdown, left as u64);
