@@ -63,6 +63,7 @@ pub struct Stream<'a> {
 impl Stream<'_> {
     /// Reads the container's logs from its checkpoint until the stream
     /// ends or `stop` fires.
+    ///
     /// A rename ends it between read cycles, so that the lines after it
     /// carry the new name.
     pub async fn run(
