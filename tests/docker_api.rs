@@ -546,13 +546,18 @@ fn through_the_socket_proxy_config_cowlogd_reads_and_everything_else_is_refused(
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
-    let mut proxy = Command::new("haproxy")
-        .arg("-db")
-        .arg("-f")
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _proxy = Stopped(
+        Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            // Not the test's own pipes: a proxy outliving the test would
+            // hold them open.
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for("the proxy", || {
         http_status(port, "GET", "/version")
             .contains("200")
@@ -584,6 +589,14 @@ fn through_the_socket_proxy_config_cowlogd_reads_and_everything_else_is_refused(
         assert!(status.contains("403"), "{method} {path}: {status}");
     }
     assert!(http_status(port, "GET", "/v1.41/containers/json").contains("200"));
-    let _ = proxy.kill();
-    let _ = proxy.wait();
+}
+
+/// A child process killed when dropped, also when the test fails.
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
