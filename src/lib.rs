@@ -28,6 +28,7 @@ mod batch;
 pub mod config;
 pub mod console;
 pub mod f2b;
+mod health;
 pub mod http;
 mod http1;
 mod inputs;

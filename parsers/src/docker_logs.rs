@@ -499,14 +499,6 @@ impl Checkpoint {
         self.stdout.time.min(self.stderr.time)
     }
 
-    /// The position of `stream`.
-    pub fn stream(&self, stream: LogStream) -> Position {
-        match stream {
-            LogStream::Stdout => self.stdout,
-            LogStream::Stderr => self.stderr,
-        }
-    }
-
     /// Each stream at the later of the two.
     ///
     /// ```

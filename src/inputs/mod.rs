@@ -160,15 +160,7 @@ pub async fn start(
     let acked = Arc::new(fluent::AckedChunks::default());
     // Events on disk from before a restart: a resend of one (its ack was
     // lost with the crash) is acked, not stored twice.
-    // The Docker source's checkpoints ride in the same records: not chunk ids.
-    acked.settle(
-        pipeline
-            .chunks_on_disk()
-            .iter()
-            .map(Vec::as_slice)
-            .filter(|chunk| !cowlogd_parsers::docker_logs::Checkpoint::is_token(chunk)),
-        true,
-    );
+    acked.settle(pipeline.chunks_on_disk(), true);
     if let Some(addr) = inputs.fluent_tcp {
         let listener = tcp::bind(addr, Input::FluentTcp).await?;
         bound.fluent_tcp = Some(listener.local_addr()?);

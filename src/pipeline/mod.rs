@@ -23,6 +23,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cowlogd_parsers::docker_logs::Checkpoint;
 use cowlogd_parsers::normalize::SyslogSender;
 use cowlogd_parsers::syslog::TimeContext;
 use cowlogd_parsers::{Record, Timestamp};
@@ -182,10 +183,23 @@ impl Pipeline {
     }
 
     /// The Fluent chunk ids the disk queue held at start (none in memory).
-    pub fn chunks_on_disk(&self) -> &[Vec<u8>] {
+    pub fn chunks_on_disk(&self) -> impl Iterator<Item = &[u8]> {
+        self.ids_on_disk().filter(|id| !Checkpoint::is_token(id))
+    }
+
+    /// The Docker source's checkpoints the disk queue held at start, by
+    /// container id. They ride in the same per-record ids as Fluent's
+    /// chunk ids; a Fluent chunk id is never stored when it looks like one.
+    pub fn checkpoints_on_disk(&self) -> impl Iterator<Item = (&str, Checkpoint)> {
+        self.ids_on_disk().filter_map(Checkpoint::from_token)
+    }
+
+    fn ids_on_disk(&self) -> impl Iterator<Item = &[u8]> {
         self.redis
             .disk()
             .map_or(&[][..], |disk| disk.chunks_at_start())
+            .iter()
+            .map(Vec::as_slice)
     }
 
     /// The routing in force.

@@ -61,7 +61,6 @@ impl Wildcard {
 /// project (the `com.docker.compose.*` labels).
 #[derive(Debug, Clone)]
 pub struct ContainerGlob {
-    pattern: String,
     glob: Wildcard,
 }
 
@@ -69,7 +68,6 @@ impl ContainerGlob {
     /// The glob `pattern`.
     pub fn new(pattern: &str) -> ContainerGlob {
         ContainerGlob {
-            pattern: pattern.to_owned(),
             glob: Wildcard::new(pattern.as_bytes()),
         }
     }
@@ -81,11 +79,6 @@ impl ContainerGlob {
             .into_iter()
             .flatten()
             .any(|text| self.glob.matches(text.as_bytes()))
-    }
-
-    /// The pattern as written.
-    pub fn pattern(&self) -> &str {
-        &self.pattern
     }
 }
 

@@ -48,9 +48,6 @@ pub enum ApiError {
     /// A request the client could not build.
     #[error("logs request: {0}")]
     Request(#[from] hyper::http::Error),
-    /// cowlogd is stopping (not an error of the API's).
-    #[error("cowlogd is stopping")]
-    Stopping,
     /// A log stream that cannot be followed past this point.
     #[error("log stream unreadable: {0}")]
     Unreadable(cowlogd_parsers::docker_logs::DemuxError),

@@ -231,11 +231,6 @@ impl CheckpointStore {
         }
     }
 
-    /// Containers with a checkpoint.
-    pub fn ids(&self) -> Vec<String> {
-        self.lock().containers.keys().cloned().collect()
-    }
-
     /// Writes the file when something changed; counted and logged when it
     /// fails (the next flush retries).
     pub fn flush(&self) {
@@ -347,6 +342,20 @@ mod tests {
         store.flush();
         let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
         assert!(!String::from_utf8(bytes).unwrap().contains("\"a\""));
+    }
+
+    #[test]
+    fn a_write_that_fails_is_made_again_at_the_next_flush() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("state");
+        let store = CheckpointStore::open(&dir, [], Timestamp::new(1, 0)).unwrap();
+        store.update("a", at(7, 1));
+        std::fs::remove_dir_all(&dir).unwrap();
+        store.flush();
+        std::fs::create_dir(&dir).unwrap();
+        store.flush();
+        let bytes = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+        assert!(bytes.contains("\"a\""), "{bytes}");
     }
 
     #[test]

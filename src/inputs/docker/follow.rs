@@ -71,7 +71,7 @@ impl Stream<'_> {
         body: hyper::body::Incoming,
         from: Checkpoint,
         stop: &CancellationToken,
-        renamed: &mut tokio::sync::watch::Receiver<String>,
+        renamed: &mut tokio::sync::watch::Receiver<()>,
     ) -> Ended {
         let mut body = body;
         let meta = self.meta;

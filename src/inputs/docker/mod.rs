@@ -18,7 +18,6 @@ pub mod checkpoint;
 mod follow;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -28,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::DockerSettings;
+use crate::health::Health;
 use crate::metrics;
 use crate::pipeline::Pipeline;
 use api::{Api, ApiError, ContainerMeta};
@@ -40,25 +40,23 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Whether the API answers, and if not why: what `/ready` says of it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DockerHealth {
-    up: AtomicBool,
+    health: Health,
     endpoint: String,
-    last_error: Mutex<String>,
 }
 
 impl DockerHealth {
     fn new(endpoint: String) -> DockerHealth {
         DockerHealth {
-            up: AtomicBool::new(false),
+            health: Health::default(),
             endpoint,
-            last_error: Mutex::new(String::new()),
         }
     }
 
     /// Whether the API answered and its events are followed.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.health.is_up()
     }
 
     /// One line for `/ready`.
@@ -66,10 +64,7 @@ impl DockerHealth {
         if self.is_up() {
             return format!("docker connected ({})\n", self.endpoint);
         }
-        let error = self
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let error = self.health.last_error();
         if error.is_empty() {
             format!("docker not connected yet ({})\n", self.endpoint)
         } else {
@@ -78,17 +73,13 @@ impl DockerHealth {
     }
 
     fn set_up(&self) {
-        self.up.store(true, Ordering::Relaxed);
+        self.health.set_up();
         metrics::DOCKER_CONNECTED.gauge().set(1.0);
     }
 
     fn set_down(&self, error: String) {
-        self.up.store(false, Ordering::Relaxed);
+        self.health.set_down(error);
         metrics::DOCKER_CONNECTED.gauge().set(0.0);
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = error;
     }
 }
 
@@ -116,15 +107,10 @@ impl DockerSource {
         let now = crate::pipeline::wall_clock();
         let store = match &settings.state_dir {
             Some(dir) => {
-                let tokens: Vec<_> = pipeline
-                    .chunks_on_disk()
-                    .iter()
-                    .filter_map(|token| {
-                        cowlogd_parsers::docker_logs::Checkpoint::from_token(token)
-                            .map(|(id, checkpoint)| (id.to_owned(), checkpoint))
-                    })
-                    .collect();
-                CheckpointStore::open(dir, tokens, now)?
+                let on_disk = pipeline
+                    .checkpoints_on_disk()
+                    .map(|(id, checkpoint)| (id.to_owned(), checkpoint));
+                CheckpointStore::open(dir, on_disk, now)?
             }
             None => {
                 tracing::warn!(
@@ -212,7 +198,10 @@ pub async fn run(source: DockerSource, stop: CancellationToken) {
                     streams: streams.clone(),
                     stop: stop.clone(),
                 });
-                follow_events(&context).await
+                match follow_events(&context).await {
+                    Some(error) => error,
+                    None => break,
+                }
             }
             Err(error) => error,
         };
@@ -250,55 +239,47 @@ struct Context {
 }
 
 /// Lists the containers and follows the events until the API goes away
-/// (the error) or `stop`.
-async fn follow_events(context: &Arc<Context>) -> ApiError {
+/// (the error) or `stop` (`None`).
+async fn follow_events(context: &Arc<Context>) -> Option<ApiError> {
     let source = &context.source;
     // Subscribed before listing: a container started in between is in
     // one or the other (or both: one stream per container all the same).
     let mut events = Box::pin(context.api.events());
     let listed = match context.api.containers().await {
         Ok(listed) => listed,
-        Err(error) => return error,
+        Err(error) => return Some(error),
     };
     source.health.set_up();
     let present: HashSet<String> = listed.iter().map(|c| c.id.clone()).collect();
     source.store.retain(&present);
-    let with_checkpoint: HashSet<String> = source.store.ids().into_iter().collect();
     for container in &listed {
         // A stopped container is read only for what it printed after its
         // checkpoint (it stopped while cowlogd was away).
-        if container.running || with_checkpoint.contains(&container.id) {
+        if container.running || source.store.get(&container.id).is_some() {
             start_stream(context, &container.id);
         }
     }
     loop {
         let event = tokio::select! {
             event = events.next() => event,
-            () = context.stop.cancelled() => return ApiError::Stopping,
+            () = context.stop.cancelled() => return None,
         };
         let event = match event {
             Some(Ok(event)) => event,
-            Some(Err(error)) => return error.into(),
+            Some(Err(error)) => return Some(error.into()),
             None => {
-                return ApiError::Connect {
+                return Some(ApiError::Connect {
                     endpoint: source.settings.endpoint.to_string(),
                     error: std::io::ErrorKind::UnexpectedEof.into(),
-                };
+                });
             }
         };
         let Some(actor) = event.actor else { continue };
         let Some(id) = actor.id else { continue };
         match event.action.as_deref() {
             Some("start") => start_stream(context, &id),
-            Some("rename") => {
-                let name = actor
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| a.get("name"))
-                    .cloned()
-                    .unwrap_or_default();
-                context.followers.rename(&id, name.trim_start_matches('/'));
-            }
+            // The stream is inspected again: its lines carry the new name.
+            Some("rename") => context.followers.renamed(&id),
             Some("destroy") if !context.followers.forget_when_done(&id) => {
                 source.store.forget(&id);
             }
@@ -317,7 +298,7 @@ struct Followers(Arc<Mutex<HashMap<String, Follower>>>);
 struct Follower {
     again: bool,
     forget: bool,
-    name: watch::Sender<String>,
+    renamed: watch::Sender<()>,
 }
 
 impl Followers {
@@ -325,21 +306,21 @@ impl Followers {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// `Some(name updates)` when no stream was open for `id` (the caller
+    /// `Some(rename notices)` when no stream was open for `id` (the caller
     /// opens one), else marks it to run again.
-    fn claim(&self, id: &str) -> Option<watch::Receiver<String>> {
+    fn claim(&self, id: &str) -> Option<watch::Receiver<()>> {
         let mut followers = self.lock();
         if let Some(follower) = followers.get_mut(id) {
             follower.again = true;
             return None;
         }
-        let (name, renamed) = watch::channel(String::new());
+        let (tell_renamed, renamed) = watch::channel(());
         followers.insert(
             id.to_owned(),
             Follower {
                 again: false,
                 forget: false,
-                name,
+                renamed: tell_renamed,
             },
         );
         Some(renamed)
@@ -356,9 +337,9 @@ impl Followers {
         followers.remove(id).map(|f| f.forget)
     }
 
-    fn rename(&self, id: &str, name: &str) {
+    fn renamed(&self, id: &str) {
         if let Some(follower) = self.lock().get(id) {
-            follower.name.send_replace(name.to_owned());
+            follower.renamed.send_replace(());
         }
     }
 
@@ -431,7 +412,7 @@ enum Again {
 async fn read_container(
     context: &Context,
     id: &str,
-    mut renamed: watch::Receiver<String>,
+    mut renamed: watch::Receiver<()>,
 ) -> Result<(), Again> {
     let source = &context.source;
     loop {

@@ -28,8 +28,8 @@ pub mod outcome;
 pub mod plan;
 pub mod session;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::metrics::{Counter, Gauge, Histogram};
@@ -44,6 +44,7 @@ use self::outcome::{Attempt, Decision, Tally, error_label, judge};
 use self::plan::{Exclusions, Marker, Pending, Plan};
 use self::session::{Connector, Fence, FenceError, Session};
 use crate::config::{RedisSettings, mask_password};
+use crate::health::Health;
 use crate::metrics::{self, DropReason, dropped};
 use crate::queue::redis::{RedisQueue, Taken};
 
@@ -78,21 +79,20 @@ struct WriterMetrics {
 /// Whether the last write was applied and, if not, why: what `/ready` says.
 #[derive(Debug, Default)]
 pub struct RedisHealth {
-    up: AtomicBool,
+    health: Health,
     off: AtomicBool,
-    last_error: Mutex<String>,
 }
 
 impl RedisHealth {
     /// Whether the last write (or, when idle, the write probe) was applied.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.health.is_up()
     }
 
     /// Redis is turned off (`redis.url = ""`): always ready.
     pub fn set_off(&self) {
         self.off.store(true, Ordering::Relaxed);
-        self.up.store(true, Ordering::Relaxed);
+        self.health.set_up();
     }
 
     /// `ready`, or why not (Redis' own error text, which never holds the
@@ -104,10 +104,7 @@ impl RedisHealth {
         if self.is_up() {
             return "ready\n".into();
         }
-        let error = self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let error = self.health.last_error();
         if error.is_empty() {
             "redis not connected yet\n".into()
         } else {
@@ -116,15 +113,11 @@ impl RedisHealth {
     }
 
     fn set_up(&self) {
-        self.up.store(true, Ordering::Relaxed);
+        self.health.set_up();
     }
 
     fn set_down(&self, error: String) {
-        self.up.store(false, Ordering::Relaxed);
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+        self.health.set_down(error);
     }
 }
 
