@@ -8,7 +8,6 @@
 
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::Duration;
 
 use crate::support::*;
 
@@ -24,9 +23,21 @@ pub(crate) fn one_at_a_time() -> MutexGuard<'static, ()> {
 }
 
 pub(crate) fn docker(args: &[&str]) -> Output {
+    docker_at(None, args)
+}
+
+/// The docker client against `host` (`unix://…`), or the tests' daemon.
+pub(crate) fn docker_at(host: Option<&str>, args: &[&str]) -> Output {
     let mut command = Command::new("docker");
-    if let Ok(host) = std::env::var("COWLOGD_TEST_DOCKER_HOST") {
-        command.env("DOCKER_HOST", host);
+    match host {
+        Some(host) => {
+            command.env("DOCKER_HOST", host);
+        }
+        None => {
+            if let Ok(host) = std::env::var("COWLOGD_TEST_DOCKER_HOST") {
+                command.env("DOCKER_HOST", host);
+            }
+        }
     }
     command
         .args(args)
@@ -77,49 +88,72 @@ pub(crate) fn ready() {
     });
 }
 
-/// A container printing by a script, logging with a driver (`--log-opt`s
-/// after it); removed when dropped.
-struct Container {
-    name: String,
+/// A container printing by a script; removed when dropped.
+pub(crate) struct Container {
+    host: Option<String>,
+    pub(crate) name: String,
 }
 
 impl Container {
-    /// The container named like mailcow's postfix container.
+    /// The container named like mailcow's postfix container, logging with
+    /// a driver (`--log-opt`s after it).
     fn run(driver: &str, options: &[String], script: &str) -> Container {
         Container::run_named(CONTAINER, driver, options, script)
     }
 
     fn run_named(name: &str, driver: &str, options: &[String], script: &str) -> Container {
-        let _ = docker(&["rm", "-f", name]);
-        let mut args = vec![
-            "run",
-            "-d",
-            "--network",
-            "none",
-            "--name",
-            name,
-            "--log-driver",
-            driver,
-        ];
+        let mut flags = vec!["--log-driver", driver];
         for option in options {
-            args.extend(["--log-opt", option.as_str()]);
+            flags.extend(["--log-opt", option.as_str()]);
         }
+        Container::start_at(None, name, &flags, script)
+    }
+
+    /// A container on the tests' daemon with these `docker run` flags.
+    pub(crate) fn start(name: &str, flags: &[&str], script: &str) -> Container {
+        Container::start_at(None, name, flags, script)
+    }
+
+    /// A container on the daemon at `host` (else the tests' daemon).
+    pub(crate) fn start_at(
+        host: Option<&str>,
+        name: &str,
+        flags: &[&str],
+        script: &str,
+    ) -> Container {
+        let _ = docker_at(host, &["rm", "-f", name]);
+        let mut args = vec!["run", "-d", "--network", "none", "--name", name];
+        args.extend_from_slice(flags);
         args.extend([IMAGE, "/bin/sh", "-c", script]);
-        let started = docker(&args);
+        let started = docker_at(host, &args);
         assert!(
             started.status.success(),
             "docker run: {}",
             String::from_utf8_lossy(&started.stderr)
         );
         Container {
+            host: host.map(str::to_owned),
             name: name.to_owned(),
         }
+    }
+
+    /// `docker logs` as Docker itself shows it: stdout and stderr lines,
+    /// sorted.
+    pub(crate) fn docker_logs(&self) -> Vec<String> {
+        let output = docker_at(self.host.as_deref(), &["logs", &self.name]);
+        let mut lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .chain(String::from_utf8_lossy(&output.stderr).lines())
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", &self.name]);
+        let _ = docker_at(self.host.as_deref(), &["rm", "-f", &self.name]);
     }
 }
 
@@ -132,24 +166,18 @@ fn fluentd_options(port: u16) -> Vec<String> {
     ]
 }
 
-/// The postfix list once it holds 600 entries and nothing more came for
-/// half a second (a line stored twice would).
-fn all_600_settled(redis: &RedisServer) -> Vec<String> {
-    let list = redis.wait_list("POSTFIX_MAILLOG", 600);
-    std::thread::sleep(Duration::from_millis(500));
-    if redis.llen("POSTFIX_MAILLOG") > list.len() {
-        redis.list("POSTFIX_MAILLOG")
-    } else {
-        list
-    }
-}
-
 /// `n` postfix lines, one every 10 ms, then a pause long enough for the
 /// driver to deliver the rest before the container stops.
 fn paced_lines(n: usize) -> String {
+    paced_lines_every(n, "0.01", "sleep 60")
+}
+
+/// `n` postfix lines `connect msg <i>`, one every `pause` seconds, then
+/// `after`.
+pub(crate) fn paced_lines_every(n: usize, pause: &str, after: &str) -> String {
     format!(
         "for i in $(seq 0 {}); do echo \"Nov 24 13:49:59 mail postfix/smtpd[7]: connect msg $i\"; \
-         sleep 0.01; done; sleep 60",
+         sleep {pause}; done; {after}",
         n - 1
     )
 }
@@ -166,7 +194,7 @@ fn the_fluentd_driver_with_acks_loses_and_duplicates_nothing_across_a_cowlogd_re
     });
     // SIGTERM mid-stream, started again on the same port.
     daemon.restart();
-    let list = all_600_settled(&redis);
+    let list = redis.wait_list_settled("POSTFIX_MAILLOG", 600);
     assert_eq!(list.len(), 600, "a line stored twice");
     assert_eq!(message_indices(&list), (0..600).collect(), "a line lost");
 }
@@ -198,7 +226,7 @@ fn the_fluentd_driver_with_acks_loses_nothing_when_cowlogd_is_killed_while_redis
     });
     daemon.kill();
     daemon.start_again();
-    let list = all_600_settled(&redis);
+    let list = redis.wait_list_settled("POSTFIX_MAILLOG", 600);
     assert_eq!(list.len(), 600, "a line stored twice");
     assert_eq!(message_indices(&list), (0..600).collect(), "a line lost");
 }

@@ -5,10 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use crate::docker::{IMAGE, docker, one_at_a_time, ready};
+use crate::docker::{Container, IMAGE, docker, docker_at, one_at_a_time, paced_lines_every, ready};
 use crate::support::*;
 
 /// The socket the tests' daemon answers on.
@@ -30,82 +30,6 @@ fn queue_section(dir: &Path) -> String {
     format!("[queue]\ndir = \"{}\"\n", dir.display())
 }
 
-/// A container on the default `json-file` driver; removed when dropped.
-struct Running {
-    host: Option<String>,
-    name: String,
-}
-
-fn docker_at(host: Option<&str>, args: &[&str]) -> Output {
-    match host {
-        None => docker(args),
-        Some(host) => Command::new("docker")
-            .env("DOCKER_HOST", host)
-            .args(args)
-            .output()
-            .expect("the docker client: apt-get install docker.io"),
-    }
-}
-
-impl Running {
-    fn start(name: &str, flags: &[&str], script: &str) -> Running {
-        Running::start_at(None, name, flags, script)
-    }
-
-    fn start_at(host: Option<&str>, name: &str, flags: &[&str], script: &str) -> Running {
-        let _ = docker_at(host, &["rm", "-f", name]);
-        let mut args = vec!["run", "-d", "--network", "none", "--name", name];
-        args.extend_from_slice(flags);
-        args.extend([IMAGE, "/bin/sh", "-c", script]);
-        let started = docker_at(host, &args);
-        assert!(
-            started.status.success(),
-            "docker run: {}",
-            String::from_utf8_lossy(&started.stderr)
-        );
-        Running {
-            host: host.map(str::to_owned),
-            name: name.to_owned(),
-        }
-    }
-
-    /// `docker logs` as Docker itself shows it: stdout and stderr lines.
-    fn docker_logs(&self) -> Vec<String> {
-        let output = docker_at(self.host.as_deref(), &["logs", &self.name]);
-        let mut lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .chain(String::from_utf8_lossy(&output.stderr).lines())
-            .map(str::to_owned)
-            .collect();
-        lines.sort();
-        lines
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = docker_at(self.host.as_deref(), &["rm", "-f", &self.name]);
-    }
-}
-
-/// `n` postfix lines `connect msg <i>` on stdout, one every `pause`
-/// seconds, then `after`.
-fn postfix_lines(n: usize, pause: &str, after: &str) -> String {
-    format!(
-        "for i in $(seq 0 {}); do echo \"Dec  6 05:00:00 mail postfix/smtpd[7]: connect msg $i\"; \
-         sleep {pause}; done; {after}",
-        n - 1
-    )
-}
-
-/// The entries of `key` once it holds `n` and nothing more came for half
-/// a second (a line stored twice would).
-fn settled(redis: &RedisServer, key: &str, n: usize) -> Vec<String> {
-    redis.wait_list(key, n);
-    std::thread::sleep(Duration::from_millis(500));
-    redis.list(key)
-}
-
 fn field(entry: &str, name: &str) -> String {
     let value: serde_json::Value = serde_json::from_str(entry).unwrap();
     value[name].as_str().unwrap_or_default().to_owned()
@@ -113,11 +37,8 @@ fn field(entry: &str, name: &str) -> String {
 
 fn count_each(list: &[String]) -> BTreeMap<usize, usize> {
     let mut counts = BTreeMap::new();
-    for entry in list {
-        let message = field(entry, "message");
-        if let Some(n) = message.rsplit(" msg ").next().and_then(|n| n.parse().ok()) {
-            *counts.entry(n).or_insert(0) += 1;
-        }
+    for n in list.iter().filter_map(|e| message_index(e)) {
+        *counts.entry(n).or_insert(0) += 1;
     }
     counts
 }
@@ -132,7 +53,7 @@ fn containers_running_before_and_started_after_cowlogd_give_the_gelf_drivers_rec
                   printf 'Dec  6 05:00:00 mail postfix/smtpd[7]: bad \\377 byte\\n'; \
                   echo 'Dec  6 05:00:00 mail postfix/cleanup[8]: message-id=<c>'; sleep 60";
     // Printed before cowlogd starts: not read (no checkpoint, so from now).
-    let before = Running::start(
+    let before = Container::start(
         "api1-postfix-mailcow-1",
         &[],
         "echo 'Dec  6 05:00:00 mail postfix/smtpd[7]: printed before'; sleep 6; \
@@ -142,9 +63,9 @@ fn containers_running_before_and_started_after_cowlogd_give_the_gelf_drivers_rec
     let daemon = api_daemon(&redis, &socket(), "api1-*", "");
     let address = format!("gelf-address=udp://127.0.0.1:{}", daemon.ports.gelf);
     let gelf = ["--log-driver", "gelf", "--log-opt", &address];
-    let _by_gelf = Running::start("gelf1-postfix-mailcow-1", &gelf, script);
-    let _by_api = Running::start("api1-postfix-mailcow-2", &[], script);
-    let list = settled(&redis, "POSTFIX_MAILLOG", 9);
+    let _by_gelf = Container::start("gelf1-postfix-mailcow-1", &gelf, script);
+    let _by_api = Container::start("api1-postfix-mailcow-2", &[], script);
+    let list = redis.wait_list_settled("POSTFIX_MAILLOG", 9);
     assert_eq!(list.len(), 9, "{list:#?}");
     let messages: Vec<String> = list.iter().map(|e| field(e, "message")).collect();
     assert!(messages.contains(&"printed after".to_owned()));
@@ -186,9 +107,9 @@ fn tty_containers_and_40_kib_lines_are_read_whole() {
                   printf 'Dec  6 05:00:00 mail postfix/smtpd[7]: long '; \
                   head -c 40000 /dev/zero | tr '\\0' x; echo; \
                   echo 'Dec  6 05:00:00 mail postfix/smtpd[7]: after'; sleep 60";
-    let _tty = Running::start("api2-postfix-mailcow-1", &["-t"], script);
-    let _plain = Running::start("api2-postfix-mailcow-2", &[], script);
-    let list = settled(&redis, "POSTFIX_MAILLOG", 6);
+    let _tty = Container::start("api2-postfix-mailcow-1", &["-t"], script);
+    let _plain = Container::start("api2-postfix-mailcow-2", &[], script);
+    let list = redis.wait_list_settled("POSTFIX_MAILLOG", 6);
     assert_eq!(list.len(), 6);
     let mut messages: Vec<String> = list.iter().map(|e| field(e, "message")).collect();
     messages.sort();
@@ -208,7 +129,7 @@ fn a_renamed_container_is_routed_by_its_new_name_and_a_removed_ones_checkpoint_g
         "api3-*",
         &format!("state_dir = \"{}\"\n", state.path().display()),
     );
-    let container = Running::start(
+    let container = Container::start(
         "api3-postfix-mailcow-1",
         &[],
         "echo 'Dec  6 05:00:00 mail postfix/smtpd[7]: before rename'; sleep 5; \
@@ -256,10 +177,10 @@ fn sigkill_mid_stream_and_restarts_store_every_line_exactly_once_and_lines_print
     let queue = tempfile::tempdir().unwrap();
     let mut daemon = api_daemon(&redis, &socket(), "api4-*", &queue_section(queue.path()));
     // Lines that share a timestamp are common at this pace.
-    let container = Running::start(
+    let container = Container::start(
         "api4-postfix-mailcow-1",
         &[],
-        &postfix_lines(3000, "0.001", "sleep 60"),
+        &paced_lines_every(3000, "0.001", "sleep 60"),
     );
     for (round, pause_redis) in [(300, false), (900, true), (1500, false)] {
         wait_for("lines before the kill", || {
@@ -280,17 +201,13 @@ fn sigkill_mid_stream_and_restarts_store_every_line_exactly_once_and_lines_print
         std::thread::sleep(Duration::from_millis(700));
         daemon.start_again();
     }
-    let list = settled(&redis, "POSTFIX_MAILLOG", 3000);
+    let list = redis.wait_list_settled("POSTFIX_MAILLOG", 3000);
     let counts = count_each(&list);
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "stored twice: {twice:?}");
     assert_eq!(counts.len(), 3000, "lost: {}", 3000 - counts.len());
     // Newest first, in the order printed.
-    let order: Vec<usize> = list
-        .iter()
-        .rev()
-        .filter_map(|e| field(e, "message").rsplit(" msg ").next()?.parse().ok())
-        .collect();
+    let order: Vec<usize> = list.iter().rev().filter_map(|e| message_index(e)).collect();
     assert_eq!(order, (0..3000).collect::<Vec<_>>());
     assert_eq!(
         container.docker_logs().len(),
@@ -304,10 +221,10 @@ fn without_a_state_directory_reading_starts_from_now_and_says_so() {
     let _serial = one_at_a_time();
     ready();
     let redis = RedisServer::start();
-    let _container = Running::start(
+    let _container = Container::start(
         "api5-postfix-mailcow-1",
         &[],
-        &postfix_lines(5, "0", "sleep 60"),
+        &paced_lines_every(5, "0", "sleep 60"),
     );
     std::thread::sleep(Duration::from_millis(500));
     let daemon = api_daemon(&redis, &socket(), "api5-*", "");
@@ -326,14 +243,14 @@ fn a_hundred_containers_printing_at_once_are_each_read_exactly_once() {
     let redis = RedisServer::start();
     let queue = tempfile::tempdir().unwrap();
     let daemon = api_daemon(&redis, &socket(), "api6-*", &queue_section(queue.path()));
-    let containers: Vec<Running> = std::thread::scope(|scope| {
+    let containers: Vec<Container> = std::thread::scope(|scope| {
         let starting: Vec<_> = (0..10)
             .map(|batch| {
                 scope.spawn(move || {
                     (0..10)
                         .map(|n| {
                             let index = batch * 10 + n;
-                            Running::start(
+                            Container::start(
                                 &format!("api6-postfix-mailcow-{index}"),
                                 &[],
                                 &format!(
@@ -350,7 +267,7 @@ fn a_hundred_containers_printing_at_once_are_each_read_exactly_once() {
             .flat_map(|s| s.join().unwrap())
             .collect()
     });
-    let list = settled(&redis, "POSTFIX_MAILLOG", 2000);
+    let list = redis.wait_list_settled("POSTFIX_MAILLOG", 2000);
     assert_eq!(list.len(), 2000);
     let distinct: std::collections::HashSet<String> =
         list.iter().map(|e| field(e, "message")).collect();
@@ -461,11 +378,11 @@ fn a_dockerd_not_up_at_start_is_waited_for_and_its_restart_is_survived_reading_e
     wait_for("docker connected", || {
         (daemon.metric("cowlogd_docker_connected") == 1.0).then_some(())
     });
-    let first = Running::start_at(
+    let first = Container::start_at(
         Some(&host),
         "api7-postfix-mailcow-1",
         &[],
-        &postfix_lines(100_000, "0.002", "sleep 60"),
+        &paced_lines_every(100_000, "0.002", "sleep 60"),
     );
     wait_for("lines before dockerd stops", || {
         (redis.llen("POSTFIX_MAILLOG") >= 200).then_some(())
@@ -486,37 +403,17 @@ fn a_dockerd_not_up_at_start_is_waited_for_and_its_restart_is_survived_reading_e
     // once; and a container started now is read.
     let printed = first.docker_logs().len();
     assert!(printed >= 200, "{printed}");
-    let _second = Running::start_at(
+    let _second = Container::start_at(
         Some(&host),
         "api7-postfix-mailcow-2",
         &[],
         "echo 'Dec  6 05:00:00 mail postfix/smtpd[7]: second container'; sleep 60",
     );
-    let list = settled(&redis, "POSTFIX_MAILLOG", printed + 1);
+    let list = redis.wait_list_settled("POSTFIX_MAILLOG", printed + 1);
     assert_eq!(list.len(), printed + 1);
     let counts = count_each(&list);
     assert_eq!(counts.len(), printed);
     assert!(counts.values().all(|n| *n == 1));
-}
-
-/// The status line of one HTTP/1.0 request to `port` (empty when nothing
-/// listens).
-fn http_status(port: u16, method: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: docker\r\nContent-Length: 0\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer.lines().next().unwrap_or_default().to_owned()
 }
 
 #[test]
@@ -559,18 +456,16 @@ fn through_the_socket_proxy_config_cowlogd_reads_and_everything_else_is_refused(
             .unwrap(),
     );
     wait_for("the proxy", || {
-        http_status(port, "GET", "/version")
-            .contains("200")
-            .then_some(())
+        (http_request(port, "GET", "/version").0 == 200).then_some(())
     });
     let redis = RedisServer::start();
     let _daemon = api_daemon(&redis, &format!("tcp://127.0.0.1:{port}"), "api8-*", "");
-    let _container = Running::start(
+    let _container = Container::start(
         "api8-postfix-mailcow-1",
         &[],
-        &postfix_lines(20, "0.01", "sleep 60"),
+        &paced_lines_every(20, "0.01", "sleep 60"),
     );
-    let list = settled(&redis, "POSTFIX_MAILLOG", 20);
+    let list = redis.wait_list_settled("POSTFIX_MAILLOG", 20);
     assert_eq!(count_each(&list).len(), 20);
     // What cowlogd does not need is refused: files out of a container, a
     // new container, exec, images.
@@ -585,10 +480,10 @@ fn through_the_socket_proxy_config_cowlogd_reads_and_everything_else_is_refused(
         ("GET", "/images/json"),
         ("GET", "/v1.41/secrets"),
     ] {
-        let status = http_status(port, method, path);
-        assert!(status.contains("403"), "{method} {path}: {status}");
+        let (status, _) = http_request(port, method, path);
+        assert_eq!(status, 403, "{method} {path}");
     }
-    assert!(http_status(port, "GET", "/v1.41/containers/json").contains("200"));
+    assert_eq!(http_request(port, "GET", "/v1.41/containers/json").0, 200);
 }
 
 /// A child process killed when dropped, also when the test fails.

@@ -25,13 +25,12 @@ done
 
 work=$(mktemp -d)
 redis_port=16393
-trap 'kill $(jobs -p) 2>/dev/null || true; redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+source tests/bench/common.sh
+trap 'kill $(jobs -p) 2>/dev/null || true; stop_redis; rm -rf "$work"' EXIT
 syslog_port=25393
 gelf_port=25394
 gelf_tcp_port=25395
-redis-server --port "$redis_port" --save "" --appendonly no --daemonize yes --logfile "$work/redis.log" --dir "$work"
-redis="redis://127.0.0.1:$redis_port"
-sleep 0.3
+start_redis
 cat > "$work/cowlogd.toml" <<TOML
 [redis]
 url = "$redis"
@@ -44,8 +43,6 @@ syslog_tcp = "127.0.0.1:$syslog_port"
 [metrics]
 listen = ""
 TOML
-
-source tests/bench/common.sh
 
 run() {  # label binary traffic...
   local label=$1 binary=$2; shift 2

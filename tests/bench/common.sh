@@ -1,6 +1,19 @@
 # Shared by the bench scripts (sourced). Expects $work (a scratch folder),
-# $redis_port and $redis (the Redis they write to) and $bench (the load
-# generator).
+# $redis_port and $redis (the Redis they write to, see start_redis) and
+# $bench (the load generator).
+
+# A throwaway redis-server on $redis_port, keeping nothing, its files in
+# $work; sets $redis. stop_redis (in the caller's EXIT trap) ends it.
+start_redis() {
+  redis-server --port "$redis_port" --save "" --appendonly no --daemonize yes \
+    --logfile "$work/redis.log" --dir "$work"
+  redis="redis://127.0.0.1:$redis_port"
+  sleep 0.3
+}
+
+stop_redis() {
+  redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
+}
 
 # Waits until the daemon logging to $1 says it runs.
 wait_until_running() {  # log file

@@ -25,12 +25,11 @@ done
 [ -e /usr/lib/x86_64-linux-gnu/rsyslog/omhiredis.so ] || { echo "missing omhiredis: apt-get install rsyslog-hiredis" >&2; exit 1; }
 
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 redis_port=16391
+source tests/bench/common.sh
+trap 'kill $(jobs -p) 2>/dev/null || true; stop_redis; rm -rf "$work"' EXIT
 port=25391
-redis-server --port "$redis_port" --save "" --appendonly no --daemonize yes --logfile "$work/redis.log" --dir "$work"
-redis="redis://127.0.0.1:$redis_port"
-sleep 0.3
+start_redis
 
 cat > "$work/cowlogd.toml" <<TOML
 [redis]

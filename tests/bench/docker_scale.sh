@@ -21,15 +21,16 @@ docker image inspect "$image" >/dev/null 2>&1 || { echo "no $image: run the dock
 
 cargo build --release -q --bin cowlogd
 work=$(mktemp -d)
-redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$redis_port" --save '' --appendonly no --daemonize yes --pidfile "$work/redis.pid" >/dev/null
+redis_port=16394
+source tests/bench/common.sh
+start_redis
 metrics_port=$((redis_port + 1))
 gelf_port=$((redis_port + 2))
 dockerd_pid=$(pgrep -xo dockerd)
 cleanup() {
   docker ps -aq --filter name=scale- | xargs -r docker rm -f >/dev/null 2>&1 || true
   [ -n "${cowlogd_pid:-}" ] && kill "$cowlogd_pid" 2>/dev/null || true
-  kill "$(cat "$work/redis.pid")" 2>/dev/null || true
+  stop_redis
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -77,7 +78,7 @@ EOF
     fi
     target/release/cowlogd --config "$work/cowlogd.toml" >"$work/cowlogd.log" 2>&1 &
     cowlogd_pid=$!
-    for _ in $(seq 100); do grep -q "cowlogd running" "$work/cowlogd.log" && break; sleep 0.1; done
+    wait_until_running "$work/cowlogd.log"
     # Every container waits for the start signal, then prints its lines
     # as fast as busybox `yes` writes them.
     seq 0 $((n - 1)) | xargs -P 8 -I{} docker run -d --network none --name "scale-{}" \

@@ -29,12 +29,11 @@ done
 
 work=$(mktemp -d)
 cgroup=""
-trap 'kill $(jobs -p) 2>/dev/null || true; redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$work"; [ -z "$cgroup" ] || rmdir "$cgroup" 2>/dev/null || true' EXIT
+source tests/bench/common.sh
+trap 'kill $(jobs -p) 2>/dev/null || true; stop_redis; rm -rf "$work"; [ -z "$cgroup" ] || rmdir "$cgroup" 2>/dev/null || true' EXIT
 redis_port=16392
 port=25392
-redis-server --port "$redis_port" --save "" --appendonly no --daemonize yes --logfile "$work/redis.log" --dir "$work"
-redis="redis://127.0.0.1:$redis_port"
-sleep 0.3
+start_redis
 
 for setting in off on; do
   cat > "$work/$setting.toml" <<TOML
@@ -50,8 +49,6 @@ listen = ""
 TOML
 done
 printf '[f2b]\nenabled = true\n' >> "$work/on.toml"
-
-source tests/bench/common.sh
 
 instructions() {  # setting, messages → instructions collected
   callgrind_instructions "$cowlogd" "$work/$1.toml" syslog-tcp "127.0.0.1:$port" "$2" --attackers "$attackers"

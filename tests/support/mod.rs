@@ -442,6 +442,18 @@ impl RedisServer {
     }
 
     /// Waits until `key` holds at least `n` entries; returns them.
+    /// The entries of `key` once it holds `n` and nothing more came for
+    /// half a second (a line stored twice would).
+    pub fn wait_list_settled(&self, key: &str, n: usize) -> Vec<String> {
+        let list = self.wait_list(key, n);
+        std::thread::sleep(Duration::from_millis(500));
+        if self.llen(key) > list.len() {
+            self.list(key)
+        } else {
+            list
+        }
+    }
+
     pub fn wait_list(&self, key: &str, n: usize) -> Vec<String> {
         wait_for(&format!("{n} entries in {key}"), || {
             let len = if self.tls_ca.is_some() {
@@ -588,27 +600,7 @@ impl Daemon {
 
     /// `(status, body)` of a GET on the metrics listener.
     pub fn http_get(&self, path: &str) -> (u16, String) {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.ports.metrics)) else {
-            return (0, String::new());
-        };
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        if stream.write_all(request.as_bytes()).is_err() {
-            return (0, String::new());
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        let status = response
-            .get(9..12)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        http_request(self.ports.metrics, "GET", path)
     }
 
     pub fn metrics(&self) -> String {
@@ -870,11 +862,48 @@ pub fn postfix_frame(n: usize) -> Vec<u8> {
     format!("{} {line}", line.len()).into_bytes()
 }
 
+/// `(status, body)` of one HTTP/1.1 request without a body to
+/// `127.0.0.1:port`; `(0, "")` when nothing answers.
+pub fn http_request(port: u16, method: &str, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The `<n>` of an entry whose message ends `msg <n>`.
+pub fn message_index(entry: &str) -> Option<usize> {
+    entry
+        .rsplit(" msg ")
+        .next()?
+        .split('"')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The `n` of every [`postfix_line`] in a list's entries.
 pub fn message_indices(list: &[String]) -> std::collections::BTreeSet<usize> {
-    list.iter()
-        .filter_map(|e| e.rsplit(" msg ").next()?.split('"').next()?.parse().ok())
-        .collect()
+    list.iter().filter_map(|e| message_index(e)).collect()
 }
 
 /// cowlogd with `inputs.fluent_tcp` on a free port (returned), `extra`
